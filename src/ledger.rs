@@ -1,0 +1,28 @@
+//! The per-dataset privacy-budget ledger: reserve before reading private data, commit after.
+//!
+//! (Being built: see the issue that owns this module.)
+
+use crate::error::{Class, Coded};
+
+/// Errors of this module.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Anything else.
+    #[error("{0}")]
+    Other(String),
+}
+
+impl Error {
+    /// Stable codes of this module.
+    pub const CODES: &'static [&'static str] = &["ledger-error"];
+}
+
+impl Coded for Error {
+    fn code(&self) -> &'static str {
+        "ledger-error"
+    }
+    fn class(&self) -> Class {
+        Class::Input
+    }
+}

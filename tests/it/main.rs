@@ -1,0 +1,6 @@
+//! Integration tests: one binary driving the real `retort` executable (and the library).
+//! Each area has its own module; `util` holds the temp-workspace helper.
+
+mod util;
+
+mod foundation;

@@ -1,0 +1,166 @@
+//! Test helpers: a temporary workspace and a runner for the real binary.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// Path of the built `retort` binary.
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_retort"))
+}
+
+/// The shared test data folder (`../shared/data` from the repo root), if present.
+pub fn shared_data() -> Option<PathBuf> {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data");
+    p.is_dir().then_some(p)
+}
+
+/// Skip (loudly) when the shared data folder is absent.
+#[macro_export]
+macro_rules! need_shared_data {
+    () => {
+        match $crate::util::shared_data() {
+            Some(p) => p,
+            None => {
+                eprintln!("SKIPPED: ../shared/data is absent");
+                return;
+            }
+        }
+    };
+}
+
+/// The result of one command.
+#[derive(Debug)]
+pub struct Run {
+    pub status: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    fn from(o: Output) -> Run {
+        Run {
+            status: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+    /// The last stdout line parsed as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        let last = self
+            .stdout
+            .lines()
+            .last()
+            .unwrap_or_else(|| panic!("no stdout; stderr:\n{}", self.stderr));
+        serde_json::from_str(last).unwrap_or_else(|e| {
+            panic!(
+                "last line is not JSON ({e}): {last}\nstderr:\n{}",
+                self.stderr
+            )
+        })
+    }
+    /// Assert the exit status, printing everything on mismatch.
+    #[track_caller]
+    pub fn expect(&self, status: i32) -> &Run {
+        assert_eq!(
+            self.status, status,
+            "expected exit {status}, got {}\n--- stdout\n{}\n--- stderr\n{}",
+            self.status, self.stdout, self.stderr
+        );
+        self
+    }
+    /// Assert stderr contains all of these.
+    #[track_caller]
+    pub fn stderr_has(&self, parts: &[&str]) -> &Run {
+        for p in parts {
+            assert!(
+                self.stderr.contains(p),
+                "stderr lacks {p:?}:\n{}",
+                self.stderr
+            );
+        }
+        self
+    }
+    /// Assert stdout contains all of these.
+    #[track_caller]
+    pub fn stdout_has(&self, parts: &[&str]) -> &Run {
+        for p in parts {
+            assert!(
+                self.stdout.contains(p),
+                "stdout lacks {p:?}:\n{}",
+                self.stdout
+            );
+        }
+        self
+    }
+}
+
+/// A temporary directory with a workspace path inside it (not yet created).
+pub struct TestWs {
+    pub dir: tempfile::TempDir,
+    pub ws: PathBuf,
+}
+
+impl TestWs {
+    /// A fresh temp dir; the workspace is `<tmp>/ws` and does not exist yet.
+    pub fn new() -> TestWs {
+        let dir = tempfile::tempdir().unwrap();
+        let ws = dir.path().join("ws");
+        TestWs { dir, ws }
+    }
+    /// A fresh temp dir with an initialised workspace.
+    pub fn init() -> TestWs {
+        let t = TestWs::new();
+        t.run(&["init"]).expect(0);
+        t
+    }
+    /// Run `retort --workspace <ws> args…`.
+    pub fn run(&self, args: &[&str]) -> Run {
+        self.run_env(args, &[])
+    }
+    /// Run with extra environment variables.
+    pub fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
+        let mut c = Command::new(bin());
+        c.arg("--workspace").arg(&self.ws).args(args);
+        c.env_remove("RETORT_WORKSPACE");
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        Run::from(c.output().expect("run retort"))
+    }
+    /// A path inside the temp dir.
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+    /// All audit records of the workspace, parsed.
+    pub fn audit_records(&self) -> Vec<serde_json::Value> {
+        let mut segs: Vec<_> = std::fs::read_dir(self.ws.join("audit"))
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .filter(|p| {
+                p.file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with("segment-")
+            })
+            .collect();
+        segs.sort();
+        segs.iter()
+            .flat_map(|p| {
+                std::fs::read_to_string(p)
+                    .unwrap()
+                    .lines()
+                    .map(|l| serde_json::from_str(l).unwrap())
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+}
+
+/// Run the binary without a workspace argument.
+pub fn retort(args: &[&str]) -> Run {
+    let mut c = Command::new(bin());
+    c.args(args).env_remove("RETORT_WORKSPACE");
+    Run::from(c.output().expect("run retort"))
+}
