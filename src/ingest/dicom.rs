@@ -373,7 +373,7 @@ fn voi(x: f64, c: f64, w: f64, sigmoid: bool) -> f64 {
 fn min_max(v: &[f64]) -> Vec<f64> {
     let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
     let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    if !(hi > lo) {
+    if hi.partial_cmp(&lo) != Some(std::cmp::Ordering::Greater) {
         return vec![0.0; v.len()];
     }
     v.iter().map(|&x| (x - lo) / (hi - lo)).collect()

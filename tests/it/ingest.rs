@@ -308,7 +308,7 @@ fn phi_strings(data: &Path) -> Vec<String> {
                 if let Ok(s) = el.to_str() {
                     let s = s.trim_matches(|c: char| c.is_whitespace() || c == '\0');
                     // Long enough to be specific, and not a filler like "000000000".
-                    let filler = s.chars().all(|c| Some(c) == s.chars().next());
+                    let filler = s.chars().all(|c| s.starts_with(c));
                     if s.len() >= 6 && !filler {
                         v.push(s.to_string());
                     }
@@ -484,6 +484,43 @@ fn big_endian_implicit_rle_and_jpeg2000_decode_alike() {
             Ok(_) => {}
             Err(e) => assert!(e.to_string().contains(f), "{e}"),
         }
+    }
+}
+
+/// Colour objects are refused by the burned-in rule (secondary capture); with the flag set to
+/// NO in memory, their colour paths (RGB, palette, JPEG 2000) decode to 3 channels.
+#[test]
+fn colour_dicom_decodes_when_not_burned_in() {
+    use dicom_core::{value::PrimitiveValue, VR};
+    use dicom_object::mem::InMemElement;
+    let data = need_data!();
+    let v = data.join("dicom/valid");
+    for f in ["examples_rgb_color.dcm", "examples_palette.dcm", "JPEG2000.dcm"] {
+        let p = v.join(f);
+        let e = retort::ingest::dicom::read_file(&p).unwrap_err();
+        assert_eq!(e.code_str(), "ingest-dicom-burned-in", "{f}: {e}");
+        let mut obj = dicom_object::open_file(&p).unwrap();
+        obj.put(InMemElement::new(
+            dicom_dictionary_std::tags::BURNED_IN_ANNOTATION,
+            VR::CS,
+            PrimitiveValue::from("NO"),
+        ));
+        let (raw, notes, _) = retort::ingest::dicom::decode_object(&p, &obj).unwrap();
+        let plane = raw.h * raw.w;
+        if f != "JPEG2000.dcm" {
+            assert_eq!(raw.c, 3, "{f}");
+            // Real colour: the channels differ somewhere.
+            let differs = (0..plane).any(|i| raw.pixels[i] != raw.pixels[plane + i]);
+            assert!(differs, "{f} decoded as gray");
+        }
+        assert_eq!(f == "examples_palette.dcm", notes.palette, "{f}");
+        let distinct: std::collections::BTreeSet<u8> = raw.pixels.iter().copied().collect();
+        assert!(distinct.len() > 16, "{f} is flat");
+    }
+    // The JPEG one does not parse with this dicom-object version: refused with a reason.
+    let e = retort::ingest::dicom::read_file(&v.join("SC_rgb_jpeg.dcm"));
+    if let Err(e) = e {
+        assert!(e.to_string().contains("SC_rgb_jpeg.dcm"));
     }
 }
 
