@@ -97,8 +97,17 @@ pub fn add_partner_text(text: &str, path: &Path, partner: &NewPartner) -> Result
         }
         t.insert("datasets", toml_edit::value(a));
     }
+    // Comments after the last table belong to the document's trailing text; keep them where
+    // they are (before the new entry) so the file reads in the order it was written.
+    let trailing = doc.trailing().as_str().unwrap_or("").to_string();
+    doc.set_trailing("");
+    let sep = if trailing.is_empty() || trailing.ends_with("\n\n") {
+        ""
+    } else {
+        "\n"
+    };
     t.decor_mut().set_prefix(format!(
-        "\n# added by `retort policy add-partner` on {}\n",
+        "{trailing}{sep}# added by `retort policy add-partner` on {}\n",
         crate::workspace::now_rfc3339()
     ));
     match doc.get_mut("partners") {

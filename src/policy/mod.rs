@@ -114,7 +114,7 @@ pub enum Error {
         message: String,
     },
     /// A required key is absent.
-    #[error("{at}: missing required policy key `{key}`{}", in_table(table))]
+    #[error("{at}: missing required policy key `{key}`{}\n{}", in_table(table), at.snippet)]
     MissingKey {
         /// Where (the table that lacks it, or the start of the file).
         at: Location,
@@ -263,13 +263,15 @@ impl Coded for Error {
                 }
             }
             Error::WrongType { key, message, .. } => raw::type_hint(key, message),
-            Error::MissingKey { key, table, .. } => format!(
-                "add `{key} = …` {} (see policies/README.md for its meaning; there is no default because the value matters)",
-                match table {
-                    Some(t) => format!("under [{t}]"),
-                    None => "at the top of the file".into(),
-                }
-            ),
+            Error::MissingKey { key, table, .. } => match (key.as_str(), table) {
+                ("budget", None) => "add a [budget] table with dataset_epsilon_cap, run_epsilon_cap and max_delta (start from `retort init`'s template or policies/default.toml)".into(),
+                (_, Some(t)) => format!(
+                    "add `{key} = …` under [{t}] (see policies/README.md for its meaning; there is no default because the value matters)"
+                ),
+                (_, None) => format!(
+                    "add `{key} = …` at the top of the file, before any [table] (see policies/README.md)"
+                ),
+            },
             Error::Invalid { fix, .. } => fix.clone(),
             Error::Refused(r) => r.hint.clone(),
             Error::PartnerExists { name, .. } => format!(

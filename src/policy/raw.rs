@@ -99,6 +99,16 @@ fn classify(e: &toml::de::Error, text: &str, path: &Path) -> Error {
     }
     if let Some(rest) = msg.strip_prefix("missing field `") {
         let key = rest.split('`').next().unwrap_or("").to_string();
+        // The span is the table lacking the key: its header line is part of it.
+        let eol = text
+            .get(span.start..)
+            .and_then(|t| t.find('\n'))
+            .map_or(text.len(), |i| span.start + i);
+        let table = if span.start == 0 && span.end >= text.len() {
+            None
+        } else {
+            table_at(text, eol)
+        };
         return Error::MissingKey { at, key, table };
     }
     if msg.starts_with("invalid type") || msg.starts_with("invalid value") {
