@@ -304,12 +304,12 @@ fn add_partner(a: NewPartnerArgs, ctx: &mut Ctx) -> Result<Report> {
     ctx.detail("policy_path", path.display().to_string());
     ctx.detail("old_sha256", old_sha.clone());
     let old_text = String::from_utf8(old_bytes).map_err(|_| policy::Error::Syntax {
-        at: policy::Location {
+        at: Box::new(policy::Location {
             path: path.clone(),
             line: 1,
             column: 1,
             snippet: String::new(),
-        },
+        }),
         message: "the file is not UTF-8 text".into(),
     })?;
     let partner = NewPartner {

@@ -419,7 +419,7 @@ impl Policy {
         }
         if self.export_restricted() {
             let e = p.exporter;
-            let ok = self.export_users.iter().any(|u| *u == e.user)
+            let ok = self.export_users.contains(&e.user)
                 || e.groups.iter().any(|g| self.export_groups.contains(g));
             if !ok {
                 return Err(Refusal::new(

@@ -36,7 +36,7 @@ pub fn cert_fingerprint(pem: &str, path: &Path) -> Result<String> {
     let der = crate::keys::pem_decode(pem, "CERTIFICATE")
         .ok_or_else(|| bad("no -----BEGIN CERTIFICATE----- block with valid base64"))?;
     match x509_parser::parse_x509_certificate(&der) {
-        Ok((rest, _)) if rest.is_empty() => {}
+        Ok(([], _)) => {}
         Ok(_) => return Err(bad("trailing bytes after the certificate")),
         Err(e) => return Err(bad(&format!("not an X.509 certificate ({e})"))),
     }

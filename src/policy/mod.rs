@@ -87,7 +87,7 @@ pub enum Error {
     #[error("{at}: policy file is not valid TOML: {message}\n{}", at.snippet)]
     Syntax {
         /// Where.
-        at: Location,
+        at: Box<Location>,
         /// The parser's message.
         message: String,
     },
@@ -95,7 +95,7 @@ pub enum Error {
     #[error("{at}: unknown policy key `{key}`{}\n{}", in_table(table), at.snippet)]
     UnknownKey {
         /// Where.
-        at: Location,
+        at: Box<Location>,
         /// The key as written.
         key: String,
         /// The table it is in (dotted), if known.
@@ -107,7 +107,7 @@ pub enum Error {
     #[error("{at}: wrong type for `{key}`: {message}\n{}", at.snippet)]
     WrongType {
         /// Where.
-        at: Location,
+        at: Box<Location>,
         /// The key.
         key: String,
         /// What was found and what was expected.
@@ -117,7 +117,7 @@ pub enum Error {
     #[error("{at}: missing required policy key `{key}`{}\n{}", in_table(table), at.snippet)]
     MissingKey {
         /// Where (the table that lacks it, or the start of the file).
-        at: Location,
+        at: Box<Location>,
         /// The key.
         key: String,
         /// The table it belongs in (dotted), if any.
@@ -127,7 +127,7 @@ pub enum Error {
     #[error("{at}: invalid value for `{key}`: {why}\n{}", at.snippet)]
     Invalid {
         /// Where.
-        at: Location,
+        at: Box<Location>,
         /// The dotted key.
         key: String,
         /// Why it is refused.

@@ -161,7 +161,7 @@ fn key_at(text: &str, pos: usize) -> Option<String> {
 }
 
 /// 1-based line/column of byte `pos`, with a snippet.
-pub(crate) fn locate(text: &str, pos: usize, path: &Path) -> Location {
+pub(crate) fn locate(text: &str, pos: usize, path: &Path) -> Box<Location> {
     let mut pos = pos.min(text.len());
     while !text.is_char_boundary(pos) {
         pos -= 1;
@@ -178,16 +178,16 @@ pub(crate) fn locate(text: &str, pos: usize, path: &Path) -> Location {
         " ".repeat(column - 1),
         w = gutter.len() - 2
     );
-    Location {
+    Box::new(Location {
         path: path.to_path_buf(),
         line,
         column,
         snippet,
-    }
+    })
 }
 
 /// Locate a byte offset in bytes that are not valid UTF-8.
-pub(crate) fn locate_bytes(bytes: &[u8], pos: usize, path: &Path) -> Location {
+pub(crate) fn locate_bytes(bytes: &[u8], pos: usize, path: &Path) -> Box<Location> {
     let text = String::from_utf8_lossy(&bytes[..pos.min(bytes.len())]).into_owned();
     locate(&text, text.len(), path)
 }
@@ -245,7 +245,7 @@ struct Validator<'a> {
 }
 
 impl Validator<'_> {
-    fn at(&self, span: Range<usize>) -> Location {
+    fn at(&self, span: Range<usize>) -> Box<Location> {
         locate(self.text, span.start, self.path)
     }
 
@@ -460,7 +460,7 @@ impl Validator<'_> {
         &self,
         list: Option<&[Spanned<String>]>,
         key: &str,
-        spans: &mut Vec<(String, Location)>,
+        spans: &mut Vec<(String, Box<Location>)>,
     ) -> Result<Vec<String>> {
         let mut out: Vec<String> = Vec::new();
         for v in list.unwrap_or(&[]) {
