@@ -270,6 +270,29 @@ fn read_text(path: &std::path::Path) -> Result<String> {
     std::fs::read_to_string(path).map_err(|e| crate::error::IoError::new("reading", path, e).into())
 }
 
+/// ADAPTER (policy helper): `package` and `serve` were built against the workspace config's
+/// legacy `[[partners]]` table (`workspace::PartnerEntry`) before `policy::partner_by_cert` and
+/// `Policy::decide` existed. Mirroring the partner there keeps them working until they read the
+/// policy; the policy file stays the source of truth (`policy show`, `decide`). Remove this
+/// once both use the policy.
+fn mirror_into_config(
+    ws: &crate::workspace::Workspace,
+    name: &str,
+    client_cert_sha256: Option<&str>,
+) -> Result<()> {
+    let mut ws = crate::workspace::Workspace::open(ws.root())?;
+    let partners = &mut ws.config_mut().partners;
+    if partners.iter().any(|p| p.name == name) {
+        return Ok(());
+    }
+    partners.push(crate::workspace::PartnerEntry {
+        name: name.to_string(),
+        client_cert_sha256: client_cert_sha256.map(str::to_string),
+    });
+    ws.save_config()?;
+    Ok(())
+}
+
 fn add_partner(a: NewPartnerArgs, ctx: &mut Ctx) -> Result<Report> {
     if ctx.policy.is_some() {
         return Err(super::usage(
@@ -337,6 +360,7 @@ fn add_partner(a: NewPartnerArgs, ctx: &mut Ctx) -> Result<Report> {
         serde_json::json!({"change": "add-partner", "partner": a.name, "old_sha256": old_sha, "new_sha256": new_sha}),
     )?;
     atomic_write(&path, new_text.as_bytes())?;
+    mirror_into_config(&ws, &a.name, client_cert_sha256.as_deref())?;
     ctx.record(
         &ws,
         NewRecord::new(&ctx.actor, "policy.change", new_policy.name(), Outcome::Ok).details(
