@@ -178,7 +178,7 @@ pub fn describe(p: &Policy) -> String {
     s.push_str(&format!(
         "  one run may spend at most epsilon {}\n  delta may be at most {}, and below {}/n for a dataset of n records\n",
         p.run_epsilon_cap(),
-        p.max_delta(),
+        policy::fmt_num(p.max_delta()),
         p.max_delta_times_records()
     ));
     s.push_str(&format!(

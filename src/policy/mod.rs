@@ -44,6 +44,7 @@ mod edit;
 mod raw;
 mod warn;
 
+pub(crate) use decide::fmt_num;
 pub use decide::{
     Decision, DistillRequest, IngestRequest, OsIdentity, PackageRequest, Refusal, Request,
     ServeRequest,
