@@ -122,12 +122,17 @@ fn workspace() -> (tempfile::TempDir, Workspace) {
 }
 
 fn append(ws: &Workspace, n: usize) {
+    append_as(ws, n, "o")
+}
+
+fn append_as(ws: &Workspace, n: usize, prefix: &str) {
     let log = AuditLog::new(ws.audit_dir());
-    for i in 0..n {
+    let start = log.head().unwrap().next_seq;
+    for i in 0..n as u64 {
         log.append(NewRecord::new(
             "user:t",
             "test.x",
-            &format!("o{i}"),
+            &format!("{prefix}{}", start + i),
             Outcome::Ok,
         ))
         .unwrap();
@@ -222,7 +227,7 @@ fn refuses_to_sign_a_history_inconsistent_with_its_last_checkpoint() {
     let seg = AuditLog::new(ws.audit_dir()).segments().unwrap()[0].clone();
     fs::remove_file(&seg).unwrap();
     fs::remove_file(dir(&ws).join(STATE_FILE)).unwrap();
-    append(&ws, 5);
+    append_as(&ws, 5, "rewritten");
     let err = seal(&ws).unwrap_err();
     assert!(matches!(err, Error::CheckpointInconsistent { .. }), "{err}");
 }
