@@ -426,26 +426,35 @@ fn examine(
     (st, Some(note.root))
 }
 
-#[cfg(fuzzing)]
 /// Fuzz hook: the log reader and chain check over arbitrary bytes as one segment, and the
 /// note parser over the same bytes. Must never panic.
+#[cfg(fuzzing)]
 pub fn fuzz_log_reader(data: &[u8]) {
+    read_arbitrary(data);
+}
+
+/// The body of the fuzz hook (compiled always, so unit tests exercise it too). Returns the
+/// number of findings.
+#[cfg_attr(not(any(fuzzing, test)), allow(dead_code))]
+fn read_arbitrary(data: &[u8]) -> usize {
     let mut check = ChainCheck::new();
     let mut findings = Vec::new();
     let mut frontier = Frontier::new();
-    let mut lines = data.split(|&b| b == b'\n').peekable();
-    while let Some(line) = lines.next() {
-        let last = lines.peek().is_none();
-        if last && line.is_empty() {
-            break;
-        }
-        check.check("fuzz", 0, line, last, &mut findings);
+    let mut rest = data;
+    while !rest.is_empty() {
+        let (line, torn, next) = match rest.iter().position(|&b| b == b'\n') {
+            Some(i) => (&rest[..i], false, &rest[i + 1..]),
+            None => (rest, true, &rest[rest.len()..]),
+        };
+        check.check("fuzz", 0, line, torn, &mut findings);
         frontier.push_entry(line);
+        rest = next;
     }
     let _ = frontier.root();
     if let Ok(text) = std::str::from_utf8(data) {
         let _ = parse_note(text);
     }
+    findings.len()
 }
 
 #[cfg(test)]
@@ -565,6 +574,31 @@ mod tests {
             }
         }
         !verify(&ws, &Options::default()).unwrap().intact
+    }
+
+    proptest! {
+        #[test]
+        fn reader_never_panics_on_arbitrary_bytes(data in proptest::collection::vec(any::<u8>(), 0..600)) {
+            read_arbitrary(&data);
+        }
+
+        #[test]
+        fn reader_never_panics_on_near_records(cut in 0usize..400, flip in 0usize..400, byte in any::<u8>()) {
+            let line = br#"{"action":"x.y","actor":"user:a","details":{"n":1},"object":"o","outcome":"ok","prev":"0000000000000000000000000000000000000000000000000000000000000000","seq":0,"ts":"2026-01-01T00:00:00Z"}"#;
+            let mut data = line.to_vec();
+            data.push(b'\n');
+            data.extend_from_slice(line);
+            let i = flip % data.len();
+            data[i] ^= byte;
+            data.truncate(cut.max(1).min(data.len()));
+            read_arbitrary(&data);
+        }
+    }
+
+    #[test]
+    fn intact_bytes_have_no_findings() {
+        let (_d, _ws, seg) = workspace(3);
+        assert_eq!(read_arbitrary(&fs::read(seg).unwrap()), 0);
     }
 
     proptest! {
