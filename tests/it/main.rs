@@ -7,3 +7,4 @@ mod audit;
 mod foundation;
 mod ingest;
 mod policy;
+mod privacy;
