@@ -1,23 +1,180 @@
-//! `retort package` (being built: see the issue that owns it).
+//! `retort package RUN --partner NAME [--out DIR] [--tar]`: check that the partner may receive
+//! packages, build the signed package of a completed run, publish it in the workspace
+//! (`packages/<id>/` + `packages/<id>.meta.json`, where `retort serve` finds it) and optionally
+//! copy it out.
+
+use std::path::PathBuf;
+
+use serde_json::json;
 
 use super::{Ctx, Report};
+use crate::keys::{KeyPaths, SigningKey};
+use crate::package::manifest::{load_eval, RunJson};
+use crate::package::sign::{build_package, export_copy, file_sha256, publish, BuildInputs};
+use crate::workspace::{validate_name, Workspace, DEFAULT_LOCK_WAIT};
 use crate::Result;
 
 /// Arguments of `retort package`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Arguments (not yet defined).
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
-    pub rest: Vec<String>,
+    /// The run to package (an id under runs/, as `retort distill` printed it).
+    pub run: String,
+    /// The partner receiving the package (must be allowed by the policy).
+    #[arg(long, value_name = "NAME")]
+    pub partner: String,
+    /// Also copy the package out to DIR/<id>/ (or DIR/<id>.tar with --tar).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// With --out: write one plain POSIX tar instead of a directory.
+    #[arg(long, requires = "out")]
+    pub tar: bool,
 }
 
 /// Run `retort package`.
 ///
 /// # Errors
-/// Always, until the command is built.
-pub fn run(_args: Args, _ctx: &mut Ctx) -> Result<Report> {
-    Err(super::usage(
-        "`retort package` is not available in this build yet",
-        "see README.md for the commands this version supports",
+/// `package-partner-not-allowed` (exit 3), run errors, key and I/O errors; audit failures
+/// refuse the action before anything is written.
+pub fn run(args: Args, ctx: &mut Ctx) -> Result<Report> {
+    validate_name(&args.run)?;
+    validate_name(&args.partner)?;
+    let ws = ctx.open_audited("package.create", &args.run)?;
+    ctx.detail("run", args.run.clone());
+    ctx.detail("partner", args.partner.clone());
+    check_partner(&ws, &args.partner)?;
+
+    let _lock = ws.lock(DEFAULT_LOCK_WAIT)?;
+    let run_dir = ws.runs_dir().join(&args.run);
+    let run = RunJson::load(&run_dir.join("run.json"), &args.run)?;
+    let eval = load_eval(&run_dir.join("eval.json"))?;
+    let read = |name: &str| -> Result<Vec<u8>> {
+        let p = run_dir.join(name);
+        std::fs::read(&p).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => crate::package::Error::RunFileMissing {
+                run: args.run.clone(),
+                path: p.clone(),
+            }
+            .into(),
+            _ => crate::error::IoError::new("reading", &p, e).into(),
+        })
+    };
+    let synthetic = read("synthetic.parquet")?;
+    let contact_sheet = read("contact_sheet.png")?;
+    crate::progress::check()?;
+
+    let id = crate::workspace::new_id("pkg");
+    ctx.set_object(&id);
+    ctx.detail("package", id.clone());
+    ctx.intent(
+        &ws,
+        "package.create",
+        &id,
+        json!({"run": args.run, "partner": args.partner, "epsilon": run.privacy.epsilon, "delta": run.delta}),
+    )?;
+
+    let key = SigningKey::load(&KeyPaths::in_dir(&ws.keys_dir()).package_key)?;
+    let checkpoint = audit_checkpoint(&ws)?;
+    let budget = dataset_budget(&ws, &run)?;
+    let retort_digest = std::env::current_exe()
+        .ok()
+        .and_then(|p| file_sha256(&p).ok());
+    let created = crate::workspace::now_rfc3339();
+    let built = build_package(&BuildInputs {
+        run: &run,
+        synthetic: &synthetic,
+        contact_sheet: &contact_sheet,
+        eval: eval.as_ref(),
+        budget: budget.as_ref(),
+        checkpoint: checkpoint.as_deref(),
+        partner: &args.partner,
+        workspace_id: &ws.config().workspace_id,
+        retort_digest: retort_digest.as_deref(),
+        packaged_on: &created,
+        key: &key,
+    });
+    crate::progress::check()?;
+    let pkg = publish(&ws.packages_dir(), &id, &built, &run, &args.partner, &created)?;
+    ctx.detail("envelope_sha256", built.envelope_sha256.clone());
+    ctx.detail("key_sha256", key.public().fingerprint());
+    ctx.detail("checkpoint", checkpoint.is_some());
+
+    let exported = match &args.out {
+        Some(out) => {
+            let mtime = time::OffsetDateTime::now_utc().unix_timestamp().max(0) as u64;
+            let p = export_copy(&pkg, out, args.tar, mtime)?;
+            ctx.detail("exported_to", p.display().to_string());
+            Some(p)
+        }
+        None => None,
+    };
+
+    let fp = key.public().fingerprint();
+    let mut human = format!(
+        "package {id} for partner {}\n  run:        {} (epsilon {} delta {:e})\n  path:       {}\n  files:      {}\n  key:        ed25519 SHA256 {fp}\n",
+        args.partner,
+        run.id,
+        built.epsilon,
+        built.delta,
+        pkg.dir.display(),
+        pkg.meta.files.join(", "),
+    );
+    if checkpoint.is_none() {
+        human.push_str("  note:       no audit checkpoint in this build; the package omits audit-checkpoint.txt\n");
+    }
+    if let Some(p) = &exported {
+        human.push_str(&format!("  exported:   {}\n", p.display()));
+    }
+    human.push_str(&format!(
+        "partner check: retort verify {} --key {fp}\n",
+        exported.as_ref().unwrap_or(&pkg.dir).display()
+    ));
+    Ok(Report::new(
+        human,
+        json!({
+            "package": id,
+            "path": pkg.dir,
+            "meta": pkg.meta_path,
+            "export": exported,
+            "partner": args.partner,
+            "run": run.id,
+            "epsilon": built.epsilon,
+            "delta": built.delta,
+            "key_sha256": fp,
+            "files": pkg.meta.files,
+            "checkpoint": checkpoint.is_some(),
+        }),
     ))
+}
+
+/// The partner must be allowed to receive packages.
+///
+/// Adapter until the policy module provides `policy::load_active` + `decide`: the partner must
+/// be listed in the workspace config's `partners` table (`retort policy add-partner`).
+///
+/// # Errors
+/// `package-partner-not-allowed` (exit 3).
+pub fn check_partner(ws: &Workspace, partner: &str) -> Result<()> {
+    if ws.config().partners.iter().any(|p| p.name == partner) {
+        return Ok(());
+    }
+    Err(crate::package::Error::PartnerNotAllowed {
+        partner: partner.into(),
+        why: "it is not listed in the workspace's partners".into(),
+    }
+    .into())
+}
+
+/// The newest signed audit checkpoint to include in the package.
+///
+/// Adapter: this build's audit module has no checkpoints yet, so packages omit
+/// `audit-checkpoint.txt` (the statement then has no byproduct and `verify` reports it).
+fn audit_checkpoint(_ws: &Workspace) -> Result<Option<Vec<u8>>> {
+    Ok(None)
+}
+
+/// The dataset's budget after this run, from the ledger.
+///
+/// Adapter: this build has no ledger to read, so the report says the total is not included.
+fn dataset_budget(_ws: &Workspace, _run: &RunJson) -> Result<Option<serde_json::Value>> {
+    Ok(None)
 }
