@@ -93,7 +93,14 @@ pub fn run(args: Args, ctx: &mut Ctx) -> Result<Report> {
         key: &key,
     });
     crate::progress::check()?;
-    let pkg = publish(&ws.packages_dir(), &id, &built, &run, &args.partner, &created)?;
+    let pkg = publish(
+        &ws.packages_dir(),
+        &id,
+        &built,
+        &run,
+        &args.partner,
+        &created,
+    )?;
     ctx.detail("envelope_sha256", built.envelope_sha256.clone());
     ctx.detail("key_sha256", key.public().fingerprint());
     ctx.detail("checkpoint", checkpoint.is_some());

@@ -27,11 +27,7 @@ pub struct Args {
 pub fn run(args: Args, ctx: &mut Ctx) -> Result<Report> {
     let key = TrustedKey::from_arg(&args.key)?;
     let v = verify_package(&args.package, &key, &Limits::default())?;
-    let human = format!(
-        "verifying {}\n{}",
-        args.package.display(),
-        v.human()
-    );
+    let human = format!("verifying {}\n{}", args.package.display(), v.human());
     let v = match v.into_result() {
         Ok(v) => v,
         Err(e) => {

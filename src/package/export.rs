@@ -124,8 +124,7 @@ pub fn safe_rel_path(p: &str) -> bool {
     !p.is_empty()
         && p.len() <= 255
         && !p.starts_with('/')
-        && p.split('/')
-            .all(|c| !c.is_empty() && c != "." && c != "..")
+        && p.split('/').all(|c| !c.is_empty() && c != "." && c != "..")
         && !p.chars().any(|c| c == '\\' || c.is_control())
 }
 
@@ -150,11 +149,7 @@ pub fn read_package(path: &Path, limits: &Limits) -> Result<Snapshot, ReadError>
 }
 
 /// Hash (and optionally keep) up to `size` bytes from `r`; fails if the stream is shorter.
-fn ingest(
-    r: &mut impl Read,
-    size: u64,
-    keep: bool,
-) -> std::io::Result<(String, Option<Vec<u8>>)> {
+fn ingest(r: &mut impl Read, size: u64, keep: bool) -> std::io::Result<(String, Option<Vec<u8>>)> {
     let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
     let mut kept = keep.then(|| Vec::with_capacity(size.min(1 << 20) as usize));
     let mut buf = vec![0u8; 64 * 1024];
@@ -263,8 +258,8 @@ fn read_dir(root: &Path, limits: &Limits) -> Result<Snapshot, ReadError> {
                 if !fm.is_file() || fm.len() != md.len() {
                     return Err(ReadError::Unsafe(format!("{rel} changed while being read")));
                 }
-                let (sha256, content) = ingest(&mut f, md.len(), keep)
-                    .map_err(|e| IoError::new("reading", &p, e))?;
+                let (sha256, content) =
+                    ingest(&mut f, md.len(), keep).map_err(|e| IoError::new("reading", &p, e))?;
                 snap.files.insert(
                     rel,
                     FileEntry {
@@ -306,8 +301,8 @@ pub fn read_tar(r: impl Read, limits: &Limits) -> Result<Snapshot, ReadError> {
         let mut entry = entry.map_err(|e| unsafe_(format!("malformed tar: {e}")))?;
         let kind = entry.header().entry_type();
         let raw = entry.path_bytes().into_owned();
-        let name = String::from_utf8(raw)
-            .map_err(|_| unsafe_("a member name is not UTF-8".into()))?;
+        let name =
+            String::from_utf8(raw).map_err(|_| unsafe_("a member name is not UTF-8".into()))?;
         let name = name.strip_prefix("./").unwrap_or(&name);
         let is_dir = kind.is_dir();
         let name = if is_dir {
@@ -336,7 +331,10 @@ pub fn read_tar(r: impl Read, limits: &Limits) -> Result<Snapshot, ReadError> {
             let rel_guess = name.split_once('/').map(|(_, r)| r).unwrap_or(name);
             let keep = budget.admit(rel_guess, size)? || is_meta_file(name);
             if keep && size > limits.max_meta {
-                return Err(unsafe_(format!("{name}: metadata file over {} bytes", limits.max_meta)));
+                return Err(unsafe_(format!(
+                    "{name}: metadata file over {} bytes",
+                    limits.max_meta
+                )));
             }
             let (sha256, content) = ingest(&mut entry, size, keep)
                 .map_err(|e| unsafe_(format!("{name}: truncated or unreadable: {e}")))?;
@@ -357,7 +355,9 @@ pub fn read_tar(r: impl Read, limits: &Limits) -> Result<Snapshot, ReadError> {
                 tar::EntryType::GNULongName
                 | tar::EntryType::GNULongLink
                 | tar::EntryType::XHeader
-                | tar::EntryType::XGlobalHeader => "an extension header (GNU/pax), which Retort packages do not use",
+                | tar::EntryType::XGlobalHeader => {
+                    "an extension header (GNU/pax), which Retort packages do not use"
+                }
                 tar::EntryType::GNUSparse => "a sparse file",
                 _ => "an unknown member type",
             };
@@ -420,14 +420,22 @@ pub fn write_tar<W: Write>(dir: &Path, prefix: &str, mtime: u64, out: W) -> std:
         h.set_cksum();
         Ok::<_, std::io::Error>(h)
     };
-    b.append(&header(&format!("{prefix}/"), 0, 0o755, tar::EntryType::Directory)?, std::io::empty())?;
+    b.append(
+        &header(&format!("{prefix}/"), 0, 0o755, tar::EntryType::Directory)?,
+        std::io::empty(),
+    )?;
     let mut all: Vec<(String, bool)> = dirs.into_iter().map(|d| (d, true)).collect();
     all.extend(files.into_iter().map(|f| (f, false)));
     all.sort();
     for (rel, is_dir) in all {
         if is_dir {
             b.append(
-                &header(&format!("{prefix}/{rel}/"), 0, 0o755, tar::EntryType::Directory)?,
+                &header(
+                    &format!("{prefix}/{rel}/"),
+                    0,
+                    0o755,
+                    tar::EntryType::Directory,
+                )?,
                 std::io::empty(),
             )?;
         } else {
@@ -435,7 +443,12 @@ pub fn write_tar<W: Write>(dir: &Path, prefix: &str, mtime: u64, out: W) -> std:
             let f = File::open(&p)?;
             let len = f.metadata()?.len();
             b.append(
-                &header(&format!("{prefix}/{rel}"), len, 0o644, tar::EntryType::Regular)?,
+                &header(
+                    &format!("{prefix}/{rel}"),
+                    len,
+                    0o644,
+                    tar::EntryType::Regular,
+                )?,
                 f.take(len),
             )?;
         }
@@ -494,7 +507,18 @@ mod tests {
         for ok in ["a", "data/x.parquet", "keys/retort.pub.pem", "a.b/c-d_e"] {
             assert!(safe_rel_path(ok), "{ok}");
         }
-        for bad in ["", "/etc/passwd", "../x", "data/../x", "a//b", "./a", "a/.", "a\\b", "a\nb", "a/"] {
+        for bad in [
+            "",
+            "/etc/passwd",
+            "../x",
+            "data/../x",
+            "a//b",
+            "./a",
+            "a/.",
+            "a\\b",
+            "a\nb",
+            "a/",
+        ] {
             assert!(!safe_rel_path(bad), "{bad:?}");
         }
     }
@@ -502,27 +526,74 @@ mod tests {
     #[test]
     fn fail_tar_traversal_links_and_dupes() {
         let cases: Vec<(&str, Vec<u8>)> = vec![
-            ("dotdot", tar_with(|b| b.append(&hdr(b"../evil", 1, tar::EntryType::Regular), &b"x"[..]).unwrap())),
-            ("absolute", tar_with(|b| b.append(&hdr(b"/etc/x", 1, tar::EntryType::Regular), &b"x"[..]).unwrap())),
-            ("inner dotdot", tar_with(|b| b.append(&hdr(b"p/data/../../x", 1, tar::EntryType::Regular), &b"x"[..]).unwrap())),
-            ("symlink", tar_with(|b| {
-                let mut h = hdr(b"p/data/x", 0, tar::EntryType::Symlink);
-                h.set_link_name("/etc/passwd").unwrap();
-                h.set_cksum();
-                b.append(&h, std::io::empty()).unwrap()
-            })),
-            ("hardlink", tar_with(|b| {
-                let mut h = hdr(b"p/data/x", 0, tar::EntryType::Link);
-                h.set_link_name("/etc/passwd").unwrap();
-                h.set_cksum();
-                b.append(&h, std::io::empty()).unwrap()
-            })),
-            ("fifo", tar_with(|b| b.append(&hdr(b"p/f", 0, tar::EntryType::Fifo), std::io::empty()).unwrap())),
-            ("dupe", tar_with(|b| {
-                b.append(&hdr(b"p/data/x", 1, tar::EntryType::Regular), &b"a"[..]).unwrap();
-                b.append(&hdr(b"p/data/x", 1, tar::EntryType::Regular), &b"b"[..]).unwrap();
-            })),
-            ("longname", tar_with(|b| b.append(&hdr(b"././@LongLink", 4, tar::EntryType::GNULongName), &b"abcd"[..]).unwrap())),
+            (
+                "dotdot",
+                tar_with(|b| {
+                    b.append(&hdr(b"../evil", 1, tar::EntryType::Regular), &b"x"[..])
+                        .unwrap()
+                }),
+            ),
+            (
+                "absolute",
+                tar_with(|b| {
+                    b.append(&hdr(b"/etc/x", 1, tar::EntryType::Regular), &b"x"[..])
+                        .unwrap()
+                }),
+            ),
+            (
+                "inner dotdot",
+                tar_with(|b| {
+                    b.append(
+                        &hdr(b"p/data/../../x", 1, tar::EntryType::Regular),
+                        &b"x"[..],
+                    )
+                    .unwrap()
+                }),
+            ),
+            (
+                "symlink",
+                tar_with(|b| {
+                    let mut h = hdr(b"p/data/x", 0, tar::EntryType::Symlink);
+                    h.set_link_name("/etc/passwd").unwrap();
+                    h.set_cksum();
+                    b.append(&h, std::io::empty()).unwrap()
+                }),
+            ),
+            (
+                "hardlink",
+                tar_with(|b| {
+                    let mut h = hdr(b"p/data/x", 0, tar::EntryType::Link);
+                    h.set_link_name("/etc/passwd").unwrap();
+                    h.set_cksum();
+                    b.append(&h, std::io::empty()).unwrap()
+                }),
+            ),
+            (
+                "fifo",
+                tar_with(|b| {
+                    b.append(&hdr(b"p/f", 0, tar::EntryType::Fifo), std::io::empty())
+                        .unwrap()
+                }),
+            ),
+            (
+                "dupe",
+                tar_with(|b| {
+                    b.append(&hdr(b"p/data/x", 1, tar::EntryType::Regular), &b"a"[..])
+                        .unwrap();
+                    b.append(&hdr(b"p/data/x", 1, tar::EntryType::Regular), &b"b"[..])
+                        .unwrap();
+                }),
+            ),
+            (
+                "longname",
+                tar_with(|b| {
+                    b.append(
+                        &hdr(b"././@LongLink", 4, tar::EntryType::GNULongName),
+                        &b"abcd"[..],
+                    )
+                    .unwrap()
+                }),
+            ),
         ];
         for (what, bytes) in cases {
             match read_tar(&bytes[..], &Limits::default()) {
@@ -549,13 +620,25 @@ mod tests {
         h.set_size(100 << 20);
         h.set_cksum();
         let bytes = h.as_bytes().to_vec();
-        assert!(matches!(read_tar(&bytes[..], &Limits::default()), Err(ReadError::Unsafe(_))));
+        assert!(matches!(
+            read_tar(&bytes[..], &Limits::default()),
+            Err(ReadError::Unsafe(_))
+        ));
     }
 
     #[test]
     fn fail_truncated_and_garbage() {
-        let good = tar_with(|b| b.append(&hdr(b"p/data/x", 1000, tar::EntryType::Regular), &[7u8; 1000][..]).unwrap());
-        assert!(matches!(read_tar(&good[..700], &Limits::default()), Err(ReadError::Unsafe(_))));
+        let good = tar_with(|b| {
+            b.append(
+                &hdr(b"p/data/x", 1000, tar::EntryType::Regular),
+                &[7u8; 1000][..],
+            )
+            .unwrap()
+        });
+        assert!(matches!(
+            read_tar(&good[..700], &Limits::default()),
+            Err(ReadError::Unsafe(_))
+        ));
         assert!(read_tar(&b"garbage that is not a tar at all"[..], &Limits::default()).is_err());
     }
 
@@ -573,7 +656,10 @@ mod tests {
         assert_eq!(names, ["SHA256SUMS", "data/a.bin"]);
         assert_eq!(s.content("SHA256SUMS"), Some(&b"sums"[..]));
         assert_eq!(s.files["data/a.bin"].content, None);
-        assert_eq!(s.files["data/a.bin"].sha256, super::super::sha256_hex(b"abc"));
+        assert_eq!(
+            s.files["data/a.bin"].sha256,
+            super::super::sha256_hex(b"abc")
+        );
         assert_eq!(read_dir(d.path(), &Limits::default()).unwrap(), s);
     }
 
@@ -582,6 +668,9 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(d.path().join("data")).unwrap();
         std::os::unix::fs::symlink("/etc/passwd", d.path().join("data/x")).unwrap();
-        assert!(matches!(read_dir(d.path(), &Limits::default()), Err(ReadError::Unsafe(_))));
+        assert!(matches!(
+            read_dir(d.path(), &Limits::default()),
+            Err(ReadError::Unsafe(_))
+        ));
     }
 }

@@ -143,8 +143,15 @@ impl RunJson {
                 p.epsilon, self.delta
             )));
         }
-        if !pos(p.noise_multiplier) || !pos(p.clip_norm) || !(pos(p.sampling_rate) && p.sampling_rate <= 1.0) {
-            return Err(bad("noise multiplier, clip norm and sampling rate must be positive (rate at most 1)".into()));
+        if !(pos(p.noise_multiplier)
+            && pos(p.clip_norm)
+            && pos(p.sampling_rate)
+            && p.sampling_rate <= 1.0)
+        {
+            return Err(bad(
+                "noise multiplier, clip norm and sampling rate must be positive (rate at most 1)"
+                    .into(),
+            ));
         }
         if self.dataset_fingerprint.len() != 64
             || crate::workspace::unhex(&self.dataset_fingerprint).is_none()
@@ -189,7 +196,14 @@ pub fn sanitize_eval(v: &Value) -> Value {
     }
     let mut out = Map::new();
     if let Value::Object(o) = v {
-        for k in ["accuracy", "accuracy_std", "per_class", "baselines", "models", "epochs"] {
+        for k in [
+            "accuracy",
+            "accuracy_std",
+            "per_class",
+            "baselines",
+            "models",
+            "epochs",
+        ] {
             if let Some(x) = o.get(k).and_then(numbers_only) {
                 out.insert(k.into(), x);
             }
@@ -314,8 +328,8 @@ pub struct Claims {
 /// # Errors
 /// A sentence saying what is wrong.
 pub fn parse_claims(bytes: &[u8]) -> std::result::Result<Claims, String> {
-    let v: Value =
-        serde_json::from_slice(bytes).map_err(|e| format!("privacy_report.json is not JSON: {e}"))?;
+    let v: Value = serde_json::from_slice(bytes)
+        .map_err(|e| format!("privacy_report.json is not JSON: {e}"))?;
     let g = v
         .get("guarantee")
         .ok_or("privacy_report.json has no `guarantee`")?;
@@ -357,7 +371,11 @@ pub fn parse_sums(bytes: &[u8]) -> std::result::Result<BTreeMap<String, String>,
         let bad = || format!("SHA256SUMS line {}: not `SHA256 (path) = hex`", i + 1);
         let rest = line.strip_prefix("SHA256 (").ok_or_else(bad)?;
         let (path, hash) = rest.rsplit_once(") = ").ok_or_else(bad)?;
-        if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        if hash.len() != 64
+            || !hash
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
             return Err(bad());
         }
         if !super::export::safe_rel_path(path) {
@@ -462,7 +480,10 @@ mod tests {
     fn eval_strings_dropped() {
         let e = json!({"accuracy": 0.8, "per_class": {"a": 0.7}, "note": "patient X", "baselines": {"real": 0.9, "who": "dr y"}});
         let s = sanitize_eval(&e);
-        assert_eq!(s, json!({"accuracy": 0.8, "per_class": {"a": 0.7}, "baselines": {"real": 0.9}}));
+        assert_eq!(
+            s,
+            json!({"accuracy": 0.8, "per_class": {"a": 0.7}, "baselines": {"real": 0.9}})
+        );
     }
 
     proptest! {

@@ -111,7 +111,10 @@ pub fn build_package(inp: &BuildInputs<'_>) -> Built {
 
     let public = inp.key.public();
     files.insert(super::PUB_PEM.to_string(), public.spki_pem().into_bytes());
-    files.insert(super::PUB_SIGNIFY.to_string(), signify_pub_file(&public).into_bytes());
+    files.insert(
+        super::PUB_SIGNIFY.to_string(),
+        signify_pub_file(&public).into_bytes(),
+    );
     Built {
         files,
         epsilon: inp.run.privacy.epsilon,
@@ -249,7 +252,9 @@ pub fn file_sha256(path: &Path) -> std::result::Result<String, IoError> {
     let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
     let mut buf = vec![0u8; 1 << 16];
     loop {
-        let n = f.read(&mut buf).map_err(|e| IoError::new("reading", path, e))?;
+        let n = f
+            .read(&mut buf)
+            .map_err(|e| IoError::new("reading", path, e))?;
         if n == 0 {
             break;
         }

@@ -197,20 +197,34 @@ impl Statement {
         let mut seen = std::collections::BTreeSet::new();
         for sub in &s.subject {
             if !super::export::safe_rel_path(&sub.name) {
-                return Err(format!("subject name {:?} is not a safe relative path", sub.name));
+                return Err(format!(
+                    "subject name {:?} is not a safe relative path",
+                    sub.name
+                ));
             }
             if !seen.insert(sub.name.as_str()) {
                 return Err(format!("subject {} is listed twice", sub.name));
             }
             match sub.digest.get("sha256") {
                 Some(h) if is_lower_hex64(h) => {}
-                _ => return Err(format!("subject {} has no lowercase sha256 digest", sub.name)),
+                _ => {
+                    return Err(format!(
+                        "subject {} has no lowercase sha256 digest",
+                        sub.name
+                    ))
+                }
             }
         }
         let p = &s.predicate;
-        if p.pointer("/buildDefinition/buildType").and_then(Value::as_str).is_none()
-            || !p.pointer("/buildDefinition/externalParameters").is_some_and(Value::is_object)
-            || p.pointer("/runDetails/builder/id").and_then(Value::as_str).is_none()
+        if p.pointer("/buildDefinition/buildType")
+            .and_then(Value::as_str)
+            .is_none()
+            || !p
+                .pointer("/buildDefinition/externalParameters")
+                .is_some_and(Value::is_object)
+            || p.pointer("/runDetails/builder/id")
+                .and_then(Value::as_str)
+                .is_none()
         {
             return Err("the SLSA predicate lacks buildDefinition.buildType, externalParameters or runDetails.builder.id".into());
         }
@@ -239,7 +253,9 @@ impl Statement {
 
 /// True for 64 lowercase hex digits.
 pub fn is_lower_hex64(h: &str) -> bool {
-    h.len() == 64 && h.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    h.len() == 64
+        && h.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 #[cfg(test)]
@@ -291,7 +307,10 @@ mod tests {
         s.predicate = json!({});
         cases.push(s);
         for c in cases {
-            assert!(Statement::from_verified_payload(&c.to_bytes()).is_err(), "{c:?}");
+            assert!(
+                Statement::from_verified_payload(&c.to_bytes()).is_err(),
+                "{c:?}"
+            );
         }
         assert!(Statement::from_verified_payload(b"[1,2]").is_err());
     }

@@ -167,7 +167,10 @@ impl Verification {
             } else {
                 "FAIL"
             };
-            s.push_str(&format!("[{:>2}] {mark:<4} {:<15} {}\n", st.n, st.step, st.detail));
+            s.push_str(&format!(
+                "[{:>2}] {mark:<4} {:<15} {}\n",
+                st.n, st.step, st.detail
+            ));
         }
         s
     }
@@ -240,7 +243,11 @@ impl Steps {
 /// # Errors
 /// Only when `path` itself cannot be read (missing, permissions): that is the caller's input,
 /// not the package's fault. Everything the package does wrong is a failed step in the result.
-pub fn verify_package(path: &Path, key: &TrustedKey, limits: &Limits) -> Result<Verification, IoError> {
+pub fn verify_package(
+    path: &Path,
+    key: &TrustedKey,
+    limits: &Limits,
+) -> Result<Verification, IoError> {
     match read_package(path, limits) {
         Ok(snap) => Ok(verify_snapshot(&snap, key)),
         Err(ReadError::Io(e)) => Err(e),
@@ -294,7 +301,10 @@ pub fn verify_snapshot(snap: &Snapshot, trusted: &TrustedKey) -> Verification {
     let total: u64 = snap.files.values().map(|f| f.size).sum();
     st.pass(
         "read",
-        format!("{} files, {total} bytes, regular files only, safe paths", snap.files.len()),
+        format!(
+            "{} files, {total} bytes, regular files only, safe paths",
+            snap.files.len()
+        ),
     );
 
     // 2. key
@@ -303,7 +313,10 @@ pub fn verify_snapshot(snap: &Snapshot, trusted: &TrustedKey) -> Verification {
         Ok(k) => {
             st.pass(
                 "key",
-                format!("ed25519 SHA256 {} (embedded key files agree)", k.fingerprint()),
+                format!(
+                    "ed25519 SHA256 {} (embedded key files agree)",
+                    k.fingerprint()
+                ),
             );
             Some(k)
         }
@@ -341,7 +354,11 @@ pub fn verify_snapshot(snap: &Snapshot, trusted: &TrustedKey) -> Verification {
             Ok(p) => {
                 st.pass(
                     "signature",
-                    format!("Ed25519 over PAE({}, {} bytes) verifies", env.payload_type, p.len()),
+                    format!(
+                        "Ed25519 over PAE({}, {} bytes) verifies",
+                        env.payload_type,
+                        p.len()
+                    ),
                 );
                 Some(p)
             }
@@ -370,7 +387,10 @@ pub fn verify_snapshot(snap: &Snapshot, trusted: &TrustedKey) -> Verification {
                 st.fail(
                     "payload-type",
                     VerifyError::PayloadType,
-                    format!("signed payloadType is {:?}, expected {PAYLOAD_TYPE}", env.payload_type),
+                    format!(
+                        "signed payloadType is {:?}, expected {PAYLOAD_TYPE}",
+                        env.payload_type
+                    ),
                 );
                 None
             }
@@ -387,7 +407,10 @@ pub fn verify_snapshot(snap: &Snapshot, trusted: &TrustedKey) -> Verification {
             Ok(s) => {
                 st.pass(
                     "statement",
-                    format!("in-toto Statement v1, SLSA provenance v1, {} subjects", s.subject.len()),
+                    format!(
+                        "in-toto Statement v1, SLSA provenance v1, {} subjects",
+                        s.subject.len()
+                    ),
                 );
                 Some(s)
             }
@@ -443,7 +466,10 @@ pub fn verify_snapshot(snap: &Snapshot, trusted: &TrustedKey) -> Verification {
                 Ok(c) => {
                     st.pass(
                         "claims",
-                        format!("epsilon {} delta {:e}, as signed in the statement", c.epsilon, c.delta),
+                        format!(
+                            "epsilon {} delta {:e}, as signed in the statement",
+                            c.epsilon, c.delta
+                        ),
                     );
                     claims = Some(c);
                 }
@@ -469,8 +495,12 @@ pub fn verify_snapshot(snap: &Snapshot, trusted: &TrustedKey) -> Verification {
 
 fn embedded_key(snap: &Snapshot, path: &str) -> Result<PublicKey, (Kind, String)> {
     let b = snap.content(path).ok_or_else(|| missing(path))?;
-    let text = std::str::from_utf8(b)
-        .map_err(|_| (VerifyError::KeyMismatch as Kind, format!("{path} is not text")))?;
+    let text = std::str::from_utf8(b).map_err(|_| {
+        (
+            VerifyError::KeyMismatch as Kind,
+            format!("{path} is not text"),
+        )
+    })?;
     let k = PublicKey::parse(text, path)
         .map_err(|e| (VerifyError::KeyMismatch as Kind, e.to_string()))?;
     // The key files are informational, but every byte is still checked: they must be exactly
@@ -495,7 +525,11 @@ fn resolve_key(snap: &Snapshot, trusted: &TrustedKey) -> Result<PublicKey, (Kind
     if pem != sig {
         return Err((
             VerifyError::KeyMismatch,
-            format!("{} and {} hold different keys", super::PUB_PEM, super::PUB_SIGNIFY),
+            format!(
+                "{} and {} hold different keys",
+                super::PUB_PEM,
+                super::PUB_SIGNIFY
+            ),
         ));
     }
     match trusted {
@@ -594,7 +628,9 @@ pub fn parse_signify_embedded(bytes: &[u8]) -> Result<SignifyEmbedded, String> {
         .and_then(decode_b64)
         .ok_or("the signature line is not base64")?;
     if raw.len() != 74 || &raw[..2] != b"Ed" {
-        return Err("the signature line is not an Ed25519 signify signature (74 bytes, `Ed`)".into());
+        return Err(
+            "the signature line is not an Ed25519 signify signature (74 bytes, `Ed`)".into(),
+        );
     }
     let mut keynum = [0u8; 8];
     keynum.copy_from_slice(&raw[2..10]);
@@ -629,8 +665,12 @@ fn split_line(b: &[u8]) -> Option<(&[u8], &[u8])> {
 }
 
 fn check_sums_signature(snap: &Snapshot, key: &PublicKey) -> Result<String, (Kind, String)> {
-    let sig = snap.content(super::SUMS_SIG).ok_or_else(|| missing(super::SUMS_SIG))?;
-    let sums = snap.content(super::SUMS).ok_or_else(|| missing(super::SUMS))?;
+    let sig = snap
+        .content(super::SUMS_SIG)
+        .ok_or_else(|| missing(super::SUMS_SIG))?;
+    let sums = snap
+        .content(super::SUMS)
+        .ok_or_else(|| missing(super::SUMS))?;
     let bad = |d: String| (VerifyError::SumsSignatureInvalid as Kind, d);
     let e = parse_signify_embedded(sig).map_err(|m| bad(format!("{}: {m}", super::SUMS_SIG)))?;
     if e.comment != super::sign::SUMS_SIG_COMMENT {
@@ -656,17 +696,23 @@ fn check_sums_signature(snap: &Snapshot, key: &PublicKey) -> Result<String, (Kin
 }
 
 fn check_sums(snap: &Snapshot) -> Result<String, (Kind, String)> {
-    let sums = snap.content(super::SUMS).ok_or_else(|| missing(super::SUMS))?;
+    let sums = snap
+        .content(super::SUMS)
+        .ok_or_else(|| missing(super::SUMS))?;
     let bad = |d: String| (VerifyError::SumsMismatch as Kind, d);
     let list = parse_sums(sums).map_err(bad)?;
     for (path, want) in &list {
         let f = snap.files.get(path).ok_or_else(|| missing(path))?;
         if &f.sha256 != want {
-            return Err(bad(format!("{path}: sha256 {} but SHA256SUMS says {want}", f.sha256)));
+            return Err(bad(format!(
+                "{path}: sha256 {} but SHA256SUMS says {want}",
+                f.sha256
+            )));
         }
     }
     for name in snap.files.keys() {
-        let must = name.starts_with("data/") || name == super::PROVENANCE || name == super::CHECKPOINT;
+        let must =
+            name.starts_with("data/") || name == super::PROVENANCE || name == super::CHECKPOINT;
         if must && !list.contains_key(name) {
             return Err(bad(format!("{name} is not listed in SHA256SUMS")));
         }
@@ -680,7 +726,10 @@ fn check_checkpoint(snap: &Snapshot, s: &Statement) -> Result<String, (Kind, Str
         (None, Some(_)) => Err(missing(super::CHECKPOINT)),
         (Some(_), None) => Err((
             VerifyError::UnlistedFile,
-            format!("{} is present but the statement does not sign it", super::CHECKPOINT),
+            format!(
+                "{} is present but the statement does not sign it",
+                super::CHECKPOINT
+            ),
         )),
         (Some(f), Some(want)) if f.sha256 == want => Ok(format!(
             "{} is the signed byproduct (check it with `retort audit verify --checkpoint`)",
@@ -688,7 +737,11 @@ fn check_checkpoint(snap: &Snapshot, s: &Statement) -> Result<String, (Kind, Str
         )),
         (Some(f), Some(want)) => Err((
             VerifyError::DigestMismatch,
-            format!("{}: sha256 {} but the statement signs {want}", super::CHECKPOINT, f.sha256),
+            format!(
+                "{}: sha256 {} but the statement signs {want}",
+                super::CHECKPOINT,
+                f.sha256
+            ),
         )),
     }
 }
@@ -696,7 +749,10 @@ fn check_checkpoint(snap: &Snapshot, s: &Statement) -> Result<String, (Kind, Str
 fn check_claims(snap: &Snapshot, s: &Statement) -> Result<super::manifest::Claims, (Kind, String)> {
     let bad = |d: String| (VerifyError::ClaimsInvalid as Kind, d);
     if !s.subject_digests().contains_key(super::PRIVACY_REPORT) {
-        return Err(bad(format!("{} is not a signed subject", super::PRIVACY_REPORT)));
+        return Err(bad(format!(
+            "{} is not a signed subject",
+            super::PRIVACY_REPORT
+        )));
     }
     let b = snap
         .content(super::PRIVACY_REPORT)
@@ -730,7 +786,12 @@ mod tests {
         assert_eq!(e.message, b"SHA256 (a) = x\n");
         assert_eq!(e.keynum, k.public().keynum());
         assert!(k.public().verify(&e.message, &e.sig));
-        for bad in [&b""[..], b"untrusted comment: x\n", b"comment\nRWQ=\n", b"untrusted comment: x\nRWQ=\nmsg"] {
+        for bad in [
+            &b""[..],
+            b"untrusted comment: x\n",
+            b"comment\nRWQ=\n",
+            b"untrusted comment: x\nRWQ=\nmsg",
+        ] {
             assert!(parse_signify_embedded(bad).is_err());
         }
     }
@@ -738,7 +799,10 @@ mod tests {
     #[test]
     fn key_args() {
         let fp = "a".repeat(64);
-        assert_eq!(TrustedKey::from_arg(&fp).unwrap(), TrustedKey::Fingerprint(fp.clone()));
+        assert_eq!(
+            TrustedKey::from_arg(&fp).unwrap(),
+            TrustedKey::Fingerprint(fp.clone())
+        );
         assert_eq!(
             TrustedKey::from_arg(&format!("SHA256:{}", fp.to_uppercase())).unwrap(),
             TrustedKey::Fingerprint(fp)
@@ -748,9 +812,15 @@ mod tests {
         let k = crate::keys::SigningKey::generate().unwrap().public();
         let p = d.path().join("k.pem");
         std::fs::write(&p, k.spki_pem()).unwrap();
-        assert_eq!(TrustedKey::from_arg(p.to_str().unwrap()).unwrap(), TrustedKey::Key(k));
+        assert_eq!(
+            TrustedKey::from_arg(p.to_str().unwrap()).unwrap(),
+            TrustedKey::Key(k)
+        );
         let p = d.path().join("k.pub");
         std::fs::write(&p, k.signify_pub("c")).unwrap();
-        assert_eq!(TrustedKey::from_arg(p.to_str().unwrap()).unwrap(), TrustedKey::Key(k));
+        assert_eq!(
+            TrustedKey::from_arg(p.to_str().unwrap()).unwrap(),
+            TrustedKey::Key(k)
+        );
     }
 }

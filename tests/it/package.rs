@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 
-use arrow_array::{ArrayRef, FixedSizeListArray, Float32Array, Int32Array, RecordBatch, StringArray};
+use arrow_array::{
+    ArrayRef, FixedSizeListArray, Float32Array, Int32Array, RecordBatch, StringArray,
+};
 use arrow_schema::{DataType, Field, Schema};
 use base64::Engine as _;
 use retort::package::dsse::{Envelope, PAYLOAD_TYPE};
@@ -63,7 +65,8 @@ fn synthetic_parquet() -> Vec<u8> {
 }
 
 fn png() -> Vec<u8> {
-    let img = image::GrayImage::from_fn(12, 8, |x, y| image::Luma([((x * 20 + y * 7) % 256) as u8]));
+    let img =
+        image::GrayImage::from_fn(12, 8, |x, y| image::Luma([((x * 20 + y * 7) % 256) as u8]));
     let mut out = std::io::Cursor::new(Vec::new());
     img.write_to(&mut out, image::ImageFormat::Png).unwrap();
     out.into_inner()
@@ -90,7 +93,9 @@ fn run_json(status: &str) -> serde_json::Value {
 fn workspace_with_run() -> TestWs {
     let t = TestWs::init();
     let cfg = t.ws.join("retort.toml");
-    let mut text = std::fs::read_to_string(&cfg).unwrap().replace("partners = []\n", "");
+    let mut text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("partners = []\n", "");
     text.push_str("\n[[partners]]\nname = \"acme\"\n");
     std::fs::write(&cfg, text).unwrap();
     let rd = t.ws.join("runs").join(RUN_ID);
@@ -119,7 +124,8 @@ fn pub_pem(t: &TestWs) -> PathBuf {
     r.expect(0);
     let p = t.path("retort.pub.pem");
     let pem_start = r.stdout.find("-----BEGIN").expect("PEM on stdout");
-    let pem_end = r.stdout.find("-----END PUBLIC KEY-----").unwrap() + "-----END PUBLIC KEY-----".len();
+    let pem_end =
+        r.stdout.find("-----END PUBLIC KEY-----").unwrap() + "-----END PUBLIC KEY-----".len();
     std::fs::write(&p, format!("{}\n", &r.stdout[pem_start..pem_end])).unwrap();
     p
 }
@@ -182,13 +188,18 @@ fn package_then_verify_with_every_key_form() {
     assert_eq!(files_of(&out.join(&id)), EXPECTED_FILES);
 
     // The index entry serve reads.
-    let meta: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(t.ws.join("packages").join(format!("{id}.meta.json"))).unwrap()).unwrap();
+    let meta: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(t.ws.join("packages").join(format!("{id}.meta.json"))).unwrap(),
+    )
+    .unwrap();
     assert_eq!(meta["id"], id.as_str());
     assert_eq!(meta["run"], RUN_ID);
     assert_eq!(meta["partner"], "acme");
     assert_eq!(meta["epsilon"], 0.97);
-    assert_eq!(meta["files"].as_array().unwrap().len(), EXPECTED_FILES.len());
+    assert_eq!(
+        meta["files"].as_array().unwrap().len(),
+        EXPECTED_FILES.len()
+    );
     assert!(meta["size_bytes"].as_u64().unwrap() > 1000);
 
     // Nothing private in what the partner gets: no seed, no dataset name, eval free text dropped.
@@ -197,7 +208,9 @@ fn package_then_verify_with_every_key_form() {
         if f.ends_with(".jsonl") {
             let env: serde_json::Value = serde_json::from_str(&text).unwrap();
             text = String::from_utf8(
-                base64::engine::general_purpose::STANDARD.decode(env["payload"].as_str().unwrap()).unwrap(),
+                base64::engine::general_purpose::STANDARD
+                    .decode(env["payload"].as_str().unwrap())
+                    .unwrap(),
             )
             .unwrap();
         }
@@ -206,17 +219,24 @@ fn package_then_verify_with_every_key_form() {
         }
     }
     let report: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.join("data/privacy_report.json")).unwrap()).unwrap();
+        serde_json::from_slice(&std::fs::read(dir.join("data/privacy_report.json")).unwrap())
+            .unwrap();
     assert_eq!(report["guarantee"]["epsilon"], 0.97);
     assert_eq!(report["guarantee"]["neighbouring"], "add-remove-one-image");
     assert_eq!(report["mechanism"]["noise_multiplier"], 1.1);
     assert_eq!(report["utility"]["accuracy"], 0.81);
-    assert!(report["utility"]["measured_on"].as_str().unwrap().contains("held-out"));
+    assert!(report["utility"]["measured_on"]
+        .as_str()
+        .unwrap()
+        .contains("held-out"));
     assert!(report["plain_words"].as_array().unwrap().len() >= 4);
 
     // Audit: intent before, ok after.
     let recs = t.audit_records();
-    let pk: Vec<_> = recs.iter().filter(|r| r["action"] == "package.create").collect();
+    let pk: Vec<_> = recs
+        .iter()
+        .filter(|r| r["action"] == "package.create")
+        .collect();
     assert_eq!(pk.len(), 2, "{pk:?}");
     assert_eq!(pk[0]["outcome"], "intent");
     assert_eq!(pk[1]["outcome"], "ok");
@@ -228,7 +248,13 @@ fn package_then_verify_with_every_key_form() {
         (&dir, pem.to_str().unwrap().to_string()),
         (&dir, fp.to_string()),
         (&dir, format!("SHA256:{fp}")),
-        (&out.join(&id), dir.join("keys/retort.signify.pub").to_str().unwrap().to_string()),
+        (
+            &out.join(&id),
+            dir.join("keys/retort.signify.pub")
+                .to_str()
+                .unwrap()
+                .to_string(),
+        ),
     ] {
         let r = verify(pkg, &key);
         r.expect(0);
@@ -260,11 +286,15 @@ fn tar_export_verifies_and_is_plain_posix() {
     // `tar -t` lists it under one top-level directory.
     if let Ok(o) = Command::new("tar").arg("-tf").arg(&tar).output() {
         let list = String::from_utf8_lossy(&o.stdout);
-        assert!(list.lines().all(|l| l.starts_with(&format!("{id}/"))), "{list}");
+        assert!(
+            list.lines().all(|l| l.starts_with(&format!("{id}/"))),
+            "{list}"
+        );
         assert!(list.contains(&format!("{id}/data/synthetic.parquet")));
     }
     // --tar needs --out.
-    t.run(&["package", RUN_ID, "--partner", "acme", "--tar"]).expect(2);
+    t.run(&["package", RUN_ID, "--partner", "acme", "--tar"])
+        .expect(2);
 }
 
 #[test]
@@ -273,7 +303,13 @@ fn fail_partner_not_allowed_and_bad_runs() {
     let r = t.run(&["package", RUN_ID, "--partner", "stranger", "--json"]);
     r.expect(3).stderr_has(&["stranger", "hint:"]);
     assert_eq!(r.json()["error"]["code"], "package-partner-not-allowed");
-    assert!(std::fs::read_dir(t.ws.join("packages")).unwrap().next().is_none(), "nothing written");
+    assert!(
+        std::fs::read_dir(t.ws.join("packages"))
+            .unwrap()
+            .next()
+            .is_none(),
+        "nothing written"
+    );
     let recs = t.audit_records();
     assert_eq!(recs.last().unwrap()["outcome"], "refused");
 
@@ -291,20 +327,29 @@ fn fail_partner_not_allowed_and_bad_runs() {
     let r = t.run(&["package", RUN_ID, "--partner", "acme", "--json"]);
     r.expect(1);
     assert_eq!(r.json()["error"]["code"], "package-run-invalid");
-    assert!(std::fs::read_dir(t.ws.join("packages")).unwrap().next().is_none());
+    assert!(std::fs::read_dir(t.ws.join("packages"))
+        .unwrap()
+        .next()
+        .is_none());
 }
 
 /// Re-sign the envelope of `dir` with a fresh key, optionally with another payloadType.
 fn resign(dir: &Path, payload_type: Option<&str>, replace_keys: bool) {
     let p = dir.join("provenance.intoto.jsonl");
     let env = Envelope::parse_line(&std::fs::read(&p).unwrap()).unwrap();
-    let payload = base64::engine::general_purpose::STANDARD.decode(&env.payload).unwrap();
+    let payload = base64::engine::general_purpose::STANDARD
+        .decode(&env.payload)
+        .unwrap();
     let k = retort::keys::SigningKey::generate().unwrap();
     let new = Envelope::sign(payload_type.unwrap_or(PAYLOAD_TYPE), &payload, &k);
     std::fs::write(&p, new.to_line()).unwrap();
     if replace_keys {
         std::fs::write(dir.join("keys/retort.pub.pem"), k.public().spki_pem()).unwrap();
-        std::fs::write(dir.join("keys/retort.signify.pub"), k.public().signify_pub("x")).unwrap();
+        std::fs::write(
+            dir.join("keys/retort.signify.pub"),
+            k.public().signify_pub("x"),
+        )
+        .unwrap();
     }
 }
 
@@ -337,14 +382,24 @@ fn fail_every_tamper_is_detected_by_verify() {
     for f in EXPECTED_FILES {
         for at in [0usize, 40, usize::MAX] {
             let (step, code) = match f {
-                "data/contact_sheet.png" | "data/privacy_report.json" | "data/synthetic.parquet" => {
-                    ("subjects", "verify-digest-mismatch")
+                "data/contact_sheet.png"
+                | "data/privacy_report.json"
+                | "data/synthetic.parquet" => ("subjects", "verify-digest-mismatch"),
+                "provenance.intoto.jsonl" => (
+                    "envelope|signature",
+                    "verify-envelope-malformed|verify-signature-invalid",
+                ),
+                "SHA256SUMS" | "SHA256SUMS.sig" => {
+                    ("sums-signature", "verify-sums-signature-invalid")
                 }
-                "provenance.intoto.jsonl" => ("envelope|signature", "verify-envelope-malformed|verify-signature-invalid"),
-                "SHA256SUMS" | "SHA256SUMS.sig" => ("sums-signature", "verify-sums-signature-invalid"),
                 _ => ("key", "verify-key-mismatch"),
             };
-            cases.push((format!("flip {f}@{at}"), Box::new(move |d: &Path| flip(&d.join(f), at)), step, code));
+            cases.push((
+                format!("flip {f}@{at}"),
+                Box::new(move |d: &Path| flip(&d.join(f), at)),
+                step,
+                code,
+            ));
         }
         let (step, code) = match f {
             f if f.starts_with("data/") => ("subjects", "verify-missing-file"),
@@ -352,18 +407,84 @@ fn fail_every_tamper_is_detected_by_verify() {
             "SHA256SUMS" | "SHA256SUMS.sig" => ("sums-signature", "verify-missing-file"),
             _ => ("key", "verify-missing-file"),
         };
-        cases.push((format!("remove {f}"), Box::new(move |d: &Path| std::fs::remove_file(d.join(f)).unwrap()), step, code));
+        cases.push((
+            format!("remove {f}"),
+            Box::new(move |d: &Path| std::fs::remove_file(d.join(f)).unwrap()),
+            step,
+            code,
+        ));
     }
-    cases.push(("add data/extra.csv".into(), Box::new(|d: &Path| std::fs::write(d.join("data/extra.csv"), "a,b\n").unwrap()), "unlisted", "verify-unlisted-file"));
-    cases.push(("add data/sub/x".into(), Box::new(|d: &Path| { std::fs::create_dir(d.join("data/sub")).unwrap(); std::fs::write(d.join("data/sub/x"), "").unwrap() }), "unlisted", "verify-unlisted-file"));
-    cases.push(("add top-level file".into(), Box::new(|d: &Path| std::fs::write(d.join("README"), "hi").unwrap()), "unlisted", "verify-unlisted-file"));
-    cases.push(("re-signed with another key".into(), Box::new(|d: &Path| resign(d, None, false)), "signature", "verify-signature-invalid"));
-    cases.push(("re-signed with another key, keys replaced".into(), Box::new(|d: &Path| resign(d, None, true)), "key", "verify-key-mismatch"));
-    cases.push(("swapped payloadType".into(), Box::new(swap_type), "signature", "verify-signature-invalid"));
-    cases.push(("re-signed with swapped payloadType, keys replaced".into(), Box::new(|d: &Path| resign(d, Some("application/json"), true)), "key", "verify-key-mismatch"));
-    cases.push(("symlink in data".into(), Box::new(|d: &Path| std::os::unix::fs::symlink("/etc/passwd", d.join("data/link")).unwrap()), "read", "verify-unsafe-package"));
-    cases.push(("envelope not JSON".into(), Box::new(|d: &Path| std::fs::write(d.join("provenance.intoto.jsonl"), "{\"payloadType\":").unwrap()), "envelope", "verify-envelope-malformed"));
-    cases.push(("two envelope lines".into(), Box::new(|d: &Path| { let p = d.join("provenance.intoto.jsonl"); let l = std::fs::read_to_string(&p).unwrap(); std::fs::write(&p, format!("{l}{l}")).unwrap() }), "envelope", "verify-envelope-malformed"));
+    cases.push((
+        "add data/extra.csv".into(),
+        Box::new(|d: &Path| std::fs::write(d.join("data/extra.csv"), "a,b\n").unwrap()),
+        "unlisted",
+        "verify-unlisted-file",
+    ));
+    cases.push((
+        "add data/sub/x".into(),
+        Box::new(|d: &Path| {
+            std::fs::create_dir(d.join("data/sub")).unwrap();
+            std::fs::write(d.join("data/sub/x"), "").unwrap()
+        }),
+        "unlisted",
+        "verify-unlisted-file",
+    ));
+    cases.push((
+        "add top-level file".into(),
+        Box::new(|d: &Path| std::fs::write(d.join("README"), "hi").unwrap()),
+        "unlisted",
+        "verify-unlisted-file",
+    ));
+    cases.push((
+        "re-signed with another key".into(),
+        Box::new(|d: &Path| resign(d, None, false)),
+        "signature",
+        "verify-signature-invalid",
+    ));
+    cases.push((
+        "re-signed with another key, keys replaced".into(),
+        Box::new(|d: &Path| resign(d, None, true)),
+        "key",
+        "verify-key-mismatch",
+    ));
+    cases.push((
+        "swapped payloadType".into(),
+        Box::new(swap_type),
+        "signature",
+        "verify-signature-invalid",
+    ));
+    cases.push((
+        "re-signed with swapped payloadType, keys replaced".into(),
+        Box::new(|d: &Path| resign(d, Some("application/json"), true)),
+        "key",
+        "verify-key-mismatch",
+    ));
+    cases.push((
+        "symlink in data".into(),
+        Box::new(|d: &Path| {
+            std::os::unix::fs::symlink("/etc/passwd", d.join("data/link")).unwrap()
+        }),
+        "read",
+        "verify-unsafe-package",
+    ));
+    cases.push((
+        "envelope not JSON".into(),
+        Box::new(|d: &Path| {
+            std::fs::write(d.join("provenance.intoto.jsonl"), "{\"payloadType\":").unwrap()
+        }),
+        "envelope",
+        "verify-envelope-malformed",
+    ));
+    cases.push((
+        "two envelope lines".into(),
+        Box::new(|d: &Path| {
+            let p = d.join("provenance.intoto.jsonl");
+            let l = std::fs::read_to_string(&p).unwrap();
+            std::fs::write(&p, format!("{l}{l}")).unwrap()
+        }),
+        "envelope",
+        "verify-envelope-malformed",
+    ));
 
     let mut failures = Vec::new();
     for (i, (name, tamper, step, code)) in cases.iter().enumerate() {
@@ -381,15 +502,30 @@ fn fail_every_tamper_is_detected_by_verify() {
             && r.stderr.contains("error:")
             && r.stderr.contains("hint:");
         if !ok {
-            failures.push(format!("{name}: exit {} step {got_step} code {got_code} (want {step} / {code})\n{}", r.status, r.stderr));
+            failures.push(format!(
+                "{name}: exit {} step {got_step} code {got_code} (want {step} / {code})\n{}",
+                r.status, r.stderr
+            ));
         }
     }
-    assert!(failures.is_empty(), "{} undetected or misreported:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} undetected or misreported:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 
     // The untouched package still verifies, and a wrong pinned key is refused.
     verify(&dir, pem).expect(0);
     let other = t.path("other.pem");
-    std::fs::write(&other, retort::keys::SigningKey::generate().unwrap().public().spki_pem()).unwrap();
+    std::fs::write(
+        &other,
+        retort::keys::SigningKey::generate()
+            .unwrap()
+            .public()
+            .spki_pem(),
+    )
+    .unwrap();
     let r = verify(&dir, other.to_str().unwrap());
     r.expect(4);
     assert_eq!(r.json()["error"]["code"], "verify-key-mismatch");
@@ -426,7 +562,6 @@ fn hostile_tar(name: &[u8], kind: u8, body: &[u8]) -> Vec<u8> {
 #[test]
 fn fail_hostile_tars_refused_cleanly() {
     let t = TestWs::new();
-    std::fs::create_dir_all(&t.dir.path().join("x")).unwrap();
     let cases: Vec<(&str, Vec<u8>)> = vec![
         ("traversal", hostile_tar(b"../../evil.txt", b'0', b"pwned")),
         ("absolute", hostile_tar(b"/tmp/evil.txt", b'0', b"pwned")),
@@ -435,7 +570,10 @@ fn fail_hostile_tars_refused_cleanly() {
             v[157..168].copy_from_slice(b"/etc/passwd");
             v
         }),
-        ("garbage", b"this is not a tar file at all, just bytes".repeat(20)),
+        (
+            "garbage",
+            b"this is not a tar file at all, just bytes".repeat(20),
+        ),
         ("huge", {
             let mut v = hostile_tar(b"pkg/data/synthetic.parquet", b'0', b"");
             v[124..136].copy_from_slice(format!("{:011o}\0", 0o77777777777u64).as_bytes());
@@ -450,7 +588,12 @@ fn fail_hostile_tars_refused_cleanly() {
         std::fs::write(&p, bytes).unwrap();
         let r = verify(&p, &"0".repeat(64));
         r.expect(4);
-        assert_eq!(r.json()["error"]["code"], "verify-unsafe-package", "{what}: {}", r.stderr);
+        assert_eq!(
+            r.json()["error"]["code"],
+            "verify-unsafe-package",
+            "{what}: {}",
+            r.stderr
+        );
     }
     assert!(!t.dir.path().join("evil.txt").exists());
     assert!(!Path::new("/tmp/evil.txt").exists());
@@ -462,13 +605,27 @@ fn packaging_twice_gives_identical_signed_content_but_documented_fields() {
     let a = PathBuf::from(package(&t, &[])["path"].as_str().unwrap());
     let b = PathBuf::from(package(&t, &[])["path"].as_str().unwrap());
     assert_ne!(a, b);
-    for f in ["data/synthetic.parquet", "data/privacy_report.json", "data/contact_sheet.png", "keys/retort.pub.pem", "keys/retort.signify.pub"] {
-        assert_eq!(std::fs::read(a.join(f)).unwrap(), std::fs::read(b.join(f)).unwrap(), "{f} differs");
+    for f in [
+        "data/synthetic.parquet",
+        "data/privacy_report.json",
+        "data/contact_sheet.png",
+        "keys/retort.pub.pem",
+        "keys/retort.signify.pub",
+    ] {
+        assert_eq!(
+            std::fs::read(a.join(f)).unwrap(),
+            std::fs::read(b.join(f)).unwrap(),
+            "{f} differs"
+        );
     }
     let stmt = |d: &Path| {
-        let env: serde_json::Value = serde_json::from_slice(&std::fs::read(d.join("provenance.intoto.jsonl")).unwrap()).unwrap();
+        let env: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(d.join("provenance.intoto.jsonl")).unwrap())
+                .unwrap();
         let mut s: serde_json::Value = serde_json::from_slice(
-            &base64::engine::general_purpose::STANDARD.decode(env["payload"].as_str().unwrap()).unwrap(),
+            &base64::engine::general_purpose::STANDARD
+                .decode(env["payload"].as_str().unwrap())
+                .unwrap(),
         )
         .unwrap();
         // The documented non-deterministic fields (statement.rs "Determinism").
@@ -506,12 +663,16 @@ fn library_build_is_byte_deterministic() {
     let files: BTreeMap<_, _> = x.files.clone();
     assert!(files.contains_key("audit-checkpoint.txt"));
     let snap = retort::package::Snapshot::from_memory(&files);
-    let v = retort::package::verify_snapshot(&snap, &retort::package::TrustedKey::Key(key.public()));
+    let v =
+        retort::package::verify_snapshot(&snap, &retort::package::TrustedKey::Key(key.public()));
     assert!(v.ok(), "{}", v.human());
     // A checkpoint that is not the signed byproduct is caught.
     let mut files2 = files.clone();
     files2.insert("audit-checkpoint.txt".into(), b"origin\n2\nroot\n".to_vec());
-    let v = retort::package::verify_snapshot(&retort::package::Snapshot::from_memory(&files2), &retort::package::TrustedKey::Key(key.public()));
+    let v = retort::package::verify_snapshot(
+        &retort::package::Snapshot::from_memory(&files2),
+        &retort::package::TrustedKey::Key(key.public()),
+    );
     assert!(!v.ok());
 }
 
@@ -519,7 +680,11 @@ fn library_build_is_byte_deterministic() {
 
 /// Is `tool` runnable? Without it: skip loudly, or fail under CI.
 fn have(tool: &str, probe: &[&str]) -> bool {
-    let ok = Command::new(tool).args(probe).output().map(|o| o.status.success() || !o.stderr.is_empty()).unwrap_or(false);
+    let ok = Command::new(tool)
+        .args(probe)
+        .output()
+        .map(|o| o.status.success() || !o.stderr.is_empty())
+        .unwrap_or(false);
     if !ok {
         if std::env::var_os("CI").is_some() {
             panic!("{tool} is required under CI (.ci/run installs it)");
@@ -530,7 +695,11 @@ fn have(tool: &str, probe: &[&str]) -> bool {
 }
 
 fn python_has(module: &str) -> bool {
-    let ok = Command::new("python3").args(["-c", &format!("import {module}")]).status().map(|s| s.success()).unwrap_or(false);
+    let ok = Command::new("python3")
+        .args(["-c", &format!("import {module}")])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
     if !ok {
         if std::env::var_os("CI").is_some() {
             panic!("python3 module {module} is required under CI (.ci/run installs it)");
@@ -541,8 +710,20 @@ fn python_has(module: &str) -> bool {
 }
 
 fn sh(cwd: &Path, script: &str) -> (bool, String) {
-    let o = Command::new("sh").arg("-c").arg(script).current_dir(cwd).output().unwrap();
-    (o.status.success(), format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)))
+    let o = Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .current_dir(cwd)
+        .output()
+        .unwrap();
+    (
+        o.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        ),
+    )
 }
 
 /// A package dir plus a tampered copy (one flipped byte of the parquet).
@@ -576,15 +757,24 @@ fn interop_openssl_verifies_pae_signature() {
     }
     let (_t, dir, bad) = package_and_tampered();
     let (ok, out) = sh(&dir, OPENSSL_PAE);
-    assert!(ok && out.contains("Signature Verified Successfully"), "{out}");
+    assert!(
+        ok && out.contains("Signature Verified Successfully"),
+        "{out}"
+    );
     let (ok, out) = sh(&bad, OPENSSL_PAE);
-    assert!(!ok && out.contains("FAILED"), "tampered parquet accepted:\n{out}");
+    assert!(
+        !ok && out.contains("FAILED"),
+        "tampered parquet accepted:\n{out}"
+    );
     // Swapped payloadType: openssl's signature check itself fails.
     let swapped = _t.path("swapped");
     copy_dir(&dir, &swapped);
     swap_type(&swapped);
     let (ok, out) = sh(&swapped, OPENSSL_PAE);
-    assert!(!ok && out.contains("Signature Verification Failure"), "{out}");
+    assert!(
+        !ok && out.contains("Signature Verification Failure"),
+        "{out}"
+    );
 }
 
 const SSLIB: &str = r#"
@@ -611,16 +801,33 @@ fn interop_securesystemslib_verifies_envelope() {
     let (t, dir, bad) = package_and_tampered();
     let script = t.path("sslib.py");
     std::fs::write(&script, SSLIB).unwrap();
-    let run = |d: &Path, key: &Path| sh(d, &format!("python3 {} {}", script.display(), key.display()));
+    let run = |d: &Path, key: &Path| {
+        sh(
+            d,
+            &format!("python3 {} {}", script.display(), key.display()),
+        )
+    };
     let (ok, out) = run(&dir, &dir.join("keys/retort.pub.pem"));
     assert!(ok, "{out}");
     // keyid agreement: the envelope's keyid is what securesystemslib computes.
-    let env: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("provenance.intoto.jsonl")).unwrap()).unwrap();
-    assert!(out.contains(env["signatures"][0]["keyid"].as_str().unwrap()), "{out}");
+    let env: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("provenance.intoto.jsonl")).unwrap())
+            .unwrap();
+    assert!(
+        out.contains(env["signatures"][0]["keyid"].as_str().unwrap()),
+        "{out}"
+    );
     let (ok, out) = run(&bad, &dir.join("keys/retort.pub.pem"));
     assert!(!ok && out.contains("digest mismatch"), "{out}");
     let other = t.path("other.pem");
-    std::fs::write(&other, retort::keys::SigningKey::generate().unwrap().public().spki_pem()).unwrap();
+    std::fs::write(
+        &other,
+        retort::keys::SigningKey::generate()
+            .unwrap()
+            .public()
+            .spki_pem(),
+    )
+    .unwrap();
     let (ok, out) = run(&dir, &other);
     assert!(!ok && out.contains("VerificationError"), "{out}");
     let swapped = t.path("swapped");
@@ -638,13 +845,29 @@ fn interop_signify_checks_sha256sums() {
     let (t, dir, bad) = package_and_tampered();
     let cmd = "signify-openbsd -C -p keys/retort.signify.pub -x SHA256SUMS.sig";
     let (ok, out) = sh(&dir, cmd);
-    assert!(ok && out.contains("Signature Verified") && out.contains("data/synthetic.parquet: OK"), "{out}");
+    assert!(
+        ok && out.contains("Signature Verified") && out.contains("data/synthetic.parquet: OK"),
+        "{out}"
+    );
     let (ok, out) = sh(&bad, cmd);
     assert!(!ok && out.contains("data/synthetic.parquet: FAIL"), "{out}");
     // Another key: signify refuses.
     let other = t.path("other.pub");
-    std::fs::write(&other, retort::keys::SigningKey::generate().unwrap().public().signify_pub("x")).unwrap();
-    let (ok, out) = sh(&dir, &format!("signify-openbsd -C -p {} -x SHA256SUMS.sig", other.display()));
+    std::fs::write(
+        &other,
+        retort::keys::SigningKey::generate()
+            .unwrap()
+            .public()
+            .signify_pub("x"),
+    )
+    .unwrap();
+    let (ok, out) = sh(
+        &dir,
+        &format!(
+            "signify-openbsd -C -p {} -x SHA256SUMS.sig",
+            other.display()
+        ),
+    );
     assert!(!ok, "{out}");
 }
 
