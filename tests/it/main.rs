@@ -5,3 +5,4 @@ mod util;
 
 mod foundation;
 mod package;
+mod policy;
