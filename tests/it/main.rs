@@ -3,6 +3,7 @@
 
 mod util;
 
+mod audit;
 mod foundation;
 mod package;
 mod policy;
