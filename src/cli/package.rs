@@ -11,6 +11,7 @@ use super::{Ctx, Report};
 use crate::keys::{KeyPaths, SigningKey};
 use crate::package::manifest::{load_eval, RunJson};
 use crate::package::sign::{build_package, export_copy, file_sha256, publish, BuildInputs};
+use crate::policy::{self, OsIdentity, PackageRequest, Request};
 use crate::workspace::{validate_name, Workspace, DEFAULT_LOCK_WAIT};
 use crate::Result;
 
@@ -33,7 +34,7 @@ pub struct Args {
 /// Run `retort package`.
 ///
 /// # Errors
-/// `package-partner-not-allowed` (exit 3), run errors, key and I/O errors; audit failures
+/// `policy-partner-not-allowed` and other policy refusals (exit 3), run errors, key and I/O errors; audit failures
 /// refuse the action before anything is written.
 pub fn run(args: Args, ctx: &mut Ctx) -> Result<Report> {
     validate_name(&args.run)?;
@@ -41,11 +42,11 @@ pub fn run(args: Args, ctx: &mut Ctx) -> Result<Report> {
     let ws = ctx.open_audited("package.create", &args.run)?;
     ctx.detail("run", args.run.clone());
     ctx.detail("partner", args.partner.clone());
-    check_partner(&ws, &args.partner)?;
 
     let _lock = ws.lock(DEFAULT_LOCK_WAIT)?;
     let run_dir = ws.runs_dir().join(&args.run);
     let run = RunJson::load(&run_dir.join("run.json"), &args.run)?;
+    check_policy(&ws, ctx, &args.partner, &run)?;
     let eval = load_eval(&run_dir.join("eval.json"))?;
     let read = |name: &str| -> Result<Vec<u8>> {
         let p = run_dir.join(name);
@@ -125,9 +126,6 @@ pub fn run(args: Args, ctx: &mut Ctx) -> Result<Report> {
         pkg.dir.display(),
         pkg.meta.files.join(", "),
     );
-    if checkpoint.is_none() {
-        human.push_str("  note:       no audit checkpoint in this build; the package omits audit-checkpoint.txt\n");
-    }
     if let Some(p) = &exported {
         human.push_str(&format!("  exported:   {}\n", p.display()));
     }
@@ -153,30 +151,34 @@ pub fn run(args: Args, ctx: &mut Ctx) -> Result<Report> {
     ))
 }
 
-/// The partner must be allowed to receive packages.
-///
-/// Adapter until the policy module provides `policy::load_active` + `decide`: the partner must
-/// be listed in the workspace config's `partners` table (`retort policy add-partner`).
+/// The active policy must allow this partner to receive this run (and this user to export).
 ///
 /// # Errors
-/// `package-partner-not-allowed` (exit 3).
-pub fn check_partner(ws: &Workspace, partner: &str) -> Result<()> {
-    if ws.config().partners.iter().any(|p| p.name == partner) {
-        return Ok(());
-    }
-    Err(crate::package::Error::PartnerNotAllowed {
-        partner: partner.into(),
-        why: "it is not listed in the workspace's partners".into(),
-    }
-    .into())
+/// Policy load errors (fail closed), `policy-*` refusals (exit 3).
+pub fn check_policy(ws: &Workspace, ctx: &mut Ctx, partner: &str, run: &RunJson) -> Result<()> {
+    let loaded = policy::load_active(ws, ctx.policy.as_deref())?;
+    ctx.detail("policy", loaded.identity_json());
+    let who = OsIdentity::current();
+    loaded
+        .policy
+        .decide(&Request::Package(PackageRequest {
+            partner,
+            dataset: &run.dataset,
+            method: &run.method,
+            epsilon: run.privacy.epsilon,
+            delta: run.delta,
+            ipc: u32::try_from(run.ipc).unwrap_or(u32::MAX),
+            exporter: &who,
+        }))
+        .into_result()?;
+    Ok(())
 }
 
-/// The newest signed audit checkpoint to include in the package.
-///
-/// Adapter: this build's audit module has no checkpoints yet, so packages omit
-/// `audit-checkpoint.txt` (the statement then has no byproduct and `verify` reports it).
-fn audit_checkpoint(_ws: &Workspace) -> Result<Option<Vec<u8>>> {
-    Ok(None)
+/// Write a signed audit checkpoint for this export (it announces itself in the log) and return
+/// it: the package carries it as `audit-checkpoint.txt`, so partners become witnesses of the log.
+fn audit_checkpoint(ws: &Workspace) -> Result<Option<Vec<u8>>> {
+    let cp = crate::audit::checkpoint::write_checkpoint(ws)?;
+    Ok(Some(cp.text.into_bytes()))
 }
 
 /// The dataset's budget after this run, from the ledger.

@@ -102,14 +102,6 @@ pub enum Error {
         /// The missing file.
         path: PathBuf,
     },
-    /// The partner may not receive packages under the active policy.
-    #[error("partner {partner:?} is not allowed to receive packages: {why}")]
-    PartnerNotAllowed {
-        /// The partner name.
-        partner: String,
-        /// Why (which list it is missing from).
-        why: String,
-    },
     /// The export destination already holds this package.
     #[error("{path} already exists; refusing to overwrite it")]
     Exists {
@@ -131,7 +123,6 @@ impl Error {
         "package-run-incomplete",
         "package-run-invalid",
         "package-run-file-missing",
-        "package-partner-not-allowed",
         "package-exists",
         "package-key",
         "package-io",
@@ -145,7 +136,6 @@ impl Coded for Error {
             Error::RunIncomplete { .. } => "package-run-incomplete",
             Error::RunInvalid { .. } => "package-run-invalid",
             Error::RunFileMissing { .. } => "package-run-file-missing",
-            Error::PartnerNotAllowed { .. } => "package-partner-not-allowed",
             Error::Exists { .. } => "package-exists",
             Error::Key(_) => "package-key",
             Error::Io(_) => "package-io",
@@ -160,21 +150,18 @@ impl Coded for Error {
                 "package a completed run; start a new one with `retort distill`".into()
             }
             Error::RunInvalid { .. } | Error::RunFileMissing { .. } => {
-                "the run directory was changed outside retort; package another run or distill again".into()
+                "the run directory was changed outside retort; package another run or distill again"
+                    .into()
             }
-            Error::PartnerNotAllowed { .. } => {
-                "register the partner first: `retort policy add-partner NAME --client-cert PEM` (or ask the policy owner)".into()
+            Error::Exists { .. } => {
+                "choose another --out directory or move the old copy away".into()
             }
-            Error::Exists { .. } => "choose another --out directory or move the old copy away".into(),
             Error::Key(e) => return e.hint(),
             Error::Io(e) => return e.hint(),
         })
     }
     fn class(&self) -> Class {
-        match self {
-            Error::PartnerNotAllowed { .. } => Class::Refused,
-            _ => Class::Input,
-        }
+        Class::Input
     }
 }
 

@@ -92,12 +92,7 @@ fn run_json(status: &str) -> serde_json::Value {
 /// An initialised workspace with partner `acme` registered and one completed, evaluated run.
 fn workspace_with_run() -> TestWs {
     let t = TestWs::init();
-    let cfg = t.ws.join("retort.toml");
-    let mut text = std::fs::read_to_string(&cfg)
-        .unwrap()
-        .replace("partners = []\n", "");
-    text.push_str("\n[[partners]]\nname = \"acme\"\n");
-    std::fs::write(&cfg, text).unwrap();
+    t.run(&["policy", "add-partner", "acme"]).expect(0);
     let rd = t.ws.join("runs").join(RUN_ID);
     std::fs::create_dir_all(&rd).unwrap();
     std::fs::write(rd.join("run.json"), run_json("completed").to_string()).unwrap();
@@ -165,9 +160,10 @@ fn files_of(dir: &Path) -> Vec<String> {
     v
 }
 
-const EXPECTED_FILES: [&str; 8] = [
+const EXPECTED_FILES: [&str; 9] = [
     "SHA256SUMS",
     "SHA256SUMS.sig",
+    "audit-checkpoint.txt",
     "data/contact_sheet.png",
     "data/privacy_report.json",
     "data/synthetic.parquet",
@@ -302,7 +298,7 @@ fn fail_partner_not_allowed_and_bad_runs() {
     let t = workspace_with_run();
     let r = t.run(&["package", RUN_ID, "--partner", "stranger", "--json"]);
     r.expect(3).stderr_has(&["stranger", "hint:"]);
-    assert_eq!(r.json()["error"]["code"], "package-partner-not-allowed");
+    assert_eq!(r.json()["error"]["code"], "policy-partner-not-allowed");
     assert!(
         std::fs::read_dir(t.ws.join("packages"))
             .unwrap()
@@ -392,6 +388,7 @@ fn fail_every_tamper_is_detected_by_verify() {
                 "SHA256SUMS" | "SHA256SUMS.sig" => {
                     ("sums-signature", "verify-sums-signature-invalid")
                 }
+                "audit-checkpoint.txt" => ("sums", "verify-sums-mismatch"),
                 _ => ("key", "verify-key-mismatch"),
             };
             cases.push((
@@ -405,6 +402,7 @@ fn fail_every_tamper_is_detected_by_verify() {
             f if f.starts_with("data/") => ("subjects", "verify-missing-file"),
             "provenance.intoto.jsonl" => ("envelope", "verify-missing-file"),
             "SHA256SUMS" | "SHA256SUMS.sig" => ("sums-signature", "verify-missing-file"),
+            "audit-checkpoint.txt" => ("sums", "verify-missing-file"),
             _ => ("key", "verify-missing-file"),
         };
         cases.push((
