@@ -775,6 +775,75 @@ fn interop_openssl_verifies_pae_signature() {
     );
 }
 
+/// The openssl + jq script of docs/partners.md, verbatim (kept in sync by
+/// `partners_doc_has_the_tested_script`).
+const OPENSSL_JQ: &str = r#"#!/bin/sh
+# usage: verify_openssl.sh PUBKEY.pem   (run inside the package directory; openssl >= 3.0, jq, base64, sha256sum)
+set -eu
+PUB=$1; T=$(mktemp -d)
+head -n1 provenance.intoto.jsonl > "$T/env.json"
+jq -j .payloadType "$T/env.json" > "$T/type"
+jq -r .payload "$T/env.json" | tr '_-' '/+' | base64 -d > "$T/body"
+jq -r '.signatures[0].sig' "$T/env.json" | tr '_-' '/+' | base64 -d > "$T/sig"
+{ printf 'DSSEv1 %d ' "$(wc -c < "$T/type")"; cat "$T/type"; printf ' %d ' "$(wc -c < "$T/body")"; cat "$T/body"; } > "$T/pae"
+openssl pkeyutl -verify -pubin -inkey "$PUB" -rawin -in "$T/pae" -sigfile "$T/sig"
+[ "$(cat "$T/type")" = "application/vnd.in-toto+json" ] || { echo "bad payloadType" >&2; exit 1; }
+jq -r '.subject[] | "\(.digest.sha256)  \(.name)"' "$T/body" > "$T/subjects"
+sha256sum -c --strict "$T/subjects"
+[ "$(find data -type f | LC_ALL=C sort)" = "$(cut -c67- "$T/subjects" | LC_ALL=C sort)" ] || { echo "unlisted or missing file under data/" >&2; exit 1; }
+rm -rf "$T"
+echo "provenance OK"
+"#;
+
+#[test]
+fn partners_doc_has_the_tested_script() {
+    let doc =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/partners.md"))
+            .unwrap();
+    assert!(
+        doc.contains(OPENSSL_JQ),
+        "docs/partners.md drifted from the tested openssl script"
+    );
+}
+
+#[test]
+fn interop_openssl_jq_script_of_partner_guide() {
+    if !have("openssl", &["version"]) || !have("jq", &["--version"]) {
+        return;
+    }
+    let (t, dir, bad) = package_and_tampered();
+    let script = t.path("verify_openssl.sh");
+    std::fs::write(&script, OPENSSL_JQ).unwrap();
+    let run = |d: &Path, key: &Path| sh(d, &format!("sh {} {}", script.display(), key.display()));
+    let key = dir.join("keys/retort.pub.pem");
+    let (ok, out) = run(&dir, &key);
+    assert!(
+        ok && out.contains("Signature Verified Successfully") && out.contains("provenance OK"),
+        "{out}"
+    );
+    let (ok, out) = run(&bad, &key);
+    assert!(!ok && out.contains("FAILED"), "{out}");
+    let added = t.path("added");
+    copy_dir(&dir, &added);
+    std::fs::write(added.join("data/extra.csv"), "x\n").unwrap();
+    let (ok, out) = run(&added, &key);
+    assert!(!ok && out.contains("unlisted"), "{out}");
+    let other = t.path("other.pem");
+    std::fs::write(
+        &other,
+        retort::keys::SigningKey::generate()
+            .unwrap()
+            .public()
+            .spki_pem(),
+    )
+    .unwrap();
+    let (ok, out) = run(&dir, &other);
+    assert!(
+        !ok && out.contains("Signature Verification Failure"),
+        "{out}"
+    );
+}
+
 const SSLIB: &str = r#"
 import json, hashlib, sys
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
