@@ -209,6 +209,60 @@ mod tests {
     }
 
     #[test]
+    fn key_format_vectors() {
+        // tests/data/keyid.json: RFC 8032 TEST 1 key in the formats openssl / python write.
+        let v: serde_json::Value =
+            serde_json::from_str(include_str!("../../tests/data/keyid.json")).unwrap();
+        let s = |k: &str| v[k].as_str().unwrap().to_string();
+        let sk = SigningKey::from_pkcs8_pem(&s("pkcs8_v1_pem"), "vector").unwrap();
+        let pk = sk.public();
+        assert_eq!(crate::workspace::hex(&pk.0), s("public_hex"));
+        assert_eq!(
+            pk.spki_pem(),
+            s("spki_pem"),
+            "SPKI PEM differs from openssl's"
+        );
+        assert_eq!(PublicKey::parse(&s("spki_pem"), "pem").unwrap(), pk);
+        assert_eq!(pk.fingerprint(), s("fingerprint_sha256"));
+        let line = pk.signify_pub("c");
+        assert_eq!(line.lines().nth(1).unwrap(), s("signify_pub_line"));
+        assert_eq!(PublicKey::parse(&line, "signify").unwrap(), pk);
+        // PKCS#8 v2 (what ring writes): seed ‖ 81 21 00 ‖ public key, 83 bytes.
+        let seed = crate::workspace::unhex(&s("seed_hex")).unwrap();
+        let mut v2 = crate::workspace::unhex("3051020101300506032b657004220420").unwrap();
+        v2.extend_from_slice(&seed);
+        v2.extend_from_slice(&[0x81, 0x21, 0x00]);
+        v2.extend_from_slice(&pk.0);
+        assert_eq!(v2.len(), 83);
+        let pem = crate::keys::pem_encode(&v2, "PRIVATE KEY");
+        let sk2 = SigningKey::from_pkcs8_pem(&pem, "v2").unwrap();
+        assert_eq!(sk2.public(), pk);
+        // Same key, same deterministic signature over the PAE spec vector.
+        let msg = pae(b"http://example.com/HelloWorld", b"hello world");
+        assert_eq!(sk.sign(&msg), sk2.sign(&msg));
+        assert!(pk.verify(&msg, &sk.sign(&msg)));
+    }
+
+    #[test]
+    fn pae_vector_file() {
+        let v: serde_json::Value =
+            serde_json::from_str(include_str!("../../tests/data/dsse_pae.json")).unwrap();
+        let got = pae(
+            v["payload_type"].as_str().unwrap().as_bytes(),
+            v["body"].as_str().unwrap().as_bytes(),
+        );
+        assert_eq!(got, v["pae"].as_str().unwrap().as_bytes());
+        // ring's signature equals openssl's, byte for byte (Ed25519 is deterministic).
+        let k: serde_json::Value =
+            serde_json::from_str(include_str!("../../tests/data/keyid.json")).unwrap();
+        let sk = SigningKey::from_pkcs8_pem(k["pkcs8_v1_pem"].as_str().unwrap(), "v").unwrap();
+        assert_eq!(
+            crate::workspace::hex(&sk.sign(&got)),
+            v["ed25519_sig_hex"].as_str().unwrap()
+        );
+    }
+
+    #[test]
     fn fail_wrong_key_and_swapped_type() {
         let k = SigningKey::generate().unwrap();
         let other = SigningKey::generate().unwrap();
