@@ -176,6 +176,7 @@ struct Budget<'a> {
     limits: &'a Limits,
     entries: usize,
     total: u64,
+    kept: u64,
 }
 
 impl Budget<'_> {
@@ -201,6 +202,16 @@ impl Budget<'_> {
                 "{rel}: {size} bytes is over the limit of {cap} bytes for this file"
             )));
         }
+        if keep {
+            // All metadata files together stay under one metadata limit (memory bound).
+            self.kept = self.kept.saturating_add(size);
+            if self.kept > self.limits.max_meta {
+                return Err(ReadError::Unsafe(format!(
+                    "the metadata files together exceed {} bytes",
+                    self.limits.max_meta
+                )));
+            }
+        }
         self.total = self.total.saturating_add(size);
         if self.total > self.limits.max_total {
             return Err(ReadError::Unsafe(format!(
@@ -218,6 +229,7 @@ fn read_dir(root: &Path, limits: &Limits) -> Result<Snapshot, ReadError> {
         limits,
         entries: 0,
         total: 0,
+        kept: 0,
     };
     let mut stack = vec![(root.to_path_buf(), String::new())];
     while let Some((dir, prefix)) = stack.pop() {
@@ -296,6 +308,7 @@ pub fn read_tar(r: impl Read, limits: &Limits) -> Result<Snapshot, ReadError> {
         limits,
         entries: 0,
         total: 0,
+        kept: 0,
     };
     for entry in entries {
         let mut entry = entry.map_err(|e| unsafe_(format!("malformed tar: {e}")))?;
@@ -624,6 +637,29 @@ mod tests {
             read_tar(&bytes[..], &Limits::default()),
             Err(ReadError::Unsafe(_))
         ));
+    }
+
+    #[test]
+    fn fail_many_metadata_files_bounded() {
+        // Many members that would each be kept in memory: refused once together over the limit.
+        let limits = Limits {
+            max_meta: 4096,
+            ..Limits::default()
+        };
+        let bytes = tar_with(|b| {
+            for i in 0..8 {
+                let name = format!("p{i}/provenance.intoto.jsonl");
+                b.append(
+                    &hdr(name.as_bytes(), 1000, tar::EntryType::Regular),
+                    &[b'x'; 1000][..],
+                )
+                .unwrap();
+            }
+        });
+        match read_tar(&bytes[..], &limits) {
+            Err(ReadError::Unsafe(m)) => assert!(m.contains("together"), "{m}"),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
