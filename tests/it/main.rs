@@ -7,3 +7,4 @@ mod audit;
 mod foundation;
 mod package;
 mod policy;
+mod privacy;
