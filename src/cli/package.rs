@@ -46,7 +46,8 @@ pub fn run(args: Args, ctx: &mut Ctx) -> Result<Report> {
     let _lock = ws.lock(DEFAULT_LOCK_WAIT)?;
     let run_dir = ws.runs_dir().join(&args.run);
     let run = RunJson::load(&run_dir.join("run.json"), &args.run)?;
-    check_policy(&ws, ctx, &args.partner, &run)?;
+    let loaded = check_policy(&ws, ctx, &args.partner, &run)?;
+    let budget = dataset_budget(&ws, &run, loaded.policy.dataset_epsilon_cap(&run.dataset))?;
     let eval = load_eval(&run_dir.join("eval.json"))?;
     let read = |name: &str| -> Result<Vec<u8>> {
         let p = run_dir.join(name);
@@ -75,7 +76,6 @@ pub fn run(args: Args, ctx: &mut Ctx) -> Result<Report> {
 
     let key = SigningKey::load(&KeyPaths::in_dir(&ws.keys_dir()).package_key)?;
     let checkpoint = audit_checkpoint(&ws)?;
-    let budget = dataset_budget(&ws, &run)?;
     let retort_digest = std::env::current_exe()
         .ok()
         .and_then(|p| file_sha256(&p).ok());
@@ -155,7 +155,12 @@ pub fn run(args: Args, ctx: &mut Ctx) -> Result<Report> {
 ///
 /// # Errors
 /// Policy load errors (fail closed), `policy-*` refusals (exit 3).
-pub fn check_policy(ws: &Workspace, ctx: &mut Ctx, partner: &str, run: &RunJson) -> Result<()> {
+pub fn check_policy(
+    ws: &Workspace,
+    ctx: &mut Ctx,
+    partner: &str,
+    run: &RunJson,
+) -> Result<policy::Loaded> {
     let loaded = policy::load_active(ws, ctx.policy.as_deref())?;
     ctx.detail("policy", loaded.identity_json());
     let who = OsIdentity::current();
@@ -171,7 +176,7 @@ pub fn check_policy(ws: &Workspace, ctx: &mut Ctx, partner: &str, run: &RunJson)
             exporter: &who,
         }))
         .into_result()?;
-    Ok(())
+    Ok(loaded)
 }
 
 /// Write a signed audit checkpoint for this export (it announces itself in the log) and return
@@ -181,9 +186,42 @@ fn audit_checkpoint(ws: &Workspace) -> Result<Option<Vec<u8>>> {
     Ok(Some(cp.text.into_bytes()))
 }
 
-/// The dataset's budget after this run, from the ledger.
+/// The dataset's budget after this run, from the ledger, for the privacy report: the
+/// accountant's total over every run up to and including this one (at this run's delta), the
+/// plain sum beside it, the total now (later runs included), the policy cap and what remains.
 ///
-/// Adapter: this build has no ledger to read, so the report says the total is not included.
-fn dataset_budget(_ws: &Workspace, _run: &RunJson) -> Result<Option<serde_json::Value>> {
-    Ok(None)
+/// # Errors
+/// `package-run-not-charged` (exit 3) when the ledger has no entry for the run: a release that
+/// no ledger event backs is never published. Ledger and accountant errors.
+fn dataset_budget(ws: &Workspace, run: &RunJson, cap: f64) -> Result<Option<serde_json::Value>> {
+    use crate::dp::accountant;
+    let ledger = crate::ledger::Ledger::open(ws, &run.dataset)?;
+    let runs = ledger.runs()?;
+    let Some(pos) = runs.iter().position(|r| r.run == run.id) else {
+        return Err(crate::package::Error::RunNotCharged {
+            run: run.id.clone(),
+        }
+        .into());
+    };
+    let upto = &runs[..=pos];
+    let events: Vec<_> = upto.iter().flat_map(|r| r.events.clone()).collect();
+    let after = accountant::epsilon(&events, run.delta)?;
+    let per_run: Vec<_> = upto.iter().map(|r| r.events.clone()).collect();
+    let plain = accountant::plain_sum(&per_run, run.delta)?;
+    let now = ledger.summary(run.delta)?;
+    Ok(Some(json!({
+        "delta": run.delta,
+        "accountant": after.accountant,
+        "epsilon_after_this_run": after.epsilon,
+        "epsilon_rdp_after_this_run": after.epsilon_rdp,
+        "epsilon_pld_after_this_run": after.epsilon_pld,
+        "plain_sum_after_this_run": plain,
+        "runs_counted": upto.len(),
+        "epsilon_now": now.epsilon,
+        "runs_now": now.runs.len(),
+        "cap": cap,
+        "remaining": (cap - now.epsilon).max(0.0),
+        "this_run_state": upto[pos].state,
+        "note": "all runs on the same data compose: this is the accountant applied to every run's privacy events, not the sum of their epsilons (the plain sum is shown beside it)",
+    })))
 }

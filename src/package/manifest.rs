@@ -257,7 +257,12 @@ pub fn privacy_report(run: &RunJson, eval: Option<&Value>, budget: Option<&Value
         ),
         "The synthetic images start from random noise, never from real images; the noise comes from an OS-seeded generator whose seed is never stored or published.".to_string(),
         match budget {
-            Some(_) => "The dataset's budget after this run (all runs on the same data compose) is in `dataset_budget`.".to_string(),
+            Some(b) => format!(
+                "All runs on the same data compose: after this run the source data set has spent epsilon {} in total by the {} accountant (at delta {}); see `dataset_budget`.",
+                b.get("epsilon_after_this_run").and_then(Value::as_f64).map(|e| format!("{e:.4}")).unwrap_or_else(|| "?".into()),
+                b.get("accountant").and_then(Value::as_str).unwrap_or("?"),
+                fmt_delta(run.delta)
+            ),
             None => "The dataset's total budget across runs is not included: this build of Retort has no ledger to report it.".to_string(),
         },
         match eval {

@@ -102,6 +102,12 @@ pub enum Error {
         /// The missing file.
         path: PathBuf,
     },
+    /// The ledger has no entry for the run, so no ledger event backs its privacy claim.
+    #[error("run {run:?} is not charged to its dataset's privacy ledger; refusing to publish it")]
+    RunNotCharged {
+        /// The run id.
+        run: String,
+    },
     /// The export destination already holds this package.
     #[error("{path} already exists; refusing to overwrite it")]
     Exists {
@@ -123,6 +129,7 @@ impl Error {
         "package-run-incomplete",
         "package-run-invalid",
         "package-run-file-missing",
+        "package-run-not-charged",
         "package-exists",
         "package-key",
         "package-io",
@@ -136,6 +143,7 @@ impl Coded for Error {
             Error::RunIncomplete { .. } => "package-run-incomplete",
             Error::RunInvalid { .. } => "package-run-invalid",
             Error::RunFileMissing { .. } => "package-run-file-missing",
+            Error::RunNotCharged { .. } => "package-run-not-charged",
             Error::Exists { .. } => "package-exists",
             Error::Key(_) => "package-key",
             Error::Io(_) => "package-io",
@@ -153,6 +161,7 @@ impl Coded for Error {
                 "the run directory was changed outside retort; package another run or distill again"
                     .into()
             }
+            Error::RunNotCharged { .. } => "only runs made by `retort distill` (which charges the ledger before reading data) can be packaged; report this run to your compliance officer".into(),
             Error::Exists { .. } => {
                 "choose another --out directory or move the old copy away".into()
             }
@@ -161,7 +170,10 @@ impl Coded for Error {
         })
     }
     fn class(&self) -> Class {
-        Class::Input
+        match self {
+            Error::RunNotCharged { .. } => Class::Refused,
+            _ => Class::Input,
+        }
     }
 }
 

@@ -16,7 +16,9 @@
 //! The statement is a function of the run directory, the partner, the signing key, the Retort
 //! binary and these documented fields, which change from one packaging to the next:
 //! `predicate.runDetails.metadata.retort_packagedOn` (when the package was made) and
-//! `predicate.runDetails.byproducts` (the audit checkpoint, which grows with the log).
+//! `predicate.runDetails.byproducts` (the audit checkpoint, which grows with the log). In the
+//! privacy report, `dataset_budget.epsilon_now`, `runs_now` and `remaining` reflect the ledger
+//! at packaging time, so they change when other runs on the same dataset happen in between.
 //!
 //! # Privacy
 //! Never the noise seed, never PHI, never real-data counts per class; the dataset appears only

@@ -93,6 +93,7 @@ fn run_json(status: &str) -> serde_json::Value {
 fn workspace_with_run() -> TestWs {
     let t = TestWs::init();
     t.run(&["policy", "add-partner", "acme"]).expect(0);
+    charge_ledger(&t);
     let rd = t.ws.join("runs").join(RUN_ID);
     std::fs::create_dir_all(&rd).unwrap();
     std::fs::write(rd.join("run.json"), run_json("completed").to_string()).unwrap();
@@ -106,6 +107,19 @@ fn workspace_with_run() -> TestWs {
     )
     .unwrap();
     t
+}
+
+/// Charge the run to the dataset's ledger, as `retort distill` does before reading data.
+fn charge_ledger(t: &TestWs) {
+    let ws = retort::workspace::Workspace::open(&t.ws).unwrap();
+    let events: Vec<retort::dp::event::DpEvent> =
+        serde_json::from_value(run_json("completed")["events"].clone()).unwrap();
+    retort::ledger::Ledger::open(&ws, "phantoms")
+        .unwrap()
+        .reserve(RUN_ID, &events, 1e-5, Some(10.0))
+        .unwrap()
+        .commit()
+        .unwrap();
 }
 
 fn package(t: &TestWs, extra: &[&str]) -> serde_json::Value {
@@ -226,6 +240,13 @@ fn package_then_verify_with_every_key_form() {
         .unwrap()
         .contains("held-out"));
     assert!(report["plain_words"].as_array().unwrap().len() >= 4);
+    let b = &report["dataset_budget"];
+    assert_eq!(b["runs_counted"], 1);
+    assert_eq!(b["cap"], 10.0);
+    let after = b["epsilon_after_this_run"].as_f64().unwrap();
+    assert!(after > 0.5 && after < 5.0, "{b}");
+    assert!(b["plain_sum_after_this_run"].as_f64().unwrap() >= after);
+    assert!((b["remaining"].as_f64().unwrap() - (10.0 - after)).abs() < 1e-9);
 
     // Audit: intent before, ok after.
     let recs = t.audit_records();
@@ -318,6 +339,19 @@ fn fail_partner_not_allowed_and_bad_runs() {
     let r = t.run(&["package", RUN_ID, "--partner", "acme", "--json"]);
     r.expect(1);
     assert_eq!(r.json()["error"]["code"], "package-run-incomplete");
+
+    // A run the ledger does not know is never published (exit 3).
+    let other = "run-20261129-uncharged";
+    let od = t.ws.join("runs").join(other);
+    std::fs::create_dir_all(&od).unwrap();
+    let mut rj = run_json("completed");
+    rj["id"] = other.into();
+    std::fs::write(od.join("run.json"), rj.to_string()).unwrap();
+    std::fs::write(od.join("synthetic.parquet"), synthetic_parquet()).unwrap();
+    std::fs::write(od.join("contact_sheet.png"), png()).unwrap();
+    let r = t.run(&["package", other, "--partner", "acme", "--json"]);
+    r.expect(3);
+    assert_eq!(r.json()["error"]["code"], "package-run-not-charged");
 
     std::fs::write(rd.join("run.json"), "{not json").unwrap();
     let r = t.run(&["package", RUN_ID, "--partner", "acme", "--json"]);
