@@ -6,5 +6,6 @@ mod util;
 mod audit;
 mod foundation;
 mod ingest;
+mod package;
 mod policy;
 mod privacy;
