@@ -535,6 +535,86 @@ fn report_html_is_self_contained_and_complete() {
     assert!(html.contains("FAIL: the audit log") && html.contains("chain-break"));
 }
 
+#[test]
+fn report_since_limits_the_listed_activity() {
+    let t = rich();
+    let out = t.path("later.html");
+    let r = t.run(&[
+        "--json",
+        "audit",
+        "report",
+        "--html",
+        out.to_str().unwrap(),
+        "--since",
+        "2999-01-01",
+    ]);
+    r.expect(0);
+    let j = r.json();
+    assert_eq!(j["exports"], 0);
+    assert_eq!(j["problems"], 0);
+    // The budget is cumulative: spends before the window still count.
+    assert_eq!(j["datasets"], 2);
+    t.run(&[
+        "audit",
+        "report",
+        "--html",
+        out.to_str().unwrap(),
+        "--since",
+        "soon",
+    ])
+    .expect(2);
+}
+
+/// Every record the binary writes fits `audit/record.schema.json` (the keys it allows and
+/// requires, the outcome enum and the hex/time patterns).
+#[test]
+fn records_match_the_published_schema() {
+    let schema: Value = serde_json::from_str(
+        &fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("audit/record.schema.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    let props = schema["properties"].as_object().unwrap();
+    let required: Vec<&str> = schema["required"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    let outcomes: Vec<&str> = schema["properties"]["outcome"]["enum"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    let t = rich();
+    let recs = t.audit_records();
+    assert!(recs.iter().any(|r| r["reason"].is_string()));
+    for r in &recs {
+        let o = r.as_object().unwrap();
+        for k in o.keys() {
+            assert!(props.contains_key(k), "record key {k} is not in the schema");
+        }
+        for k in &required {
+            assert!(o.contains_key(*k), "record lacks required {k}: {r}");
+        }
+        assert!(outcomes.contains(&r["outcome"].as_str().unwrap()));
+        let prev = r["prev"].as_str().unwrap();
+        assert!(
+            prev.len() == 64
+                && prev
+                    .bytes()
+                    .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        );
+        let ts = r["ts"].as_str().unwrap();
+        assert!(
+            ts.len() == 20 && ts.ends_with('Z') && ts.as_bytes()[10] == b'T',
+            "{ts}"
+        );
+        assert!(r["details"].is_object());
+    }
+}
+
 /// Render the report in headless Chromium (Debian `chromium`): the screenshot is not blank and
 /// the page logs no console error.
 #[test]

@@ -215,6 +215,13 @@ fn refuses_to_sign_over_a_broken_chain() {
         ),
         "{err}"
     );
+    // An export checkpoint is refused before its record is written.
+    let before = all_lines(&ws).len();
+    assert!(matches!(
+        write_checkpoint(&ws),
+        Err(Error::ChainBroken { .. })
+    ));
+    assert_eq!(all_lines(&ws).len(), before);
 }
 
 #[test]
