@@ -479,6 +479,18 @@ fn rich() -> TestWs {
         )
         .unwrap();
     }
+    // A run that crashed after its reservation: only the ledger knows it; it stays charged.
+    fs::create_dir_all(t.ws.join("ledger")).unwrap();
+    fs::write(
+        t.ws.join("ledger/fmnist.json"),
+        serde_json::json!({"version":1,"dataset":"fmnist","records":[
+            {"op":"reserve","run":"run-0","events":[],"delta":1e-5,"epsilon":1.0,"at":"2026-01-05T09:00:00Z"},
+            {"op":"commit","run":"run-0","at":"2026-01-05T10:00:00Z"},
+            {"op":"reserve","run":"run-crashed","events":[],"delta":1e-5,"epsilon":0.5,"at":"2026-03-15T12:00:00Z"}
+        ]})
+        .to_string(),
+    )
+    .unwrap();
     let pkg = t.ws.join("packages/pkg-1");
     fs::create_dir_all(&pkg).unwrap();
     fs::write(pkg.join("SHA256SUMS"), "SHA256 (data/x) = 00\n").unwrap();
@@ -508,6 +520,17 @@ fn report_html_is_self_contained_and_complete() {
     let verdict = html.find("id=\"verdict\"").unwrap();
     assert!(verdict < html.find("<svg").unwrap());
     assert_eq!(html.matches("<svg").count(), 2, "one chart per dataset");
+    assert_eq!(
+        html.matches("<circle").count(),
+        5,
+        "4 fmnist spends (one only in the ledger) + 1 chest-xray"
+    );
+    assert!(html.contains("run-crashed"));
+    // fmnist: 1.0 + 2.5 + 0.5 + 3.0 = 7.0 of the cap 8.0.
+    assert!(
+        html.contains("spent &epsilon; = 7.000 of cap 8.000"),
+        "{html}"
+    );
     assert!(html.contains("cap 8.00"));
     assert!(html.contains("pkg-1") && html.contains("st-elsewhere &lt;b&gt;"));
     assert!(!html.contains("<b>"), "partner names are escaped");
