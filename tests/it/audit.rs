@@ -665,9 +665,22 @@ fn report_renders_in_chromium() {
     let png = t.path("shot.png");
     let profile = t.path("chromium-profile");
     let url = format!("file://{}", out.display());
-    let o = std::process::Command::new(chromium)
+    // `timeout` (coreutils) bounds a hung browser; without it, run chromium directly.
+    let mut cmd = if std::process::Command::new("timeout")
+        .arg("--version")
+        .output()
+        .is_ok()
+    {
+        let mut c = std::process::Command::new("timeout");
+        c.args(["120", chromium]);
+        c
+    } else {
+        std::process::Command::new(chromium)
+    };
+    let o = cmd
         .args([
             "--headless",
+            "--disable-dev-shm-usage",
             "--no-sandbox",
             "--disable-gpu",
             "--disable-background-networking",
