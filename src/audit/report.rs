@@ -188,6 +188,8 @@ pub fn build(ws: &Workspace, since: Option<OffsetDateTime>) -> Result<Built> {
                 }
                 if let Some(x) = s("digest").or_else(|| s("sha256sums_sha256")) {
                     e.digest = x;
+                } else if let Some(x) = s("envelope_sha256") {
+                    e.digest = format!("DSSE envelope sha256:{x}");
                 }
             }
             _ => {}
