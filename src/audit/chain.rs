@@ -136,6 +136,40 @@ impl AuditLog {
         Ok(AuditLock { _lock: lock })
     }
 
+    /// Check, without writing anything, that a record could be appended now: the directory
+    /// exists, the lock file and the newest segment open for appending, and the last line is
+    /// intact. Disk-full cannot be seen without writing; `append` still fails closed on it.
+    ///
+    /// # Errors
+    /// `audit-append-failed` (read-only, permissions, not a directory), `audit-tail-damaged`.
+    pub fn check_writable(&self) -> Result<()> {
+        let fail = |path: &Path, source| Error::AppendFailed {
+            path: path.to_path_buf(),
+            source,
+        };
+        let meta = fs::metadata(&self.dir).map_err(|e| fail(&self.dir, e))?;
+        if !meta.is_dir() {
+            return Err(fail(
+                &self.dir,
+                std::io::Error::other("the audit path is not a directory"),
+            ));
+        }
+        let lock = self.dir.join(AUDIT_LOCK);
+        if lock.exists() {
+            OpenOptions::new()
+                .write(true)
+                .open(&lock)
+                .map_err(|e| fail(&lock, e))?;
+        }
+        if let Some(last) = self.segments()?.last() {
+            OpenOptions::new()
+                .append(true)
+                .open(last)
+                .map_err(|e| fail(last, e))?;
+        }
+        self.head().map(drop)
+    }
+
     /// [`AuditLog::append`] while already holding the audit lock.
     ///
     /// # Errors
@@ -261,6 +295,34 @@ mod tests {
         let mut f = OpenOptions::new().append(true).open(&p).unwrap();
         f.write_all(b"{\"seq\":1,").unwrap();
         assert!(matches!(log.append(rec(1)), Err(Error::DamagedTail { .. })));
+    }
+
+    #[test]
+    fn preflight_sees_unwritable_and_damaged_logs() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = AuditLog::new(dir.path());
+        log.append(rec(0)).unwrap();
+        log.check_writable().unwrap();
+        fs::remove_file(dir.path().join(AUDIT_LOCK)).unwrap();
+        fs::create_dir(dir.path().join(AUDIT_LOCK)).unwrap();
+        assert!(matches!(
+            log.check_writable(),
+            Err(Error::AppendFailed { .. })
+        ));
+        fs::remove_dir(dir.path().join(AUDIT_LOCK)).unwrap();
+        let p = dir.path().join("segment-000000.jsonl");
+        OpenOptions::new()
+            .append(true)
+            .open(&p)
+            .unwrap()
+            .write_all(b"{")
+            .unwrap();
+        assert!(matches!(
+            log.check_writable(),
+            Err(Error::DamagedTail { .. })
+        ));
+        let missing = AuditLog::new(dir.path().join("nope"));
+        assert!(missing.check_writable().is_err());
     }
 
     #[test]

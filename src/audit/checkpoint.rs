@@ -337,8 +337,11 @@ fn write(ws: &Workspace, announce: bool) -> Result<Checkpoint> {
     let origin = origin(ws);
     let log = AuditLog::new(ws.audit_dir());
     let lock = log.lock()?;
+    // Check the log first: nothing is announced or signed over a damaged one.
+    let start = load_state(ws, &log.segments()?, &origin, &public);
+    let mut tree = advance(ws, &log, &lock, &origin, &public, start)?;
     if announce {
-        let size = log.head()?.next_seq + 1;
+        let size = tree.frontier.size() + 1;
         log.append_locked(
             &lock,
             NewRecord::new("system", "audit.checkpoint", &file_name(size), Outcome::Ok).details(
@@ -349,8 +352,34 @@ fn write(ws: &Workspace, announce: bool) -> Result<Checkpoint> {
                 }),
             ),
         )?;
+        // Extend the checked tree by the record just written.
+        let segs = log.segments()?;
+        let resume = match &tree.state.segment {
+            None => None,
+            Some(name) => {
+                let idx = segs
+                    .iter()
+                    .position(|p| seg_name(p) == *name)
+                    .ok_or_else(|| Error::ChainBroken {
+                        segment: name.clone(),
+                        index: tree.frontier.size(),
+                        code: "malformed",
+                        message: "the segment disappeared while the audit lock was held".into(),
+                    })?;
+                Some((tree.frontier.clone(), tree.state.clone(), idx))
+            }
+        };
+        tree = advance(ws, &log, &lock, &origin, &public, resume)?;
+        if tree.frontier.size() != size {
+            return Err(Error::CheckpointInconsistent {
+                path: dir(ws).join(file_name(size)),
+                why: format!(
+                    "expected {size} records after announcing the checkpoint, found {}",
+                    tree.frontier.size()
+                ),
+            });
+        }
     }
-    let tree = advance(ws, &log, &lock, &origin, &public)?;
     let root = tree.frontier.root();
     let size = tree.frontier.size();
     let text = sign_note(&origin, size, &root, &key);
@@ -409,8 +438,8 @@ struct Tree {
     state: State,
 }
 
-/// Bring the tree up to the end of the log: from the cache when it is valid, else from the
-/// start; refuses if the lines it reads do not chain, or if the result does not extend the
+/// Bring the tree up to the end of the log: from `start` (a validated cache or a tree checked
+/// moments ago under the same lock) when given, else from the first line; refuses if the lines it reads do not chain, or if the result does not extend the
 /// newest checkpoint signed by our key.
 fn advance(
     ws: &Workspace,
@@ -418,10 +447,10 @@ fn advance(
     _lock: &AuditLock,
     origin: &str,
     key: &PublicKey,
+    start: Option<(Frontier, State, usize)>,
 ) -> Result<Tree> {
     let segs = log.segments()?;
-    let cached = load_state(ws, &segs, origin, key);
-    let (mut frontier, mut check, start_seg, start_off, mut state) = match cached {
+    let (mut frontier, mut check, start_seg, start_off, mut state) = match start {
         Some((f, st, seg_idx)) => {
             let check = ChainCheck::resume(f.size(), st.next_seq, st.last_line_sha256.clone());
             (f, check, seg_idx, st.end, st)

@@ -23,6 +23,16 @@ use std::path::PathBuf;
 
 use crate::error::{Class, Coded, IoError};
 
+/// Check, without writing, that the workspace's audit log can take a record now (see
+/// [`AuditLog::check_writable`]). Call it before acting, so that a command whose outcome could
+/// not be recorded is refused before it does anything.
+///
+/// # Errors
+/// `audit-append-failed`, `audit-tail-damaged`.
+pub fn preflight(ws: &crate::workspace::Workspace) -> Result<()> {
+    AuditLog::new(ws.audit_dir()).check_writable()
+}
+
 /// Audit errors.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

@@ -7,7 +7,8 @@
 //!
 //! Sources, all read-only:
 //! - the audit log (refusals, errors, export records, budget totals logged by the ledger);
-//! - `runs/*/run.json` (the agreed run format: dataset, start time, ε of each run);
+//! - `ledger/<dataset>.json` reserve records (run, ε, time: what was charged, crashed runs
+//!   included) and `runs/*/run.json` (the agreed run format) for runs the ledger does not list;
 //! - `packages/*.meta.json` (the agreed package index) and each package's `SHA256SUMS`, whose
 //!   SHA-256 is shown as the package digest (it covers every file of the package and is signed);
 //! - the active policy's caps (`budget.dataset_epsilon_cap`, `[datasets.NAME] epsilon_cap`).
@@ -187,6 +188,8 @@ pub fn build(ws: &Workspace, since: Option<OffsetDateTime>) -> Result<Built> {
                 }
                 if let Some(x) = s("digest").or_else(|| s("sha256sums_sha256")) {
                     e.digest = x;
+                } else if let Some(x) = s("envelope_sha256") {
+                    e.digest = format!("DSSE envelope sha256:{x}");
                 }
             }
             _ => {}
@@ -283,6 +286,37 @@ fn budget_series(
                 .and_then(|x| x.as_f64());
             if let (Some(ds), Some(t), Some(eps)) = (ds, t, eps) {
                 logged_runs.insert(id, (ds.to_string(), t, eps));
+            }
+        }
+    }
+    // The ledger files are authoritative for what was charged (crashed runs included):
+    // `ledger/<dataset>.json` = {"dataset", "records": [{"op":"reserve","run","epsilon","at",…}]}.
+    if let Ok(rd) = fs::read_dir(ws.ledger_dir()) {
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(stem) = name.strip_suffix(".json") else {
+                continue;
+            };
+            let Ok(text) = fs::read(e.path()) else {
+                continue;
+            };
+            let Ok(m) = serde_json::from_slice::<serde_json::Value>(&text) else {
+                continue;
+            };
+            let ds = m.get("dataset").and_then(|x| x.as_str()).unwrap_or(stem);
+            let Some(recs) = m.get("records").and_then(|x| x.as_array()) else {
+                continue;
+            };
+            for r in recs
+                .iter()
+                .filter(|r| r.get("op").and_then(|x| x.as_str()) == Some("reserve"))
+            {
+                let run = r.get("run").and_then(|x| x.as_str());
+                let t = r.get("at").and_then(|x| x.as_str()).and_then(parse_ts);
+                let eps = r.get("epsilon").and_then(|x| x.as_f64());
+                if let (Some(run), Some(t), Some(eps)) = (run, t, eps) {
+                    logged_runs.insert(run.to_string(), (ds.to_string(), t, eps));
+                }
             }
         }
     }
@@ -479,7 +513,11 @@ fn render_budget(h: &mut String, series: &BTreeMap<String, BudgetSeries>) {
             esc(ds),
             cap = s.cap.map_or(" (no cap found in the active policy)".into(), |c| format!(
                 " of cap {c:.3}{}",
-                if last > c { " <span class=\"bad\">OVER CAP</span>" } else { "" }
+                match (last > c, s.basis.starts_with("ledger")) {
+                    (true, true) => " <span class=\"bad\">OVER CAP</span>",
+                    (true, false) => " (the plain sum is above the cap; the cap is checked against the accountant's total, which is lower: see <code>retort budget</code>)",
+                    _ => "",
+                }
             )),
             basis = esc(s.basis),
             svg = chart_svg(ds, s),

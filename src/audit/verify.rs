@@ -506,6 +506,30 @@ mod tests {
     }
 
     #[test]
+    fn chain_continues_across_segments() {
+        let (_d, ws, seg) = workspace(6);
+        // Move the last three lines into the next segment, as rotation would have.
+        let l = lines(&seg);
+        fs::write(&seg, l[..3].concat()).unwrap();
+        fs::write(ws.audit_dir().join("segment-000001.jsonl"), l[3..].concat()).unwrap();
+        let r = verify(&ws, &Options::default()).unwrap();
+        assert!(r.intact, "{r:#?}");
+        assert_eq!(r.segments.len(), 2);
+        assert_eq!(r.segments[1].lines, 3);
+        // Appends go on in the newest segment and still chain.
+        AuditLog::new(ws.audit_dir())
+            .append(NewRecord::new("user:t", "x.y", "after", Outcome::Ok))
+            .unwrap();
+        checkpoint::seal(&ws).unwrap();
+        let r = verify(&ws, &Options::default()).unwrap();
+        assert!(r.intact && r.records == 7 && r.unsealed_tail == 0, "{r:#?}");
+        // Dropping a whole middle segment is a gap.
+        fs::remove_file(ws.audit_dir().join("segment-000000.jsonl")).unwrap();
+        let r = verify(&ws, &Options::default()).unwrap();
+        assert!(codes(&r).contains(&"seq-gap"));
+    }
+
+    #[test]
     fn unsealed_tail_is_counted() {
         let (_d, ws, _) = workspace(3);
         let log = AuditLog::new(ws.audit_dir());

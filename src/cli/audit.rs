@@ -9,9 +9,9 @@ use std::io::Write as _;
 use std::path::PathBuf;
 
 use super::{Ctx, Report};
+use crate::audit::report;
 use crate::audit::show::{self, Filter};
 use crate::audit::verify::{self, VerifyReport};
-use crate::audit::{report, AuditLog};
 use crate::keys::{KeyPaths, PublicKey};
 use crate::workspace::Workspace;
 use crate::Result;
@@ -125,7 +125,7 @@ fn open(ctx: &mut Ctx, action: &str, object: &str) -> Result<Workspace> {
     match writable(&ws) {
         Ok(()) => ctx.audit_in(&ws, action, object),
         Err(why) => ctx.say(format!(
-            "note: read-only access ({why}); this `{action}` is not recorded in the audit log"
+            "note: the audit log cannot take a record ({why}); this `{action}` only reads, so it runs, but it is not recorded in the audit log"
         )),
     }
     Ok(ws)
@@ -133,21 +133,7 @@ fn open(ctx: &mut Ctx, action: &str, object: &str) -> Result<Workspace> {
 
 /// Whether the audit log and the audit key can be used by this user (opens, writes nothing).
 fn writable(ws: &Workspace) -> std::result::Result<(), String> {
-    let log = AuditLog::new(ws.audit_dir());
-    let open_w = |p: &std::path::Path| {
-        std::fs::OpenOptions::new()
-            .append(true)
-            .open(p)
-            .map(drop)
-            .map_err(|e| format!("{}: {e}", p.display()))
-    };
-    if let Some(last) = log.segments().ok().and_then(|s| s.last().cloned()) {
-        open_w(&last)?;
-    }
-    let lock = ws.audit_dir().join(crate::audit::chain::AUDIT_LOCK);
-    if lock.exists() {
-        open_w(&lock)?;
-    }
+    crate::audit::preflight(ws).map_err(|e| e.to_string())?;
     let key = KeyPaths::in_dir(&ws.keys_dir()).audit_key;
     std::fs::File::open(&key)
         .map(drop)

@@ -479,6 +479,18 @@ fn rich() -> TestWs {
         )
         .unwrap();
     }
+    // A run that crashed after its reservation: only the ledger knows it; it stays charged.
+    fs::create_dir_all(t.ws.join("ledger")).unwrap();
+    fs::write(
+        t.ws.join("ledger/fmnist.json"),
+        serde_json::json!({"version":1,"dataset":"fmnist","records":[
+            {"op":"reserve","run":"run-0","events":[],"delta":1e-5,"epsilon":1.0,"at":"2026-01-05T09:00:00Z"},
+            {"op":"commit","run":"run-0","at":"2026-01-05T10:00:00Z"},
+            {"op":"reserve","run":"run-crashed","events":[],"delta":1e-5,"epsilon":0.5,"at":"2026-03-15T12:00:00Z"}
+        ]})
+        .to_string(),
+    )
+    .unwrap();
     let pkg = t.ws.join("packages/pkg-1");
     fs::create_dir_all(&pkg).unwrap();
     fs::write(pkg.join("SHA256SUMS"), "SHA256 (data/x) = 00\n").unwrap();
@@ -508,6 +520,17 @@ fn report_html_is_self_contained_and_complete() {
     let verdict = html.find("id=\"verdict\"").unwrap();
     assert!(verdict < html.find("<svg").unwrap());
     assert_eq!(html.matches("<svg").count(), 2, "one chart per dataset");
+    assert_eq!(
+        html.matches("<circle").count(),
+        5,
+        "4 fmnist spends (one only in the ledger) + 1 chest-xray"
+    );
+    assert!(html.contains("run-crashed"));
+    // fmnist: 1.0 + 2.5 + 0.5 + 3.0 = 7.0 of the cap 8.0.
+    assert!(
+        html.contains("spent &epsilon; = 7.000 of cap 8.000"),
+        "{html}"
+    );
     assert!(html.contains("cap 8.00"));
     assert!(html.contains("pkg-1") && html.contains("st-elsewhere &lt;b&gt;"));
     assert!(!html.contains("<b>"), "partner names are escaped");
@@ -533,6 +556,86 @@ fn report_html_is_self_contained_and_complete() {
     assert_eq!(r.json()["verdict"], "FAIL");
     let html = fs::read_to_string(&out).unwrap();
     assert!(html.contains("FAIL: the audit log") && html.contains("chain-break"));
+}
+
+#[test]
+fn report_since_limits_the_listed_activity() {
+    let t = rich();
+    let out = t.path("later.html");
+    let r = t.run(&[
+        "--json",
+        "audit",
+        "report",
+        "--html",
+        out.to_str().unwrap(),
+        "--since",
+        "2999-01-01",
+    ]);
+    r.expect(0);
+    let j = r.json();
+    assert_eq!(j["exports"], 0);
+    assert_eq!(j["problems"], 0);
+    // The budget is cumulative: spends before the window still count.
+    assert_eq!(j["datasets"], 2);
+    t.run(&[
+        "audit",
+        "report",
+        "--html",
+        out.to_str().unwrap(),
+        "--since",
+        "soon",
+    ])
+    .expect(2);
+}
+
+/// Every record the binary writes fits `audit/record.schema.json` (the keys it allows and
+/// requires, the outcome enum and the hex/time patterns).
+#[test]
+fn records_match_the_published_schema() {
+    let schema: Value = serde_json::from_str(
+        &fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("audit/record.schema.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    let props = schema["properties"].as_object().unwrap();
+    let required: Vec<&str> = schema["required"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    let outcomes: Vec<&str> = schema["properties"]["outcome"]["enum"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    let t = rich();
+    let recs = t.audit_records();
+    assert!(recs.iter().any(|r| r["reason"].is_string()));
+    for r in &recs {
+        let o = r.as_object().unwrap();
+        for k in o.keys() {
+            assert!(props.contains_key(k), "record key {k} is not in the schema");
+        }
+        for k in &required {
+            assert!(o.contains_key(*k), "record lacks required {k}: {r}");
+        }
+        assert!(outcomes.contains(&r["outcome"].as_str().unwrap()));
+        let prev = r["prev"].as_str().unwrap();
+        assert!(
+            prev.len() == 64
+                && prev
+                    .bytes()
+                    .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        );
+        let ts = r["ts"].as_str().unwrap();
+        assert!(
+            ts.len() == 20 && ts.ends_with('Z') && ts.as_bytes()[10] == b'T',
+            "{ts}"
+        );
+        assert!(r["details"].is_object());
+    }
 }
 
 /// Render the report in headless Chromium (Debian `chromium`): the screenshot is not blank and
@@ -562,9 +665,22 @@ fn report_renders_in_chromium() {
     let png = t.path("shot.png");
     let profile = t.path("chromium-profile");
     let url = format!("file://{}", out.display());
-    let o = std::process::Command::new(chromium)
+    // `timeout` (coreutils) bounds a hung browser; without it, run chromium directly.
+    let mut cmd = if std::process::Command::new("timeout")
+        .arg("--version")
+        .output()
+        .is_ok()
+    {
+        let mut c = std::process::Command::new("timeout");
+        c.args(["120", chromium]);
+        c
+    } else {
+        std::process::Command::new(chromium)
+    };
+    let o = cmd
         .args([
             "--headless",
+            "--disable-dev-shm-usage",
             "--no-sandbox",
             "--disable-gpu",
             "--disable-background-networking",

@@ -215,6 +215,13 @@ fn refuses_to_sign_over_a_broken_chain() {
         ),
         "{err}"
     );
+    // An export checkpoint is refused before its record is written.
+    let before = all_lines(&ws).len();
+    assert!(matches!(
+        write_checkpoint(&ws),
+        Err(Error::ChainBroken { .. })
+    ));
+    assert_eq!(all_lines(&ws).len(), before);
 }
 
 #[test]
@@ -249,5 +256,58 @@ fn torn_tail_refuses_checkpoint() {
             }
         ),
         "{err}"
+    );
+}
+
+/// Cost of the end-of-command checkpoint on a large log, with and without the cache.
+/// `cargo test --lib audit::checkpoint::tests::bench_seal -- --ignored --nocapture` (test profile: opt-level 2)
+#[test]
+#[ignore = "benchmark; run by hand"]
+fn bench_seal() {
+    let (_d, ws) = workspace();
+    let n: usize = std::env::var("RETORT_BENCH_RECORDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(100_000);
+    // Write n canonical records quickly (one buffered write), then append through the API.
+    let seg = ws.audit_dir().join("segment-000000.jsonl");
+    let mut prev = crate::audit::record::GENESIS_PREV.to_string();
+    let mut buf = Vec::new();
+    for i in 0..n as u64 {
+        let r = crate::audit::Record {
+            seq: i,
+            ts: "2026-11-29T10:00:00Z".into(),
+            actor: "user:bench".into(),
+            action: "keys.show".into(),
+            object: format!("o{i}"),
+            outcome: Outcome::Ok,
+            reason: None,
+            details: serde_json::json!({"dataset": "fmnist", "epsilon": 1.0}),
+            prev: prev.clone(),
+        };
+        let line = r.canonical_line();
+        prev = line_hash(line.as_bytes());
+        buf.extend_from_slice(line.as_bytes());
+        buf.push(b'\n');
+    }
+    fs::write(&seg, &buf).unwrap();
+    let t = std::time::Instant::now();
+    seal(&ws).unwrap();
+    let full = t.elapsed();
+    append(&ws, 1);
+    let t = std::time::Instant::now();
+    seal(&ws).unwrap();
+    let cached = t.elapsed();
+    let t = std::time::Instant::now();
+    let r = crate::audit::verify::verify(&ws, &Default::default()).unwrap();
+    let verify = t.elapsed();
+    assert!(r.intact);
+    eprintln!(
+        "records {} ({} MB): first seal (full read) {:.1} ms, next seal (cached) {:.2} ms, verify {:.1} ms",
+        n + 1,
+        buf.len() / 1_000_000,
+        full.as_secs_f64() * 1e3,
+        cached.as_secs_f64() * 1e3,
+        verify.as_secs_f64() * 1e3
     );
 }
