@@ -705,6 +705,36 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+    /// add-partner on any template with any valid name and fingerprint yields a valid policy
+    /// that finds the partner by its certificate, and keeps every original line.
+    #[test]
+    fn add_partner_roundtrip(
+        t in 0usize..3,
+        name in "[a-z0-9][a-z0-9._-]{0,20}",
+        fp in proptest::collection::vec(any::<u8>(), 32),
+        desc in proptest::option::of("[ -~]{0,40}"),
+    ) {
+        let (_, text) = TEMPLATES[t];
+        let fp = crate::workspace::hex(&fp);
+        let np = NewPartner {
+            name: name.clone(),
+            description: desc,
+            client_cert_sha256: Some(fp.clone()),
+            signing_key: None,
+            datasets: None,
+        };
+        let (new_text, p) = add_partner_text(text, Path::new("t.toml"), &np).unwrap();
+        prop_assert_eq!(&partner_by_cert(&p, &fp).unwrap().name, &name);
+        for line in text.lines() {
+            prop_assert!(new_text.contains(line));
+        }
+        let again = parse(&new_text, Path::new("t.toml")).unwrap();
+        prop_assert_eq!(again.partners().len(), 1);
+    }
+}
+
 fn toml_float(x: f64) -> String {
     if x.is_nan() {
         "nan".into()
