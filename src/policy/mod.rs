@@ -49,7 +49,9 @@ pub use decide::{
     Decision, DistillRequest, IngestRequest, OsIdentity, PackageRequest, Refusal, Request,
     ServeRequest,
 };
-pub use edit::{add_partner_text, cert_fingerprint, NewPartner};
+pub use edit::{
+    add_partner_text, add_partner_to_workspace, cert_fingerprint, NewPartner, PolicyChange,
+};
 pub use warn::{CheckEnv, Warning};
 
 /// The only policy format version this build reads.

@@ -744,3 +744,50 @@ fn toml_float(x: f64) -> String {
         format!("{x:?}")
     }
 }
+
+#[test]
+fn add_partner_to_workspace_audits_and_mirrors() {
+    let dir = tempfile::tempdir().unwrap();
+    let ws = crate::workspace::Workspace::create(&dir.path().join("ws"), "site").unwrap();
+    crate::workspace::atomic_write(&ws.policy_path(), template("default").unwrap().as_bytes())
+        .unwrap();
+    let np = NewPartner {
+        name: "demo-partner".into(),
+        description: None,
+        client_cert_sha256: Some("cd".repeat(32)),
+        signing_key: None,
+        datasets: None,
+    };
+    let ch = add_partner_to_workspace(&ws, "user:test", &np).unwrap();
+    assert_eq!(
+        ch.old_sha256,
+        crate::dataset::sha256_hex(template("default").unwrap().as_bytes())
+    );
+    assert_eq!(
+        ch.new_sha256,
+        crate::dataset::sha256_hex(&std::fs::read(&ws.policy_path()).unwrap())
+    );
+    let l = load_active(&ws, None).unwrap();
+    assert_eq!(
+        partner_by_cert(&l.policy, &"cd".repeat(32)).unwrap().name,
+        "demo-partner"
+    );
+    let cfg = crate::workspace::Workspace::open(ws.root()).unwrap();
+    assert_eq!(cfg.config().partners[0].name, "demo-partner");
+    let log = std::fs::read_to_string(ws.audit_dir().join("segment-000000.jsonl")).unwrap();
+    let recs: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(recs.len(), 2);
+    assert_eq!(recs[0]["outcome"], "intent");
+    assert_eq!(recs[1]["outcome"], "ok");
+    assert_eq!(recs[1]["details"]["new_sha256"], ch.new_sha256.as_str());
+    // Second time: refused, nothing written, nothing logged.
+    let e = add_partner_to_workspace(&ws, "user:test", &np).unwrap_err();
+    assert_eq!(e.code(), "policy-partner-exists");
+    assert_eq!(
+        std::fs::read_to_string(ws.audit_dir().join("segment-000000.jsonl")).unwrap(),
+        log
+    );
+}
