@@ -765,7 +765,7 @@ fn add_partner_to_workspace_audits_and_mirrors() {
     );
     assert_eq!(
         ch.new_sha256,
-        crate::dataset::sha256_hex(&std::fs::read(&ws.policy_path()).unwrap())
+        crate::dataset::sha256_hex(&std::fs::read(ws.policy_path()).unwrap())
     );
     let l = load_active(&ws, None).unwrap();
     assert_eq!(
