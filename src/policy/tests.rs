@@ -691,6 +691,18 @@ proptest! {
         }
     }
 
+    /// The fuzzing hook on arbitrary bytes (and on mutations of a valid policy) never panics.
+    #[test]
+    fn fuzz_hook_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..300), cut in 0usize..600, junk in any::<u8>()) {
+        fuzz_parse(&bytes);
+        let mut b = BASE.as_bytes().to_vec();
+        let i = cut.min(b.len().saturating_sub(1));
+        b[i] = junk;
+        fuzz_parse(&b);
+        b.truncate(i);
+        fuzz_parse(&b);
+    }
+
     /// Mutating one numeric value of a valid policy either still validates or names its line.
     #[test]
     fn mutated_caps_are_validated(x in prop_oneof![Just(f64::NAN), Just(f64::INFINITY), -10.0f64..200.0]) {
