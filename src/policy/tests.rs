@@ -803,3 +803,27 @@ fn add_partner_to_workspace_audits_and_mirrors() {
         log
     );
 }
+
+#[test]
+fn os_identity_comes_from_the_kernel() {
+    let me = OsIdentity::current();
+    assert!(!me.user.is_empty());
+    if std::path::Path::new("/proc/self/status").exists() {
+        assert!(!me.groups.is_empty(), "the primary group is always there");
+        // The kernel's view, not $USER: the effective uid maps to this name.
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let uid = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Uid:"))
+            .and_then(|v| v.split_whitespace().nth(1))
+            .unwrap()
+            .to_string();
+        let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+        if let Some(name) = passwd.lines().find_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            (f.len() > 2 && f[2] == uid).then(|| f[0].to_string())
+        }) {
+            assert_eq!(me.user, name);
+        }
+    }
+}
