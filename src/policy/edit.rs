@@ -153,7 +153,7 @@ pub struct PolicyChange {
 /// Add a partner to the workspace's active policy, as `retort policy add-partner` does: check the
 /// current file and the result, append an `intent` audit record (`policy.change`, old and new
 /// SHA-256), write the file atomically, then an `ok` record. For library callers such as
-/// `retort demo`. The caller holds the workspace lock ([`Workspace::lock`]).
+/// `retort demo`. The caller holds the workspace lock ([`crate::workspace::Workspace::lock`]).
 ///
 /// # Errors
 /// Policy errors of the current file or the edit (`policy-partner-exists`,
