@@ -270,29 +270,6 @@ fn read_text(path: &std::path::Path) -> Result<String> {
     std::fs::read_to_string(path).map_err(|e| crate::error::IoError::new("reading", path, e).into())
 }
 
-/// ADAPTER (policy helper): `package` and `serve` were built against the workspace config's
-/// legacy `[[partners]]` table (`workspace::PartnerEntry`) before `policy::partner_by_cert` and
-/// `Policy::decide` existed. Mirroring the partner there keeps them working until they read the
-/// policy; the policy file stays the source of truth (`policy show`, `decide`). Remove this
-/// once both use the policy.
-fn mirror_into_config(
-    ws: &crate::workspace::Workspace,
-    name: &str,
-    client_cert_sha256: Option<&str>,
-) -> Result<()> {
-    let mut ws = crate::workspace::Workspace::open(ws.root())?;
-    let partners = &mut ws.config_mut().partners;
-    if partners.iter().any(|p| p.name == name) {
-        return Ok(());
-    }
-    partners.push(crate::workspace::PartnerEntry {
-        name: name.to_string(),
-        client_cert_sha256: client_cert_sha256.map(str::to_string),
-    });
-    ws.save_config()?;
-    Ok(())
-}
-
 fn add_partner(a: NewPartnerArgs, ctx: &mut Ctx) -> Result<Report> {
     if ctx.policy.is_some() {
         return Err(super::usage(
@@ -327,22 +304,6 @@ fn add_partner(a: NewPartnerArgs, ctx: &mut Ctx) -> Result<Report> {
     if let Some(k) = &signing_key {
         ctx.detail("signing_key_sha256", k.fingerprint());
     }
-    let _lock = ws.lock(DEFAULT_LOCK_WAIT)?;
-    let path = ws.policy_path();
-    let old_bytes = std::fs::read(&path)
-        .map_err(|e| policy::Error::Read(crate::error::IoError::new("reading", &path, e)))?;
-    let old_sha = crate::dataset::sha256_hex(&old_bytes);
-    ctx.detail("policy_path", path.display().to_string());
-    ctx.detail("old_sha256", old_sha.clone());
-    let old_text = String::from_utf8(old_bytes).map_err(|_| policy::Error::Syntax {
-        at: Box::new(policy::Location {
-            path: path.clone(),
-            line: 1,
-            column: 1,
-            snippet: String::new(),
-        }),
-        message: "the file is not UTF-8 text".into(),
-    })?;
     let partner = NewPartner {
         name: a.name.clone(),
         description: a.description.clone(),
@@ -350,35 +311,16 @@ fn add_partner(a: NewPartnerArgs, ctx: &mut Ctx) -> Result<Report> {
         signing_key,
         datasets: (!a.datasets.is_empty()).then(|| a.datasets.clone()),
     };
-    let (new_text, new_policy) = policy::add_partner_text(&old_text, &path, &partner)?;
-    let new_sha = crate::dataset::sha256_hex(new_text.as_bytes());
-    // Intent first (fail closed): if the audit log cannot take it, the policy is not changed.
-    ctx.intent(
-        &ws,
-        "policy.change",
-        new_policy.name(),
-        serde_json::json!({"change": "add-partner", "partner": a.name, "old_sha256": old_sha, "new_sha256": new_sha}),
-    )?;
-    atomic_write(&path, new_text.as_bytes())?;
-    mirror_into_config(&ws, &a.name, client_cert_sha256.as_deref())?;
-    ctx.record(
-        &ws,
-        NewRecord::new(&ctx.actor, "policy.change", new_policy.name(), Outcome::Ok).details(
-            serde_json::json!({
-                "change": "add-partner",
-                "partner": a.name,
-                "client_cert_sha256": client_cert_sha256,
-                "old_sha256": old_sha,
-                "new_sha256": new_sha,
-                "policy_path": path.display().to_string(),
-            }),
-        ),
-    )?;
-    ctx.detail("new_sha256", new_sha.clone());
+    let _lock = ws.lock(DEFAULT_LOCK_WAIT)?;
+    ctx.detail("policy_path", ws.policy_path().display().to_string());
+    let change = policy::add_partner_to_workspace(&ws, &ctx.actor, &partner)?;
+    ctx.detail("old_sha256", change.old_sha256.clone());
+    ctx.detail("new_sha256", change.new_sha256.clone());
+    let (old_sha, new_sha, path) = (&change.old_sha256, &change.new_sha256, &change.path);
     let human = format!(
         "added partner {:?} to policy {:?} ({})\n  client certificate: {}\n  policy sha256: {} -> {}\n",
         a.name,
-        new_policy.name(),
+        change.name,
         path.display(),
         client_cert_sha256
             .as_deref()
@@ -391,7 +333,7 @@ fn add_partner(a: NewPartnerArgs, ctx: &mut Ctx) -> Result<Report> {
         human,
         serde_json::json!({
             "partner": a.name,
-            "policy": new_policy.name(),
+            "policy": change.name,
             "path": path.display().to_string(),
             "client_cert_sha256": client_cert_sha256,
             "signing_key_sha256": partner.signing_key.map(|k| k.fingerprint()),

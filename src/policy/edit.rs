@@ -136,3 +136,67 @@ pub fn add_partner_text(text: &str, path: &Path, partner: &NewPartner) -> Result
     let new = parse(&new_text, path)?;
     Ok((new_text, new))
 }
+
+/// A policy change made in a workspace: what the audit records say.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyChange {
+    /// The active policy file.
+    pub path: std::path::PathBuf,
+    /// The policy's name after the change.
+    pub name: String,
+    /// SHA-256 of the file before.
+    pub old_sha256: String,
+    /// SHA-256 of the file after.
+    pub new_sha256: String,
+}
+
+/// Add a partner to the workspace's active policy, as `retort policy add-partner` does: check the
+/// current file and the result, append an `intent` audit record (`policy.change`, old and new
+/// SHA-256), write the file atomically, then an `ok` record. For library callers such as
+/// `retort demo`. The caller holds the workspace lock ([`crate::workspace::Workspace::lock`]).
+///
+/// # Errors
+/// Policy errors of the current file or the edit (`policy-partner-exists`,
+/// `policy-cert-in-use`, …), audit errors (then nothing is written), I/O.
+pub fn add_partner_to_workspace(
+    ws: &crate::workspace::Workspace,
+    actor: &str,
+    partner: &NewPartner,
+) -> crate::Result<PolicyChange> {
+    use crate::audit::{AuditLog, NewRecord, Outcome};
+    let path = ws.policy_path();
+    let old_bytes = std::fs::read(&path)
+        .map_err(|e| Error::Read(crate::error::IoError::new("reading", &path, e)))?;
+    let old_sha256 = crate::dataset::sha256_hex(&old_bytes);
+    let old_text = String::from_utf8(old_bytes).map_err(|e| Error::Syntax {
+        at: super::raw::locate_bytes(e.as_bytes(), e.utf8_error().valid_up_to(), &path),
+        message: "the file is not UTF-8 text".into(),
+    })?;
+    let (new_text, new_policy) = add_partner_text(&old_text, &path, partner)?;
+    let new_sha256 = crate::dataset::sha256_hex(new_text.as_bytes());
+    let details = serde_json::json!({
+        "change": "add-partner",
+        "partner": partner.name,
+        "client_cert_sha256": partner.client_cert_sha256,
+        "signing_key_sha256": partner.signing_key.map(|k| k.fingerprint()),
+        "old_sha256": old_sha256,
+        "new_sha256": new_sha256,
+        "policy_path": path.display().to_string(),
+    });
+    let log = AuditLog::new(ws.audit_dir());
+    // Intent first (fail closed): if the audit log cannot take it, the policy is not changed.
+    log.append(
+        NewRecord::new(actor, "policy.change", new_policy.name(), Outcome::Intent)
+            .details(details.clone()),
+    )?;
+    crate::workspace::atomic_write(&path, new_text.as_bytes())?;
+    log.append(
+        NewRecord::new(actor, "policy.change", new_policy.name(), Outcome::Ok).details(details),
+    )?;
+    Ok(PolicyChange {
+        path,
+        name: new_policy.name().to_string(),
+        old_sha256,
+        new_sha256,
+    })
+}

@@ -49,7 +49,9 @@ pub use decide::{
     Decision, DistillRequest, IngestRequest, OsIdentity, PackageRequest, Refusal, Request,
     ServeRequest,
 };
-pub use edit::{add_partner_text, cert_fingerprint, NewPartner};
+pub use edit::{
+    add_partner_text, add_partner_to_workspace, cert_fingerprint, NewPartner, PolicyChange,
+};
 pub use warn::{CheckEnv, Warning};
 
 /// The only policy format version this build reads.
@@ -539,12 +541,16 @@ pub fn load_active(ws: &Workspace, override_path: Option<&Path>) -> Result<Loade
     load_with(&path, &env)
 }
 
-#[cfg(fuzzing)]
-/// Fuzzing hook: parse arbitrary bytes as a policy; must never panic.
+/// Fuzzing hook (cargo-fuzz target in `tests/fuzz/`): parse arbitrary bytes as a policy, then
+/// compute warnings and a decision; must never panic. Also compiled for unit tests.
+#[cfg(any(fuzzing, test))]
 pub fn fuzz_parse(data: &[u8]) {
     if let Ok(text) = std::str::from_utf8(data) {
         if let Ok(p) = parse(text, Path::new("fuzz.toml")) {
             let _ = p.warnings(&CheckEnv::default());
+            let _ = p.decide(&Request::Serve(ServeRequest {
+                client_cert_sha256: text,
+            }));
         }
     }
 }

@@ -252,6 +252,42 @@ fn golden_errors_name_file_line_column_and_fix() {
             "client_cert_sha256",
         ),
         (
+            "fail_partners_single_brackets",
+            "version = 1\nname = \"x\"\n[budget]\ndataset_epsilon_cap = 1\nrun_epsilon_cap = 1\nmax_delta = 1e-6\n[partners]\nname = \"x\"\n".into(),
+            "policy-wrong-type",
+            7,
+            1,
+            "wrong type for `partners`: invalid type: table, expected a list",
+            "[[partners]] table (double brackets)",
+        ),
+        (
+            "fail_partner_singular",
+            with("[[partners]]\nname = \"nocert\"", "[[partner]]\nname = \"nocert\""),
+            "policy-unknown-key",
+            18,
+            3,
+            "unknown policy key `partner`\n",
+            "did you mean `partners`?",
+        ),
+        (
+            "fail_dataset_rule_not_a_table",
+            with("[datasets.xray]\nepsilon_cap = 2.0", "[datasets]\nxray = 2.0"),
+            "policy-wrong-type",
+            22,
+            8,
+            "wrong type for `datasets.xray`: invalid type: floating point `2.0`, expected a table",
+            "write it as [datasets.xray]",
+        ),
+        (
+            "fail_methods_not_a_list",
+            with("methods = [\"gm\"]", "methods = \"gm\""),
+            "policy-wrong-type",
+            10,
+            11,
+            "expected a list",
+            "methods = [",
+        ),
+        (
             "fail_bad_signing_key",
             with(
                 "name = \"nocert\"",
@@ -691,6 +727,18 @@ proptest! {
         }
     }
 
+    /// The fuzzing hook on arbitrary bytes (and on mutations of a valid policy) never panics.
+    #[test]
+    fn fuzz_hook_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..300), cut in 0usize..600, junk in any::<u8>()) {
+        fuzz_parse(&bytes);
+        let mut b = BASE.as_bytes().to_vec();
+        let i = cut.min(b.len().saturating_sub(1));
+        b[i] = junk;
+        fuzz_parse(&b);
+        b.truncate(i);
+        fuzz_parse(&b);
+    }
+
     /// Mutating one numeric value of a valid policy either still validates or names its line.
     #[test]
     fn mutated_caps_are_validated(x in prop_oneof![Just(f64::NAN), Just(f64::INFINITY), -10.0f64..200.0]) {
@@ -705,6 +753,36 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+    /// add-partner on any template with any valid name and fingerprint yields a valid policy
+    /// that finds the partner by its certificate, and keeps every original line.
+    #[test]
+    fn add_partner_roundtrip(
+        t in 0usize..3,
+        name in "[a-z0-9][a-z0-9._-]{0,20}",
+        fp in proptest::collection::vec(any::<u8>(), 32),
+        desc in proptest::option::of("[ -~]{0,40}"),
+    ) {
+        let (_, text) = TEMPLATES[t];
+        let fp = crate::workspace::hex(&fp);
+        let np = NewPartner {
+            name: name.clone(),
+            description: desc,
+            client_cert_sha256: Some(fp.clone()),
+            signing_key: None,
+            datasets: None,
+        };
+        let (new_text, p) = add_partner_text(text, Path::new("t.toml"), &np).unwrap();
+        prop_assert_eq!(&partner_by_cert(&p, &fp).unwrap().name, &name);
+        for line in text.lines() {
+            prop_assert!(new_text.contains(line));
+        }
+        let again = parse(&new_text, Path::new("t.toml")).unwrap();
+        prop_assert_eq!(again.partners().len(), 1);
+    }
+}
+
 fn toml_float(x: f64) -> String {
     if x.is_nan() {
         "nan".into()
@@ -712,5 +790,74 @@ fn toml_float(x: f64) -> String {
         "inf".into()
     } else {
         format!("{x:?}")
+    }
+}
+
+#[test]
+fn add_partner_to_workspace_is_audited() {
+    let dir = tempfile::tempdir().unwrap();
+    let ws = crate::workspace::Workspace::create(&dir.path().join("ws"), "site").unwrap();
+    crate::workspace::atomic_write(&ws.policy_path(), template("default").unwrap().as_bytes())
+        .unwrap();
+    let np = NewPartner {
+        name: "demo-partner".into(),
+        description: None,
+        client_cert_sha256: Some("cd".repeat(32)),
+        signing_key: None,
+        datasets: None,
+    };
+    let ch = add_partner_to_workspace(&ws, "user:test", &np).unwrap();
+    assert_eq!(
+        ch.old_sha256,
+        crate::dataset::sha256_hex(template("default").unwrap().as_bytes())
+    );
+    assert_eq!(
+        ch.new_sha256,
+        crate::dataset::sha256_hex(&std::fs::read(ws.policy_path()).unwrap())
+    );
+    let l = load_active(&ws, None).unwrap();
+    assert_eq!(
+        partner_by_cert(&l.policy, &"cd".repeat(32)).unwrap().name,
+        "demo-partner"
+    );
+    let log = std::fs::read_to_string(ws.audit_dir().join("segment-000000.jsonl")).unwrap();
+    let recs: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(recs.len(), 2);
+    assert_eq!(recs[0]["outcome"], "intent");
+    assert_eq!(recs[1]["outcome"], "ok");
+    assert_eq!(recs[1]["details"]["new_sha256"], ch.new_sha256.as_str());
+    // Second time: refused, nothing written, nothing logged.
+    let e = add_partner_to_workspace(&ws, "user:test", &np).unwrap_err();
+    assert_eq!(e.code(), "policy-partner-exists");
+    assert_eq!(
+        std::fs::read_to_string(ws.audit_dir().join("segment-000000.jsonl")).unwrap(),
+        log
+    );
+}
+
+#[test]
+fn os_identity_comes_from_the_kernel() {
+    let me = OsIdentity::current();
+    assert!(!me.user.is_empty());
+    if std::path::Path::new("/proc/self/status").exists() {
+        assert!(!me.groups.is_empty(), "the primary group is always there");
+        // The kernel's view, not $USER: the effective uid maps to this name.
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let uid = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Uid:"))
+            .and_then(|v| v.split_whitespace().nth(1))
+            .unwrap()
+            .to_string();
+        let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+        if let Some(name) = passwd.lines().find_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            (f.len() > 2 && f[2] == uid).then(|| f[0].to_string())
+        }) {
+            assert_eq!(me.user, name);
+        }
     }
 }
