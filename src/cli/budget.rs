@@ -19,29 +19,20 @@ pub struct Args {
     pub delta: Option<f64>,
 }
 
-/// The dataset cap and max delta from the active policy, read directly from its TOML.
-///
-/// ADAPTER (dp helper): the policy module (issue owner: policy) exposes
-/// `Policy::dataset_epsilon_cap(name)`; until the branches are merged this reads the same keys
-/// (`[budget] dataset_epsilon_cap`, `max_delta`, `[datasets.NAME] epsilon_cap`). A missing or
-/// unreadable policy means "cap unknown", which only affects the *display* of the remaining
-/// budget; the ledger itself is enforced at `distill` time against the loaded policy.
+/// The dataset cap and max delta from the active policy (or `--policy`). A missing or invalid
+/// policy means "cap unknown", which only affects the *display* of the remaining budget; the
+/// ledger itself is enforced at `distill` time against the loaded policy, which fails closed.
 fn policy_limits(ws: &Workspace, ctx: &Ctx, dataset: &str) -> (Option<f64>, Option<f64>) {
-    let path = ctx.policy.clone().unwrap_or_else(|| ws.policy_path());
-    let Ok(text) = std::fs::read_to_string(&path) else {
-        return (None, None);
-    };
-    let Ok(v) = text.parse::<toml::Table>() else {
-        return (None, None);
-    };
-    let budget = v.get("budget");
-    let get = |t: Option<&toml::Value>, k: &str| {
-        t.and_then(|t| t.get(k))
-            .and_then(|x| x.as_float().or(x.as_integer().map(|i| i as f64)))
-    };
-    let per_dataset = v.get("datasets").and_then(|d| d.get(dataset));
-    let cap = get(per_dataset, "epsilon_cap").or(get(budget, "dataset_epsilon_cap"));
-    (cap, get(budget, "max_delta"))
+    match crate::policy::load_active(ws, ctx.policy.as_deref()) {
+        Ok(loaded) => (
+            Some(loaded.policy.dataset_epsilon_cap(dataset)),
+            Some(loaded.policy.max_delta()),
+        ),
+        Err(e) => {
+            tracing::warn!("budget: the policy could not be loaded, so no cap is shown: {e}");
+            (None, None)
+        }
+    }
 }
 
 fn datasets(ws: &Workspace) -> Result<Vec<String>> {

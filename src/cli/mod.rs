@@ -195,6 +195,8 @@ impl Ctx {
     /// Workspace errors.
     pub fn open_audited(&mut self, action: &str, object: &str) -> Result<Workspace> {
         let ws = Workspace::open(&self.workspace_path())?;
+        // Fail closed: a command whose outcome could not be recorded is refused before acting.
+        crate::audit::preflight(&ws)?;
         self.audit_in(&ws, action, object);
         Ok(ws)
     }
