@@ -597,7 +597,7 @@ fn crafted_dicom_window_inversion_and_refusals() {
     );
     refused(
         dcm::Spec {
-            pixels: &px[..3],
+            pixels: &px[..2],
             ..spec("MONOCHROME2", &px)
         },
         "ingest-dicom-pixel-data",
