@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use dicom_dictionary_std::tags;
 use dicom_object::DefaultDicomObject;
 use dicom_pixeldata::{DecodedPixelData, PixelDecoder, PixelRepresentation, VoiLutFunction};
+use rayon::prelude::*;
 
 use super::deid::{DecodeView, Inventory};
 use super::error::Refusal;
@@ -537,33 +538,40 @@ pub(crate) fn read(src: &Path, opts: &Options, progress: Sink<'_>) -> crate::Res
     });
     let mut inv = Inventory::default();
     let (mut multi, mut inverted, mut windowed, mut minmax, mut pal) = (0, 0, 0, 0, 0);
-    for (path, class) in files {
+    // Decode in parallel, a chunk at a time (bounded memory, Ctrl-C checked per chunk).
+    for chunk in files.chunks(16) {
         crate::progress::check()?;
-        let label = classes.binary_search(&class).unwrap_or(0) as u32;
-        match read_file(&path) {
-            Ok((raw, n, i)) => {
-                inv.add(i);
-                col.read += 1;
-                multi += usize::from(n.frames > 1);
-                inverted += usize::from(n.inverted);
-                pal += usize::from(n.palette);
-                if raw.c == 1 && !n.palette {
-                    if n.windowed {
-                        windowed += 1;
-                    } else {
-                        minmax += 1;
+        let decoded: Vec<_> = chunk
+            .par_iter()
+            .map(|(path, class)| (path.clone(), class, read_file(path)))
+            .collect();
+        for (path, class, r) in decoded {
+            let label = classes.binary_search(class).unwrap_or(0) as u32;
+            match r {
+                Ok((raw, n, i)) => {
+                    inv.add(i);
+                    col.read += 1;
+                    multi += usize::from(n.frames > 1);
+                    inverted += usize::from(n.inverted);
+                    pal += usize::from(n.palette);
+                    if raw.c == 1 && !n.palette {
+                        if n.windowed {
+                            windowed += 1;
+                        } else {
+                            minmax += 1;
+                        }
                     }
+                    col.items.push(Item {
+                        raw,
+                        label,
+                        part: Part::Any,
+                        path,
+                    });
                 }
-                col.items.push(Item {
-                    raw,
-                    label,
-                    part: Part::Any,
-                    path,
-                });
+                Err(e) => col.fail_or_skip(opts.skip_invalid, e)?,
             }
-            Err(e) => col.fail_or_skip(opts.skip_invalid, e)?,
         }
-        progress(Event::Advance(1));
+        progress(Event::Advance(chunk.len() as u64));
     }
     progress(Event::Finish);
     // Empty classes (all files refused) are reported by `assemble`.
