@@ -5,13 +5,13 @@
 //! 1. open as DICOM Part 10 (preamble, `DICM`, file meta group);
 //! 2. the transfer syntax must be one this build decodes ([`SUPPORTED_TRANSFER_SYNTAXES`]):
 //!    JPEG-LS, 12-bit JPEG, video and unknown syntaxes are refused;
-//! 3. burned-in text: refused per [`deid::DecodeView::burned_in`];
+//! 3. burned-in text: refused per [`super::deid::DecodeView::burned_in`];
 //! 4. decode the pixel data (dicom-pixeldata), **first frame only** of multi-frame objects;
 //! 5. monochrome: modality rescale (slope/intercept), then the first VOI window (linear or
 //!    sigmoid, PS3.3 C.11.2.1.2) or, without a window, min-max of the frame; MONOCHROME1 is
 //!    inverted; palette colour is looked up in its tables; RGB/YBR_FULL become RGB.
 //!
-//! Only the pixels and the label leave this module (see [`deid`]).
+//! Only the pixels and the label leave this module (see [`super::deid`]).
 
 use std::path::{Path, PathBuf};
 
