@@ -1,7 +1,7 @@
 //! Float image sets and the partner-facing synthetic Parquet format (DESIGN §4).
 //!
 //! `synthetic.parquet` has three columns — `label: int32`, `label_name: utf8`,
-//! `image: fixed_size_list<float32>[C*H*W]` (row-major C,H,W, values in [0,1]) — and key-value
+//! `image: fixed_size_list<float32>[C*H*W]` (row-major C,H,W, values in 0..=1) — and key-value
 //! metadata `retort.shape = "C,H,W"`, `retort.version` (the Retort version that wrote it) and
 //! `retort.classes` (a JSON array of every class name, so classes without rows survive a round
 //! trip). The metadata is stored both in the Arrow schema and in the Parquet footer, so pyarrow,
