@@ -327,7 +327,7 @@ fn human(out: &serde_json::Value, classes: &[String]) -> String {
             name,
             pct(&v["accuracy"]),
             100.0 * v["accuracy_std"].as_f64().unwrap_or(0.0),
-            v["train_images"],
+            v["train_images"].to_string(),
             private
         )
     };
