@@ -256,8 +256,8 @@ fn window(parts: &[(Pmf, u64)], h: f64) -> (i64, i64) {
     let ln_tail = (TAIL / 2.0).ln();
     let t0 = (-2.0 * ln_tail).sqrt() / var.sqrt().max(h);
     let (mut upper, mut lower) = (f64::INFINITY, f64::NEG_INFINITY);
-    for i in -8..=8 {
-        let t = t0 * 2f64.powf(i as f64 / 2.0);
+    for i in -5..=5 {
+        let t = t0 * 2f64.powi(i);
         let up: f64 = parts
             .iter()
             .map(|(p, n)| *n as f64 * log_mgf(p, h, t))
@@ -283,8 +283,7 @@ fn window(parts: &[(Pmf, u64)], h: f64) -> (i64, i64) {
     (l.min(u), u)
 }
 
-fn compose(parts: &[(Pmf, u64)], h: f64) -> Result<Pmf, Error> {
-    let (l, u) = window(parts, h);
+fn compose(parts: &[(Pmf, u64)], (l, u): (i64, i64)) -> Result<Pmf, Error> {
     let width = (u - l + 1) as usize;
     if width > MAX_WINDOW {
         return Err(Error::Accounting(format!(
@@ -386,7 +385,7 @@ fn epsilon_dir(
             h *= width as f64 / MAX_WINDOW as f64 * 1.05;
             continue;
         }
-        let composed = compose(&parts, h)?;
+        let composed = compose(&parts, (l, u))?;
         return Ok((epsilon_for_delta(&composed, h, delta), h));
     }
     Err(Error::Accounting(

@@ -48,10 +48,13 @@ fn fractional_order_matches_quadrature() {
     // mpmath quad (40 digits) of log E_{N(0,1)}[((1-q) + q e^{(2z-1)/2})^1.5] / 0.5, q = 0.001.
     let got = rdp::rdp_subsampled_gaussian(0.001, 1.0, 1.5);
     assert!((got / 1.286_984_951_739_727e-6 - 1.0).abs() < 1e-7, "{got}");
+    // q = 0.01, sigma = 4, alpha = 1.5: quadrature 4.835493175633e-6 (table: 5.1416e-6).
     // q = 0.01, sigma = 1.1: quadrature 9.5545285718748e-5 (1.5), 1.1195416491045e-4 (1.75);
     // dp_accounting's table says 9.8588e-5 and 1.1372e-4 (3 % and 1.6 % high).
     let got = rdp::rdp_subsampled_gaussian(0.01, 1.1, 1.5);
     assert!((got / 9.554_528_571_874_83e-5 - 1.0).abs() < 1e-7, "{got}");
+    let got = rdp::rdp_subsampled_gaussian(0.01, 4.0, 1.5);
+    assert!((got / 4.835_493_175_633e-6 - 1.0).abs() < 1e-7, "{got}");
     let got = rdp::rdp_subsampled_gaussian(0.01, 1.1, 1.75);
     assert!((got / 1.119_541_649_104_541e-4 - 1.0).abs() < 1e-7, "{got}");
 }
@@ -196,7 +199,7 @@ fn composition_of_parts_equals_merged_event() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(24))]
+    #![proptest_config(ProptestConfig::with_cases(12))]
 
     #[test]
     fn epsilon_monotone(q in 0.001f64..0.5, s in 0.6f64..8.0, t in 1u64..2000) {
