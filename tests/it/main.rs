@@ -5,4 +5,5 @@ mod util;
 
 mod foundation;
 mod nn;
+mod policy;
 mod privacy;
