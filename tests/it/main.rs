@@ -6,6 +6,7 @@ mod util;
 mod audit;
 mod foundation;
 mod ingest;
+mod nn;
 mod package;
 mod policy;
 mod privacy;
