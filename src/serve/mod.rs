@@ -286,13 +286,22 @@ pub struct Identity {
 }
 
 /// A bound, configured server; [`Server::run`] serves until the shutdown future resolves.
-#[derive(Debug)]
 pub struct Server {
     listener: TcpListener,
     acceptor: tokio_rustls::TlsAcceptor,
     shared: Arc<Shared>,
     options: Options,
     identity: Identity,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("listen", &self.listener.local_addr().ok())
+            .field("options", &self.options)
+            .field("identity", &self.identity)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Server {

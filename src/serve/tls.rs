@@ -146,6 +146,10 @@ pub(crate) fn server_config(
             },
         })?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // No session resumption: every connection runs the full client-certificate check
+    // (chain, validity, partner table), so an expired or removed partner cannot resume.
+    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    config.send_tls13_tickets = 0;
     Ok(Loaded {
         config: Arc::new(config),
         server_cert_sha256,
