@@ -4,4 +4,5 @@
 mod util;
 
 mod foundation;
+mod policy;
 mod serve;
