@@ -22,6 +22,12 @@ pub struct AuditLog {
     dir: PathBuf,
 }
 
+/// Proof that the audit lock is held (released on drop).
+#[derive(Debug)]
+pub struct AuditLock {
+    _lock: crate::workspace::Lock,
+}
+
 /// The head of the chain: what the next record links to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Head {
@@ -103,19 +109,38 @@ impl AuditLog {
     /// `audit-append-failed` if the line cannot be written durably (the caller must then refuse
     /// the action), `audit-tail-damaged`, `audit-locked`.
     pub fn append(&self, rec: NewRecord) -> Result<Record> {
+        let lock = self.lock()?;
+        self.append_locked(&lock, rec)
+    }
+
+    /// Take the audit lock (the one [`AuditLog::append`] takes), creating the directory if
+    /// needed. Hold it to append several records or to read a consistent head (checkpoints).
+    ///
+    /// # Errors
+    /// `audit-append-failed` if the directory or lock file cannot be created, `audit-locked`.
+    pub fn lock(&self) -> Result<AuditLock> {
         fs::create_dir_all(&self.dir).map_err(|e| Error::AppendFailed {
             path: self.dir.clone(),
             source: e,
         })?;
-        let _lock = lock_file(&self.dir.join(AUDIT_LOCK), Duration::from_secs(10)).map_err(
-            |e| match e {
-                LockError::Timeout(_) => Error::Locked,
-                LockError::Io(e) => Error::AppendFailed {
-                    path: e.path,
-                    source: e.source,
+        let lock =
+            lock_file(&self.dir.join(AUDIT_LOCK), Duration::from_secs(10)).map_err(
+                |e| match e {
+                    LockError::Timeout(_) => Error::Locked,
+                    LockError::Io(e) => Error::AppendFailed {
+                        path: e.path,
+                        source: e.source,
+                    },
                 },
-            },
-        )?;
+            )?;
+        Ok(AuditLock { _lock: lock })
+    }
+
+    /// [`AuditLog::append`] while already holding the audit lock.
+    ///
+    /// # Errors
+    /// As [`AuditLog::append`].
+    pub fn append_locked(&self, _lock: &AuditLock, rec: NewRecord) -> Result<Record> {
         let head = self.head()?;
         let segs = self.segments()?;
         let mut seg_no = segs

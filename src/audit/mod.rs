@@ -7,9 +7,16 @@
 //! the action is refused (fail closed).
 
 pub mod chain;
+pub mod checkpoint;
+pub mod merkle;
+pub mod read;
 pub mod record;
+pub mod report;
+pub mod show;
+pub mod verify;
 
 pub use chain::AuditLog;
+pub use checkpoint::Checkpoint;
 pub use record::{NewRecord, Outcome, Record};
 
 use std::path::PathBuf;
@@ -41,6 +48,47 @@ pub enum Error {
     /// Another process holds the audit lock for too long.
     #[error("the audit log is locked by another process")]
     Locked,
+    /// The log does not chain (found while writing a checkpoint): nothing is signed.
+    #[error("the audit log is damaged at line {index} ({segment}): {code}: {message}; no checkpoint was signed")]
+    ChainBroken {
+        /// The segment file name.
+        segment: String,
+        /// 0-based position of the line in the whole log.
+        index: u64,
+        /// The finding code (`chain-break`, `seq-gap`, …).
+        code: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+    /// The log no longer reproduces a checkpoint the workspace signed before.
+    #[error(
+        "the audit log is inconsistent with checkpoint {path}: {why}; no new checkpoint was signed"
+    )]
+    CheckpointInconsistent {
+        /// The earlier checkpoint.
+        path: PathBuf,
+        /// What differs.
+        why: String,
+    },
+    /// A checkpoint file does not parse as a signed note.
+    #[error("{path} is not a valid checkpoint: {why}")]
+    BadCheckpoint {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        why: String,
+    },
+    /// The audit key cannot be loaded.
+    #[error("the audit key cannot be used: {0}")]
+    Key(#[from] crate::keys::Error),
+    /// `audit verify` found the log or a checkpoint not intact.
+    #[error("the audit log failed verification: {errors} finding(s), {bad_checkpoints} checkpoint(s) not ok")]
+    VerifyFailed {
+        /// Record-level findings of error severity.
+        errors: usize,
+        /// Checkpoints whose status is not `ok`.
+        bad_checkpoints: usize,
+    },
     /// File-system error.
     #[error(transparent)]
     Io(#[from] IoError),
@@ -52,6 +100,11 @@ impl Error {
         "audit-append-failed",
         "audit-tail-damaged",
         "audit-locked",
+        "audit-chain-broken",
+        "audit-checkpoint-inconsistent",
+        "audit-checkpoint-malformed",
+        "audit-key-unusable",
+        "audit-verify-failed",
         "audit-io",
     ];
 }
@@ -62,6 +115,11 @@ impl Coded for Error {
             Error::AppendFailed { .. } => "audit-append-failed",
             Error::DamagedTail { .. } => "audit-tail-damaged",
             Error::Locked => "audit-locked",
+            Error::ChainBroken { .. } => "audit-chain-broken",
+            Error::CheckpointInconsistent { .. } => "audit-checkpoint-inconsistent",
+            Error::BadCheckpoint { .. } => "audit-checkpoint-malformed",
+            Error::Key(_) => "audit-key-unusable",
+            Error::VerifyFailed { .. } => "audit-verify-failed",
             Error::Io(_) => "audit-io",
         }
     }
@@ -70,12 +128,19 @@ impl Coded for Error {
             Error::AppendFailed { .. } => "free disk space or fix permissions on the workspace's audit/ directory; nothing was done".into(),
             Error::DamagedTail { .. } => "run `retort audit verify` and report the finding to your compliance officer; do not edit the log by hand".into(),
             Error::Locked => "wait for the other retort command to finish".into(),
+            Error::ChainBroken { .. } | Error::CheckpointInconsistent { .. } => "run `retort audit verify` for the full findings and report them to your compliance officer; do not edit the log or the checkpoints by hand".into(),
+            Error::BadCheckpoint { .. } => "give a checkpoint file as written by retort (audit/checkpoints/checkpoint-*.txt or a package's audit-checkpoint.txt)".into(),
+            Error::Key(e) => format!("the audit key keys/audit.key.pem must exist and be readable by the user running retort ({})", e.hint().unwrap_or_default()),
+            Error::VerifyFailed { .. } => "read the findings above; keep the log and checkpoints as they are (they are evidence) and report to your compliance officer".into(),
             Error::Io(e) => return e.hint(),
         })
     }
     fn class(&self) -> Class {
         match self {
-            Error::DamagedTail { .. } => Class::Verification,
+            Error::DamagedTail { .. }
+            | Error::ChainBroken { .. }
+            | Error::CheckpointInconsistent { .. }
+            | Error::VerifyFailed { .. } => Class::Verification,
             _ => Class::Input,
         }
     }

@@ -1,23 +1,372 @@
-//! `retort audit` (being built: see the issue that owns it).
+//! `retort audit verify|show|report`: the compliance officer's view of the audit log.
+//!
+//! These commands only read the workspace. When the user may write to the audit log they are
+//! audited like every other command (record + checkpoint after the work). A compliance officer
+//! with read-only access can still run them; they then say on stderr that the run is not
+//! recorded, rather than fail (DESIGN §1: the officer has read access to the workspace).
+
+use std::io::Write as _;
+use std::path::PathBuf;
 
 use super::{Ctx, Report};
+use crate::audit::show::{self, Filter};
+use crate::audit::verify::{self, VerifyReport};
+use crate::audit::{report, AuditLog};
+use crate::keys::{KeyPaths, PublicKey};
+use crate::workspace::Workspace;
 use crate::Result;
 
 /// Arguments of `retort audit`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Arguments (not yet defined).
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
-    pub rest: Vec<String>,
+    /// What to do.
+    #[command(subcommand)]
+    pub cmd: AuditCmd,
 }
 
-/// Run `retort audit`.
+/// `audit` subcommands.
+#[derive(Debug, clap::Subcommand)]
+#[non_exhaustive]
+pub enum AuditCmd {
+    /// Recompute the hash chain and every checkpoint; exit 0 if intact, 4 otherwise.
+    Verify {
+        /// A checkpoint held outside the workspace (e.g. a package's audit-checkpoint.txt);
+        /// repeat for more.
+        #[arg(long = "checkpoint", value_name = "FILE")]
+        checkpoints: Vec<PathBuf>,
+        /// The audit public key, pinned (SPKI PEM, signify line or hex); default: the
+        /// workspace's own.
+        #[arg(long, value_name = "PUBKEY")]
+        key: Option<PathBuf>,
+    },
+    /// List records (with --json: the stored JSON lines, then a summary line).
+    Show {
+        /// Records at or after this time (RFC 3339 or YYYY-MM-DD, UTC).
+        #[arg(long, value_name = "TIME")]
+        since: Option<String>,
+        /// Records at or before this time (RFC 3339 or YYYY-MM-DD, UTC).
+        #[arg(long, value_name = "TIME")]
+        until: Option<String>,
+        /// Only this action or actions under it (e.g. `package`).
+        #[arg(long, value_name = "ACTION")]
+        action: Option<String>,
+        /// Only records about this dataset.
+        #[arg(long, value_name = "NAME")]
+        dataset: Option<String>,
+        /// Only this outcome: ok, refused, error or intent.
+        #[arg(long, value_name = "OUTCOME")]
+        outcome: Option<String>,
+    },
+    /// Write a self-contained HTML report for compliance officers.
+    Report {
+        /// Output file.
+        #[arg(long, value_name = "FILE")]
+        html: PathBuf,
+        /// Only activity at or after this time (RFC 3339 or YYYY-MM-DD, UTC).
+        #[arg(long, value_name = "TIME")]
+        since: Option<String>,
+    },
+}
+
+/// Run `audit`.
 ///
 /// # Errors
-/// Always, until the command is built.
-pub fn run(_args: Args, _ctx: &mut Ctx) -> Result<Report> {
-    Err(super::usage(
-        "`retort audit` is not available in this build yet",
-        "see README.md for the commands this version supports",
+/// Workspace and audit errors; `audit-verify-failed` (exit 4) when verification fails.
+pub fn run(args: Args, ctx: &mut Ctx) -> Result<Report> {
+    match args.cmd {
+        AuditCmd::Verify { checkpoints, key } => run_verify(ctx, checkpoints, key),
+        AuditCmd::Show {
+            since,
+            until,
+            action,
+            dataset,
+            outcome,
+        } => {
+            let filter = Filter {
+                since: time_arg("--since", since.as_deref(), false)?,
+                until: time_arg("--until", until.as_deref(), true)?,
+                action,
+                dataset,
+                outcome: match outcome.as_deref() {
+                    None => None,
+                    Some(o) => Some(show::parse_outcome(o).ok_or_else(|| {
+                        super::usage(
+                            format!("--outcome {o:?} is not an outcome"),
+                            "use one of: ok, refused, error, intent",
+                        )
+                    })?),
+                },
+            };
+            run_show(ctx, &filter)
+        }
+        AuditCmd::Report { html, since } => {
+            let since = time_arg("--since", since.as_deref(), false)?;
+            run_report(ctx, html, since)
+        }
+    }
+}
+
+fn time_arg(flag: &str, v: Option<&str>, end_of_day: bool) -> Result<Option<time::OffsetDateTime>> {
+    match v {
+        None => Ok(None),
+        Some(s) => show::parse_time(s, end_of_day).map(Some).ok_or_else(|| {
+            super::usage(
+                format!("{flag} {s:?} is not a time"),
+                "give an RFC 3339 time like 2026-11-29T10:00:00Z or a date like 2026-11-29 (UTC)",
+            )
+        }),
+    }
+}
+
+/// Open the workspace; audit this command if the user can write the audit log, else say why
+/// it will not be recorded.
+fn open(ctx: &mut Ctx, action: &str, object: &str) -> Result<Workspace> {
+    let ws = Workspace::open(&ctx.workspace_path())?;
+    match writable(&ws) {
+        Ok(()) => ctx.audit_in(&ws, action, object),
+        Err(why) => ctx.say(format!(
+            "note: read-only access ({why}); this `{action}` is not recorded in the audit log"
+        )),
+    }
+    Ok(ws)
+}
+
+/// Whether the audit log and the audit key can be used by this user (opens, writes nothing).
+fn writable(ws: &Workspace) -> std::result::Result<(), String> {
+    let log = AuditLog::new(ws.audit_dir());
+    let open_w = |p: &std::path::Path| {
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(p)
+            .map(drop)
+            .map_err(|e| format!("{}: {e}", p.display()))
+    };
+    if let Some(last) = log.segments().ok().and_then(|s| s.last().cloned()) {
+        open_w(&last)?;
+    }
+    let lock = ws.audit_dir().join(crate::audit::chain::AUDIT_LOCK);
+    if lock.exists() {
+        open_w(&lock)?;
+    }
+    let key = KeyPaths::in_dir(&ws.keys_dir()).audit_key;
+    std::fs::File::open(&key)
+        .map(drop)
+        .map_err(|e| format!("{}: {e}", key.display()))
+}
+
+fn run_verify(ctx: &mut Ctx, external: Vec<PathBuf>, key: Option<PathBuf>) -> Result<Report> {
+    let ws = open(ctx, "audit.verify", "audit-log")?;
+    let key = match key {
+        None => None,
+        Some(p) => {
+            let text = std::fs::read_to_string(&p)
+                .map_err(|e| crate::error::IoError::new("reading", &p, e))?;
+            Some(PublicKey::parse(&text, &p.display().to_string())?)
+        }
+    };
+    let rep = verify::verify(&ws, &verify::Options { external, key })?;
+    ctx.detail("verdict", rep.verdict);
+    ctx.detail("records", rep.records);
+    ctx.detail("errors", rep.errors);
+    ctx.detail("checkpoints", rep.checkpoints.len());
+    ctx.detail("unsealed_tail", rep.unsealed_tail);
+    ctx.detail("head_sha256", rep.head_sha256.clone());
+    let json = serde_json::to_value(&rep).expect("invariant: report serializes");
+    let human = render_verify(&ws, &rep);
+    if rep.intact {
+        return Ok(Report::new(human, json));
+    }
+    // Failure: print the report, then let the error (exit 4) follow on stderr / as the last
+    // JSON line.
+    let mut out = std::io::stdout().lock();
+    let _ = if ctx.json {
+        writeln!(out, "{json}")
+    } else if ctx.quiet < 2 {
+        write!(out, "{human}")
+    } else {
+        Ok(())
+    };
+    let _ = out.flush();
+    Err(crate::audit::Error::VerifyFailed {
+        errors: rep.errors,
+        bad_checkpoints: rep.checkpoints.iter().filter(|c| c.status != "ok").count(),
+    }
+    .into())
+}
+
+/// The verification report for people.
+pub fn render_verify(ws: &Workspace, r: &VerifyReport) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "audit log {}  (origin {})",
+        ws.audit_dir().display(),
+        r.origin
+    );
+    let _ = writeln!(
+        s,
+        "verdict: {}{}",
+        r.verdict,
+        if r.intact {
+            " - the log and every checkpoint are intact"
+        } else {
+            " - the log or a checkpoint is NOT intact"
+        }
+    );
+    let range = match (r.first_seq, r.last_seq) {
+        (Some(a), Some(b)) => format!("seq {a}..{b}"),
+        _ => "no readable record".into(),
+    };
+    let _ = writeln!(
+        s,
+        "records: {} ({range}), {} .. {}, {} segment(s)",
+        r.records,
+        r.first_ts.as_deref().unwrap_or("-"),
+        r.last_ts.as_deref().unwrap_or("-"),
+        r.segments.len()
+    );
+    let _ = writeln!(s, "head:    sha256 {}", r.head_sha256);
+    let _ = writeln!(
+        s,
+        "root:    {} (RFC 6962 Merkle root of all {} records)",
+        r.root_sha256, r.records
+    );
+    let _ = writeln!(
+        s,
+        "key:     ed25519 SHA256 {} (key ID {}, {})",
+        r.key.sha256,
+        r.key.key_id,
+        if r.key.source == "pinned" {
+            "pinned with --key"
+        } else {
+            "the workspace's own; pin it with --key for an independent check"
+        }
+    );
+    let ok = r.checkpoints.iter().filter(|c| c.status == "ok").count();
+    let _ = writeln!(
+        s,
+        "checkpoints: {} ({ok} ok, {} not ok)",
+        r.checkpoints.len(),
+        r.checkpoints.len() - ok
+    );
+    let newest_ws = r
+        .checkpoints
+        .iter()
+        .filter(|c| c.source == "workspace" && c.status == "ok")
+        .max_by_key(|c| c.size);
+    for c in &r.checkpoints {
+        let show = c.status != "ok"
+            || c.source == "external"
+            || newest_ws.is_some_and(|n| std::ptr::eq(n, c));
+        if show {
+            let _ = writeln!(
+                s,
+                "  {:<14} size {:<6} {:<9} {}{}",
+                c.status,
+                c.size.map_or("-".into(), |n| n.to_string()),
+                c.source,
+                c.path.display(),
+                if c.status == "ok" {
+                    String::new()
+                } else {
+                    format!("\n                 {}", c.message)
+                }
+            );
+        }
+    }
+    if r.findings.is_empty() {
+        let _ = writeln!(s, "findings: none");
+    } else {
+        let _ = writeln!(
+            s,
+            "findings: {} error(s), {} warning(s)",
+            r.errors, r.warnings
+        );
+        for f in &r.findings {
+            let _ = writeln!(
+                s,
+                "  {:<17} {:<8} {}:{}{}  {}",
+                f.code,
+                match f.severity {
+                    crate::audit::read::Severity::Error => "error",
+                    _ => "warning",
+                },
+                f.segment,
+                f.line,
+                f.seq.map_or(String::new(), |q| format!(" (seq {q})")),
+                f.message
+            );
+        }
+    }
+    let _ = writeln!(
+        s,
+        "unsealed tail: {} record(s) after the newest good checkpoint (hash chain only)",
+        r.unsealed_tail
+    );
+    let _ = writeln!(s, "coverage: {}", r.coverage);
+    s
+}
+
+fn run_show(ctx: &mut Ctx, filter: &Filter) -> Result<Report> {
+    let ws = open(ctx, "audit.show", "audit-log")?;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let json = ctx.json;
+    let quiet = ctx.quiet >= 2;
+    let sum = show::for_each(ws.audit_dir(), filter, |r, line| {
+        let res = if json {
+            out.write_all(line).and_then(|_| out.write_all(b"\n"))
+        } else if quiet {
+            Ok(())
+        } else {
+            writeln!(out, "{}", show::human_line(r))
+        };
+        res.is_ok()
+    })?;
+    let _ = out.flush();
+    drop(out);
+    ctx.detail("shown", sum.shown);
+    ctx.say(format!(
+        "{} of {} record(s) shown{}",
+        sum.shown,
+        sum.total,
+        if sum.damaged > 0 {
+            format!(
+                "; {} damaged line(s) skipped: run `retort audit verify`",
+                sum.damaged
+            )
+        } else {
+            String::new()
+        }
+    ));
+    let mut j = serde_json::to_value(&sum).expect("invariant: summary serializes");
+    j["kind"] = "summary".into();
+    Ok(Report::new(String::new(), j))
+}
+
+fn run_report(ctx: &mut Ctx, html: PathBuf, since: Option<time::OffsetDateTime>) -> Result<Report> {
+    let ws = open(ctx, "audit.report", "audit-log")?;
+    let built = report::build(&ws, since)?;
+    ctx.detail("verdict", built.verdict);
+    ctx.detail("file", html.display().to_string());
+    crate::workspace::atomic_write(&html, built.html.as_bytes())?;
+    Ok(Report::new(
+        format!(
+            "wrote {} ({} bytes): integrity {}, {} dataset(s), {} export(s), {} refusal(s)/error(s)\nopen it in any browser; it needs no network\n",
+            html.display(),
+            built.html.len(),
+            built.verdict,
+            built.datasets,
+            built.exports,
+            built.problems
+        ),
+        serde_json::json!({
+            "file": html,
+            "bytes": built.html.len(),
+            "verdict": built.verdict,
+            "datasets": built.datasets,
+            "exports": built.exports,
+            "problems": built.problems,
+        }),
     ))
 }

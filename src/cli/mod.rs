@@ -297,9 +297,10 @@ impl Ctx {
     }
 }
 
-/// Hook run after the final audit record of every command: writes a signed checkpoint
-/// (issue 7 fills this in).
-fn end_of_command_checkpoint(_ws: &Workspace) -> Result<()> {
+/// Hook run after the final audit record of every command: writes a signed checkpoint over the
+/// whole log (`audit/checkpoints/`), extending the cached Merkle state (see `audit::checkpoint`).
+fn end_of_command_checkpoint(ws: &Workspace) -> Result<()> {
+    crate::audit::checkpoint::seal(ws)?;
     Ok(())
 }
 
