@@ -60,6 +60,7 @@ pub fn run(args: Args, ctx: &mut Ctx) -> Result<Report> {
     opts.idle_timeout = std::time::Duration::from_secs(args.idle_timeout);
     opts.drain_timeout = std::time::Duration::from_secs(args.drain_timeout);
     opts.allow_tls12 = args.allow_tls12;
+    opts.policy = ctx.policy.clone();
     ctx.detail("max_connections", opts.max_connections);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -83,6 +84,7 @@ pub fn run(args: Args, ctx: &mut Ctx) -> Result<Report> {
                     "server_cert_sha256": id.server_cert_sha256,
                     "client_ca_sha256": id.client_ca_sha256,
                     "partners": id.partners,
+                    "policy": id.policy,
                 }),
             ),
         )?;

@@ -45,7 +45,7 @@ use tokio::task::JoinSet;
 use crate::error::{Class, Coded};
 use crate::workspace::Workspace;
 
-pub use partners::PartnerDirectory;
+pub use partners::{PartnerDirectory, PartnerInfo};
 
 /// Default for `--max-connections`.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 64;
@@ -188,7 +188,7 @@ impl Coded for Error {
             Error::BadKey { .. } => "give --key the PEM private key (PKCS#8, PKCS#1 or SEC1) that was generated with the server certificate's request; see docs/serve.md".into(),
             Error::KeyMismatch { .. } => "--cert and --key must be a pair: compare `openssl x509 -in CERT -noout -pubkey` with `openssl pkey -in KEY -pubout`".into(),
             Error::BadClientCa { .. } => "give --client-ca the PEM certificate of the CA that signs partner certificates (not a partner certificate, not the server key); see docs/serve.md".into(),
-            Error::NoPartners { .. } => "register a partner's client certificate first (`retort policy add-partner NAME --client-cert PEM`, or a `[[partners]]` entry with client_cert_sha256 in retort.toml)".into(),
+            Error::NoPartners { .. } => "register a partner's client certificate first: `retort policy add-partner NAME --client-cert PEM`".into(),
             Error::Bind { .. } => "choose a free address with --listen (ports below 1024 need privileges; see the systemd unit in examples/)".into(),
             Error::BadOption { .. } => "see `retort serve --help`".into(),
             Error::Startup { .. } => "check the host's limits (open files, threads) and try again".into(),
@@ -221,6 +221,8 @@ pub struct Options {
     pub allow_tls12: bool,
     /// How long a shutdown waits for in-flight downloads.
     pub drain_timeout: Duration,
+    /// Policy file to use instead of the workspace's active policy (the global `--policy`).
+    pub policy: Option<PathBuf>,
 }
 
 impl Options {
@@ -235,6 +237,7 @@ impl Options {
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             allow_tls12: false,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            policy: None,
         }
     }
 }
@@ -283,6 +286,8 @@ pub struct Identity {
     pub client_ca_sha256: Vec<String>,
     /// Partners that can connect (names), at startup.
     pub partners: Vec<String>,
+    /// The policy in force at startup (`{"name","sha256","path"}`).
+    pub policy: serde_json::Value,
 }
 
 /// A bound, configured server; [`Server::run`] serves until the shutdown future resolves.
@@ -319,11 +324,15 @@ impl Server {
             }
             .into());
         }
-        let partners = Arc::new(PartnerDirectory::new(ws.root()));
+        let partners = Arc::new(PartnerDirectory::new(ws.root(), options.policy.clone()));
         let names = partners.names()?;
+        let policy = partners.policy_identity()?;
         if names.is_empty() {
             return Err(Error::NoPartners {
-                source_name: partners.source_name(),
+                source_name: format!(
+                    "the policy {}",
+                    policy["path"].as_str().unwrap_or("in force")
+                ),
             }
             .into());
         }
@@ -338,6 +347,7 @@ impl Server {
             server_cert_sha256: loaded.server_cert_sha256,
             client_ca_sha256: loaded.client_ca_sha256,
             partners: names,
+            policy,
         };
         let shared = Arc::new(Shared {
             packages_dir: ws.packages_dir(),
@@ -418,15 +428,23 @@ impl Server {
             });
         }
         drop(listener);
-        let mut cut = 0u64;
-        if tokio::time::timeout(options.drain_timeout, graceful.shutdown())
+        // Drain: watched connections finish their requests; connections still in their
+        // handshake are bounded by the handshake timeout and then shut down at once.
+        let deadline = tokio::time::Instant::now() + options.drain_timeout;
+        let drained = tokio::time::timeout_at(deadline, graceful.shutdown())
             .await
-            .is_err()
-        {
+            .is_ok()
+            && tokio::time::timeout_at(deadline, async {
+                while tasks.join_next().await.is_some() {}
+            })
+            .await
+            .is_ok();
+        let mut cut = 0u64;
+        if !drained {
             cut = tasks.len() as u64;
             tasks.abort_all();
+            while tasks.join_next().await.is_some() {}
         }
-        while tasks.join_next().await.is_some() {}
         // Every response body is dropped by now, so every record is queued: flush them.
         let c = &shared.counters;
         let summary = Summary {

@@ -9,7 +9,8 @@
 //! | `GET /v1/packages/{id}/{path}` | one file of the package, streamed |
 //!
 //! A package is visible to a partner only if its index entry (`packages/<id>.meta.json`) names
-//! that partner. Anything else, including another partner's package, is the same 404, so a
+//! that partner and the policy in force still lets the partner receive the package's dataset
+//! (the partner's `datasets` list). Anything else, including another partner's package, is the same 404, so a
 //! partner learns nothing about packages that are not theirs. Paths are percent-decoded one
 //! segment at a time; empty, `.`/`..` and dot-file segments, encoded slashes and symbolic
 //! links anywhere on the way are refused (404), so no request reaches outside the package.
@@ -24,7 +25,7 @@ use serde::Deserialize;
 
 use super::body::{full, Audited, Entry, Inner};
 use super::conn::Peer;
-use super::{package_dir, tarstream, Shared};
+use super::{package_dir, tarstream, PartnerInfo, Shared};
 use crate::audit::{NewRecord, Outcome};
 
 /// The package index entry written next to each package (`packages/<id>.meta.json`).
@@ -34,6 +35,8 @@ pub(crate) struct Meta {
     #[serde(default)]
     pub(crate) run: String,
     pub(crate) partner: String,
+    #[serde(default)]
+    pub(crate) dataset: Option<String>,
     #[serde(default)]
     pub(crate) epsilon: Option<f64>,
     #[serde(default)]
@@ -79,8 +82,8 @@ pub(crate) async fn handle(
         let fp = peer.cert_sha256.clone();
         tokio::task::spawn_blocking(move || partners.lookup(&fp)).await
     };
-    let partner = match partner {
-        Ok(Ok(Some(name))) => name,
+    let info = match partner {
+        Ok(Ok(Some(info))) => info,
         Ok(Ok(None)) => {
             // Removed from the table while the connection was open.
             details.insert("cert_sha256".into(), peer.cert_sha256.clone().into());
@@ -92,6 +95,8 @@ pub(crate) async fn handle(
             return error(shared, e, StatusCode::SERVICE_UNAVAILABLE, "serve-internal");
         }
     };
+    details.insert("policy_sha256".into(), info.policy_sha256.clone().into());
+    let partner = info.name.clone();
     let actor = format!("partner:{partner}");
     if !shared.audit.healthy() {
         let e = entry(&actor, "serve.request", &path, details);
@@ -127,7 +132,7 @@ pub(crate) async fn handle(
         ["v1", "packages"] | ["v1", "packages", ""] => {
             let list = {
                 let dir = shared.packages_dir.clone();
-                let p = partner.clone();
+                let p = info.clone();
                 tokio::task::spawn_blocking(move || list_packages(&dir, &p)).await
             };
             let Ok(list) = list else {
@@ -152,14 +157,14 @@ pub(crate) async fn handle(
         }
         ["v1", "packages", id] if id.ends_with(".tar") => {
             let id = &id[..id.len() - 4];
-            let Some(meta) = visible(shared, &partner, id).await else {
+            let Some(meta) = visible(shared, &info, id).await else {
                 return not_found(shared, entry(&actor, "serve.download", id, details));
             };
             details.insert("format".into(), "tar".into());
             download_tar(shared, entry(&actor, "serve.download", &meta.id, details)).await
         }
         ["v1", "packages", id] => {
-            let Some(meta) = visible(shared, &partner, id).await else {
+            let Some(meta) = visible(shared, &info, id).await else {
                 return not_found(shared, entry(&actor, "serve.request", id, details));
             };
             json(
@@ -169,8 +174,7 @@ pub(crate) async fn handle(
             )
         }
         ["v1", "packages", id, rest @ ..] => {
-            let (Some(rel), Some(meta)) =
-                (safe_relative(rest), visible(shared, &partner, id).await)
+            let (Some(rel), Some(meta)) = (safe_relative(rest), visible(shared, &info, id).await)
             else {
                 return not_found(shared, entry(&actor, "serve.download", id, details));
             };
@@ -327,20 +331,31 @@ fn content_type(rel: &Path) -> &'static str {
 }
 
 /// The package `id` if it exists and was made for `partner`.
-async fn visible(shared: &Arc<Shared>, partner: &str, id: &str) -> Option<Meta> {
+async fn visible(shared: &Arc<Shared>, partner: &PartnerInfo, id: &str) -> Option<Meta> {
     crate::workspace::validate_name(id).ok()?;
     let dir = shared.packages_dir.clone();
-    let (partner, id) = (partner.to_string(), id.to_string());
+    let (partner, id) = (partner.clone(), id.to_string());
     tokio::task::spawn_blocking(move || {
         let meta = read_meta(&dir, &id)?;
-        let ok = meta.partner == partner
-            && meta.id == id
-            && std::fs::symlink_metadata(package_dir(&dir, &id)).is_ok_and(|m| m.is_dir());
-        ok.then_some(meta)
+        allowed(&dir, &id, &meta, &partner).then_some(meta)
     })
     .await
     .ok()
     .flatten()
+}
+
+/// The package's index entry names this partner (and this id), the partner may still receive
+/// the package's dataset under the policy in force, and the package directory is published.
+fn allowed(dir: &Path, id: &str, meta: &Meta, partner: &PartnerInfo) -> bool {
+    let dataset_ok = match (&partner.datasets, &meta.dataset) {
+        (None, _) => true,
+        (Some(list), Some(d)) => list.iter().any(|x| x == d),
+        (Some(_), None) => false,
+    };
+    meta.partner == partner.name
+        && meta.id == id
+        && dataset_ok
+        && std::fs::symlink_metadata(package_dir(dir, id)).is_ok_and(|m| m.is_dir())
 }
 
 fn read_meta(dir: &Path, id: &str) -> Option<Meta> {
@@ -356,7 +371,7 @@ fn read_meta(dir: &Path, id: &str) -> Option<Meta> {
 }
 
 /// This partner's packages, newest first.
-fn list_packages(dir: &Path, partner: &str) -> Vec<Meta> {
+fn list_packages(dir: &Path, partner: &PartnerInfo) -> Vec<Meta> {
     let Ok(rd) = std::fs::read_dir(dir) else {
         return Vec::new();
     };
@@ -367,10 +382,7 @@ fn list_packages(dir: &Path, partner: &str) -> Vec<Meta> {
             let id = name.strip_suffix(".meta.json")?;
             crate::workspace::validate_name(id).ok()?;
             let m = read_meta(dir, id)?;
-            let ok = m.partner == partner
-                && m.id == id
-                && std::fs::symlink_metadata(package_dir(dir, id)).is_ok_and(|m| m.is_dir());
-            ok.then_some(m)
+            allowed(dir, id, &m, partner).then_some(m)
         })
         .collect();
     v.sort_by(|a, b| b.created.cmp(&a.created).then_with(|| a.id.cmp(&b.id)));
@@ -518,13 +530,19 @@ mod tests {
         )
         .unwrap();
         std::fs::write(d.join("junk.meta.json"), b"{not json").unwrap();
-        let ids: Vec<_> = list_packages(d, "alpha")
-            .into_iter()
-            .map(|m| m.id)
-            .collect();
-        assert_eq!(ids, ["p3", "p1"]);
-        let ids: Vec<_> = list_packages(d, "beta").into_iter().map(|m| m.id).collect();
-        assert_eq!(ids, ["p2"]);
-        assert!(list_packages(d, "gamma").is_empty());
+        let who = |name: &str, datasets: Option<Vec<String>>| PartnerInfo {
+            name: name.into(),
+            datasets,
+            policy_sha256: String::new(),
+        };
+        let ids = |p: &PartnerInfo| -> Vec<String> {
+            list_packages(d, p).into_iter().map(|m| m.id).collect()
+        };
+        assert_eq!(ids(&who("alpha", None)), ["p3", "p1"]);
+        assert_eq!(ids(&who("beta", None)), ["p2"]);
+        assert!(ids(&who("gamma", None)).is_empty());
+        // A partner restricted to other datasets by the policy in force sees nothing.
+        assert_eq!(ids(&who("alpha", Some(vec!["ds".into()]))), ["p3", "p1"]);
+        assert!(ids(&who("alpha", Some(vec!["other".into()]))).is_empty());
     }
 }

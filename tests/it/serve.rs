@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
-use retort::workspace::{PartnerEntry, Workspace};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
 use crate::util::*;
@@ -80,7 +79,6 @@ impl Fixture {
         let server_cert = write("server.pem", &server.cert);
         let server_key = write("server.key", &server.key);
         let mut clients = std::collections::HashMap::new();
-        let mut ws = Workspace::open(&t.ws).unwrap();
         for (name, issuer, expired, register) in [
             ("alpha", &hospital, false, true),
             ("beta", &hospital, false, true),
@@ -92,14 +90,18 @@ impl Fixture {
             let cert = write(&format!("{name}.pem"), &c.cert);
             let key = write(&format!("{name}.key"), &c.key);
             if register {
-                ws.config_mut().partners.push(PartnerEntry {
-                    name: name.into(),
-                    client_cert_sha256: Some(c.sha256.clone()),
-                });
+                // The real registration path: the active policy's partner list.
+                t.run(&[
+                    "policy",
+                    "add-partner",
+                    name,
+                    "--client-cert",
+                    cert.to_str().unwrap(),
+                ])
+                .expect(0);
             }
             clients.insert(name, (cert, key, c.sha256));
         }
-        ws.save_config().unwrap();
         write_package(&t.ws, "pkg-alpha-1", "alpha", package_bytes);
         write_package(&t.ws, "pkg-beta-1", "beta", 1000);
         Fixture {
@@ -179,6 +181,17 @@ fn write_package(ws: &Path, id: &str, partner: &str, bytes: usize) {
         meta.to_string(),
     )
     .unwrap();
+}
+
+/// Take a certificate out of the active policy (the policy has no remove command: edit the
+/// file as an operator would, replacing the fingerprint).
+fn revoke(ws: &Path, sha256: &str) {
+    let p = ws.join("policies/active.toml");
+    let text = std::fs::read_to_string(&p).unwrap();
+    let n = text.matches(sha256).count();
+    let text = text.replace(sha256, &format!("{}{}", "0".repeat(62), &sha256[..2]));
+    std::fs::write(&p, text).unwrap();
+    assert!(n <= 1);
 }
 
 // ---------------------------------------------------------------- the server process
@@ -412,6 +425,26 @@ fn assert_audit_chain_intact(ws: &Path) {
     assert!(seq > 0);
 }
 
+/// The chain by hand, then `retort audit verify`: chain and checkpoints intact, and the
+/// checkpoint written when the server stopped covers every record (nothing only
+/// chain-protected).
+fn assert_audit_intact(t: &TestWs) {
+    assert_audit_chain_intact(&t.ws);
+    let r = t.run(&["--json", "audit", "verify"]);
+    r.expect(0);
+    let j = r.json();
+    assert_eq!(j["intact"], true, "{j:#}");
+    assert_eq!(
+        j["unsealed_tail"], 0,
+        "records after the last checkpoint: {j:#}"
+    );
+    let cps = j["checkpoints"].as_array().unwrap();
+    assert!(
+        !cps.is_empty() && cps.iter().all(|c| c["status"] == "ok"),
+        "{j:#}"
+    );
+}
+
 /// Untar in memory: path → bytes.
 fn untar(bytes: &[u8]) -> std::collections::BTreeMap<String, Vec<u8>> {
     let mut out = std::collections::BTreeMap::new();
@@ -616,7 +649,7 @@ fn partner_lists_downloads_and_sees_only_its_own_packages() {
     let run = records(&f.t, "serve.run");
     assert_eq!(run.len(), 1);
     assert_eq!(run[0]["outcome"], "ok");
-    assert_audit_chain_intact(&f.t.ws);
+    assert_audit_intact(&f.t);
 }
 
 #[test]
@@ -640,9 +673,7 @@ fn refused_clients_no_cert_other_ca_expired_unmapped_and_removed() {
         let alpha = f.client("alpha");
         let mut s = alpha.connect(addr).await.unwrap();
         assert_eq!(Client::get_on(&mut s, "/healthz").await.unwrap().0, 200);
-        let mut ws = Workspace::open(&f.t.ws).unwrap();
-        ws.config_mut().partners.retain(|p| p.name != "alpha");
-        ws.save_config().unwrap();
+        revoke(&f.t.ws, &f.clients["alpha"].2);
         assert_eq!(Client::get_on(&mut s, "/v1/packages").await.unwrap().0, 403);
         assert!(
             alpha.get(addr, "/healthz").await.is_err(),
@@ -693,7 +724,7 @@ fn refused_clients_no_cert_other_ca_expired_unmapped_and_removed() {
     assert!(revoked
         .iter()
         .any(|r| r["reason"] == "serve-partner-unknown" && r["details"]["status"] == 403));
-    assert_audit_chain_intact(&f.t.ws);
+    assert_audit_intact(&f.t);
 }
 
 #[test]
@@ -733,9 +764,9 @@ fn startup_errors_name_the_file_and_the_fix() {
     assert_eq!(code(&r), "serve-client-ca-invalid");
     let _ = alpha_cert;
     // Nobody registered: refuse to start rather than serve no one.
-    let mut ws = Workspace::open(&f.t.ws).unwrap();
-    ws.config_mut().partners.clear();
-    ws.save_config().unwrap();
+    for (_, _, fp) in f.clients.values() {
+        revoke(&f.t.ws, fp);
+    }
     let r = run(&f.server_cert, &f.server_key, &f.ca_pem);
     r.expect(1).stderr_has(&["add-partner"]);
     assert_eq!(code(&r), "serve-no-partners");
@@ -743,7 +774,7 @@ fn startup_errors_name_the_file_and_the_fix() {
     let runs = records(&f.t, "serve.run");
     assert_eq!(runs.len(), 6);
     assert!(runs.iter().all(|r| r["outcome"] == "error"));
-    assert_audit_chain_intact(&f.t.ws);
+    assert_audit_intact(&f.t);
 }
 
 #[test]
@@ -800,7 +831,7 @@ fn sigterm_finishes_inflight_download_and_memory_stays_bounded() {
     assert_eq!(ok.len(), 1);
     assert_eq!(ok[0]["details"]["complete"], true);
     assert_eq!(ok[0]["details"]["bytes"].as_u64().unwrap() as usize, got);
-    assert_audit_chain_intact(&f.t.ws);
+    assert_audit_intact(&f.t);
 }
 
 /// Bounded load test on loopback: 32 concurrent clients × 20 tar downloads of a 256 KiB
@@ -894,5 +925,5 @@ fn load_32_clients_x_20_downloads() {
         dl.iter().filter(|r| r["outcome"] == "intent").count(),
         CLIENTS * EACH
     );
-    assert_audit_chain_intact(&f.t.ws);
+    assert_audit_intact(&f.t);
 }
