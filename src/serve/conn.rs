@@ -46,16 +46,22 @@ pub(crate) async fn serve_connection(
                 if let Some(c) = cert {
                     details["cert_sha256"] = c.into();
                 }
-                shared.audit.record(
-                    NewRecord::new(
-                        "partner:unknown",
-                        "serve.handshake",
-                        &addr.ip().to_string(),
-                        Outcome::Refused,
-                    )
-                    .reason(reason)
-                    .details(details),
-                );
+                let (own, suppressed) = shared.refusals.admit();
+                if suppressed > 0 {
+                    shared.audit.record(super::suppressed_record(suppressed));
+                }
+                if own {
+                    shared.audit.record(
+                        NewRecord::new(
+                            "partner:unknown",
+                            "serve.handshake",
+                            &addr.ip().to_string(),
+                            Outcome::Refused,
+                        )
+                        .reason(reason)
+                        .details(details),
+                    );
+                }
             } else {
                 tracing::debug!("handshake with {addr} failed: {e}");
             }

@@ -258,6 +258,28 @@ pub struct Summary {
     pub connections_cut: u64,
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusal_records_are_rate_limited_and_summarised() {
+        let l = RefusalLimiter::new();
+        let admitted = (0..50).filter(|_| l.admit().0).count();
+        assert_eq!(admitted, MAX_REFUSAL_RECORDS_PER_SECOND as usize);
+        assert_eq!(
+            l.take_suppressed(),
+            50 - MAX_REFUSAL_RECORDS_PER_SECOND as u64
+        );
+        assert_eq!(l.take_suppressed(), 0);
+    }
+
+    #[test]
+    fn codes_are_prefixed() {
+        assert!(Error::CODES.iter().all(|c| c.starts_with("serve-")));
+    }
+}
+
 /// Counters shared by all connections.
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
@@ -267,6 +289,64 @@ pub(crate) struct Counters {
     pub(crate) bytes_sent: AtomicU64,
 }
 
+/// At most this many refused-handshake records are written per second; the rest are counted
+/// and summarised in one record, so a flood of bad handshakes cannot fill the disk.
+pub const MAX_REFUSAL_RECORDS_PER_SECOND: u32 = 20;
+
+/// Rate limit for refused-handshake audit records.
+#[derive(Debug)]
+pub(crate) struct RefusalLimiter {
+    state: std::sync::Mutex<(std::time::Instant, u32, u64)>,
+}
+
+impl RefusalLimiter {
+    fn new() -> RefusalLimiter {
+        RefusalLimiter {
+            state: std::sync::Mutex::new((std::time::Instant::now(), 0, 0)),
+        }
+    }
+
+    /// Whether this refusal gets its own record, and how many earlier ones were suppressed and
+    /// must now be reported in a summary record.
+    pub(crate) fn admit(&self) -> (bool, u64) {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let now = std::time::Instant::now();
+        let mut report = 0;
+        if now.duration_since(s.0) >= Duration::from_secs(1) {
+            report = s.2;
+            *s = (now, 0, 0);
+        }
+        if s.1 < MAX_REFUSAL_RECORDS_PER_SECOND {
+            s.1 += 1;
+            (true, report)
+        } else {
+            s.2 += 1;
+            (false, report)
+        }
+    }
+
+    /// Suppressed refusals not yet reported (at shutdown).
+    pub(crate) fn take_suppressed(&self) -> u64 {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        std::mem::take(&mut s.2)
+    }
+}
+
+/// The summary record for suppressed handshake refusals.
+pub(crate) fn suppressed_record(n: u64) -> crate::audit::NewRecord {
+    crate::audit::NewRecord::new(
+        "partner:unknown",
+        "serve.handshake",
+        "suppressed",
+        crate::audit::Outcome::Refused,
+    )
+    .reason("serve-handshake-refused")
+    .details(serde_json::json!({
+        "suppressed": n,
+        "why": format!("more than {MAX_REFUSAL_RECORDS_PER_SECOND} refused handshakes in one second; counted, not recorded one by one"),
+    }))
+}
+
 /// State every connection shares.
 #[derive(Debug)]
 pub(crate) struct Shared {
@@ -274,6 +354,7 @@ pub(crate) struct Shared {
     pub(crate) partners: Arc<PartnerDirectory>,
     pub(crate) audit: audit::Auditor,
     pub(crate) counters: Counters,
+    pub(crate) refusals: RefusalLimiter,
 }
 
 /// Facts about the server's TLS identity, for the startup audit record and the operator.
@@ -354,6 +435,7 @@ impl Server {
             partners,
             audit: audit::Auditor::start(ws.audit_dir())?,
             counters: Counters::default(),
+            refusals: RefusalLimiter::new(),
         });
         Ok(Server {
             listener,
@@ -454,6 +536,10 @@ impl Server {
             bytes_sent: c.bytes_sent.load(Ordering::Relaxed),
             connections_cut: cut,
         };
+        let suppressed = shared.refusals.take_suppressed();
+        if suppressed > 0 {
+            shared.audit.record(suppressed_record(suppressed));
+        }
         shared.audit.close()?;
         Ok(summary)
     }

@@ -763,18 +763,28 @@ fn startup_errors_name_the_file_and_the_fix() {
     r.expect(1).stderr_has(&["client CA"]);
     assert_eq!(code(&r), "serve-client-ca-invalid");
     let _ = alpha_cert;
-    // Nobody registered: refuse to start rather than serve no one.
-    for (_, _, fp) in f.clients.values() {
-        revoke(&f.t.ws, fp);
-    }
-    let r = run(&f.server_cert, &f.server_key, &f.ca_pem);
-    r.expect(1).stderr_has(&["add-partner"]);
-    assert_eq!(code(&r), "serve-no-partners");
     // Each failed start is audited with its code.
     let runs = records(&f.t, "serve.run");
-    assert_eq!(runs.len(), 6);
+    assert_eq!(runs.len(), 5);
     assert!(runs.iter().all(|r| r["outcome"] == "error"));
     assert_audit_intact(&f.t);
+
+    // Nobody registered (a fresh workspace): refuse to start rather than serve no one.
+    let empty = TestWs::init();
+    let r = empty.run(&[
+        "--json",
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--cert",
+        f.server_cert.to_str().unwrap(),
+        "--key",
+        f.server_key.to_str().unwrap(),
+        "--client-ca",
+        f.ca_pem.to_str().unwrap(),
+    ]);
+    r.expect(1).stderr_has(&["add-partner"]);
+    assert_eq!(code(&r), "serve-no-partners");
 }
 
 #[test]
