@@ -318,8 +318,13 @@ pub fn verify(ws: &Workspace, opts: &Options) -> Result<VerifyReport> {
     let bad = cps.iter().filter(|(c, _)| c.status != "ok").count();
     let intact = errors == 0 && bad == 0;
     let coverage = match &newest {
+        Some(c) if unsealed_tail == 0 => format!(
+            "every record (the first {n}) is covered by a signed checkpoint (newest good checkpoint: {}, {}); the verdict covers history up to that checkpoint: records removed after the newest checkpoint you hold would not be seen",
+            c.path.display(),
+            c.source
+        ),
         Some(c) => format!(
-            "the signatures cover records 0..{} (newest good checkpoint: {}, {}); the {unsealed_tail} record(s) after it are protected by the hash chain alone, and removing them would only be detected by a newer checkpoint held outside the workspace",
+            "signed checkpoints cover the first {} record(s) (newest good checkpoint: {}, {}); the {unsealed_tail} record(s) after it are protected by the hash chain alone, and removing them would only be detected by a newer checkpoint held outside the workspace",
             c.size,
             c.path.display(),
             c.source
@@ -440,5 +445,133 @@ pub fn fuzz_log_reader(data: &[u8]) {
     let _ = frontier.root();
     if let Ok(text) = std::str::from_utf8(data) {
         let _ = parse_note(text);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::{checkpoint, NewRecord, Outcome};
+    use proptest::prelude::*;
+
+    fn workspace(n: usize) -> (tempfile::TempDir, Workspace, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let ws = Workspace::create(&dir.path().join("ws"), "t").unwrap();
+        KeyPaths::in_dir(&ws.keys_dir()).create_all().unwrap();
+        let log = AuditLog::new(ws.audit_dir());
+        for i in 0..n {
+            log.append(NewRecord::new(
+                "user:t",
+                "x.y",
+                &format!("o{i}"),
+                Outcome::Ok,
+            ))
+            .unwrap();
+        }
+        checkpoint::seal(&ws).unwrap();
+        let seg = log.segments().unwrap()[0].clone();
+        (dir, ws, seg)
+    }
+
+    fn lines(p: &Path) -> Vec<Vec<u8>> {
+        let b = fs::read(p).unwrap();
+        b.split_inclusive(|&c| c == b'\n')
+            .map(<[u8]>::to_vec)
+            .collect()
+    }
+
+    fn codes(r: &VerifyReport) -> Vec<&'static str> {
+        r.findings.iter().map(|f| f.code).collect()
+    }
+
+    #[test]
+    fn intact_log_passes() {
+        let (_d, ws, _) = workspace(6);
+        let r = verify(&ws, &Options::default()).unwrap();
+        assert!(r.intact, "{r:#?}");
+        assert_eq!(r.records, 6);
+        assert_eq!((r.first_seq, r.last_seq), (Some(0), Some(5)));
+        assert_eq!(r.unsealed_tail, 0);
+        assert_eq!(r.checkpoints.len(), 1);
+        assert_eq!(r.checkpoints[0].status, "ok");
+    }
+
+    #[test]
+    fn unsealed_tail_is_counted() {
+        let (_d, ws, _) = workspace(3);
+        let log = AuditLog::new(ws.audit_dir());
+        for _ in 0..2 {
+            log.append(NewRecord::new("user:t", "x.z", "o", Outcome::Ok))
+                .unwrap();
+        }
+        let r = verify(&ws, &Options::default()).unwrap();
+        assert!(r.intact);
+        assert_eq!(r.unsealed_tail, 2);
+    }
+
+    #[test]
+    fn fail_pinned_wrong_key_makes_every_checkpoint_unknown() {
+        let (_d, ws, _) = workspace(2);
+        let other = SigningKey::generate().unwrap().public();
+        let r = verify(
+            &ws,
+            &Options {
+                key: Some(other),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert!(!r.intact);
+        assert_eq!(r.checkpoints[0].status, "unknown-key");
+        assert_eq!(r.key.source, "pinned");
+    }
+
+    #[test]
+    fn fail_swap_reports_reorder_and_chain_break() {
+        let (_d, ws, seg) = workspace(6);
+        let mut l = lines(&seg);
+        l.swap(1, 2);
+        fs::write(&seg, l.concat()).unwrap();
+        let r = verify(&ws, &Options::default()).unwrap();
+        let c = codes(&r);
+        assert!(
+            c.contains(&"reorder") && c.contains(&"chain-break"),
+            "{c:?}"
+        );
+        assert_eq!(r.checkpoints[0].status, "root-mismatch");
+    }
+
+    fn mutated(kind: u8, a: usize, b: usize, byte: u8) -> bool {
+        let (_d, ws, seg) = workspace(6);
+        let mut l = lines(&seg);
+        let n = l.len();
+        match kind {
+            0 => {
+                // Flip one byte anywhere in the file.
+                let mut all = l.concat();
+                let i = a % all.len();
+                all[i] ^= byte.max(1);
+                fs::write(&seg, all).unwrap();
+            }
+            1 => {
+                l.remove(a % n);
+                fs::write(&seg, l.concat()).unwrap();
+            }
+            _ => {
+                let (i, j) = (a % n, b % n);
+                let j = if i == j { (j + 1) % n } else { j };
+                l.swap(i, j);
+                fs::write(&seg, l.concat()).unwrap();
+            }
+        }
+        !verify(&ws, &Options::default()).unwrap().intact
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+        #[test]
+        fn any_flip_drop_or_reorder_is_detected(kind in 0u8..3, a in 0usize..10_000, b in 0usize..10_000, byte in any::<u8>()) {
+            prop_assert!(mutated(kind, a, b, byte));
+        }
     }
 }

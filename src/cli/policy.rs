@@ -1,5 +1,6 @@
-//! `retort policy check FILE | show | add-partner NAME`: validate a policy before deploying it,
-//! print the active one in plain words, register a partner (an audited policy change).
+//! `retort policy check FILE | show | add-partner NAME | activate FILE`: validate a policy before
+//! deploying it, print the active one in plain words, register a partner or replace the active
+//! policy (both audited policy changes, with the old and new SHA-256).
 
 use std::path::PathBuf;
 
@@ -48,6 +49,12 @@ pub enum PolicyCmd {
         #[arg(long)]
         description: Option<String>,
     },
+    /// Replace the workspace's active policy with FILE after validating it (audited, with old
+    /// and new SHA-256).
+    Activate {
+        /// The new policy file (checked with the same rules as `policy check`).
+        file: PathBuf,
+    },
 }
 
 /// Run `retort policy`.
@@ -77,6 +84,7 @@ pub fn run(args: Args, ctx: &mut Ctx) -> Result<Report> {
             },
             ctx,
         ),
+        PolicyCmd::Activate { file } => activate(&file, ctx),
     }
 }
 
@@ -365,6 +373,63 @@ fn add_partner(a: NewPartnerArgs, ctx: &mut Ctx) -> Result<Report> {
             "signing_key_sha256": partner.signing_key.map(|k| k.fingerprint()),
             "old_sha256": old_sha,
             "new_sha256": new_sha,
+        }),
+    ))
+}
+
+fn activate(file: &std::path::Path, ctx: &mut Ctx) -> Result<Report> {
+    let ws = ctx.open_audited("policy.activate", &file.display().to_string())?;
+    // Validate first: an invalid file never becomes the active policy.
+    let new = policy::load_file(file)?;
+    ctx.set_object(&new.name);
+    let bytes = std::fs::read(file)
+        .map_err(|e| policy::Error::Read(crate::error::IoError::new("reading", file, e)))?;
+    if crate::dataset::sha256_hex(&bytes) != new.sha256 {
+        return Err(super::usage(
+            format!("{} changed while it was being checked", file.display()),
+            "run the command again once the file is no longer being edited",
+        ));
+    }
+    let _lock = ws.lock(DEFAULT_LOCK_WAIT)?;
+    let path = ws.policy_path();
+    let old_sha = match std::fs::read(&path) {
+        Ok(b) => Some(crate::dataset::sha256_hex(&b)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => {
+            return Err(policy::Error::Read(crate::error::IoError::new("reading", &path, e)).into())
+        }
+    };
+    ctx.detail("old_sha256", old_sha.clone());
+    ctx.detail("new_sha256", new.sha256.clone());
+    let details = serde_json::json!({
+        "change": "activate",
+        "source": file.display().to_string(),
+        "old_sha256": old_sha,
+        "new_sha256": new.sha256,
+        "policy_path": path.display().to_string(),
+    });
+    ctx.intent(&ws, "policy.change", &new.name, details.clone())?;
+    atomic_write(&path, &bytes)?;
+    ctx.record(
+        &ws,
+        NewRecord::new(&ctx.actor, "policy.change", &new.name, Outcome::Ok).details(details),
+    )?;
+    for w in &new.warnings {
+        ctx.say(format!("warning: {w}"));
+    }
+    Ok(Report::new(
+        format!(
+            "active policy is now {:?} (sha256 {}, was {})\n  file: {}\n",
+            new.name,
+            new.sha256,
+            old_sha.as_deref().unwrap_or("none"),
+            path.display()
+        ),
+        serde_json::json!({
+            "policy": new.name,
+            "path": path.display().to_string(),
+            "old_sha256": old_sha,
+            "new_sha256": new.sha256,
         }),
     ))
 }

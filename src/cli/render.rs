@@ -28,9 +28,17 @@ pub fn emit(ctx: &Ctx, result: Result<Report>) -> u8 {
                 eprintln!("hint: {h}");
             }
             if ctx.json {
-                let v = serde_json::json!({
+                let mut v = serde_json::json!({
                     "error": { "code": e.code(), "message": e.to_string(), "hint": hint, "exit_code": e.exit_code() }
                 });
+                // `retort verify --json` failing: the report (`ok`, `steps`, …) goes with the error.
+                if let (crate::Error::Verify(ve), Some(obj)) = (&e, v.as_object_mut()) {
+                    if let Some(serde_json::Value::Object(report)) = ve.report() {
+                        for (k, x) in report {
+                            obj.insert(k.clone(), x.clone());
+                        }
+                    }
+                }
                 println!("{v}");
             }
             e.exit_code()

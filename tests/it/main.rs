@@ -3,6 +3,9 @@
 
 mod util;
 
+mod audit;
 mod foundation;
+mod package;
 mod policy;
+mod privacy;
 mod serve;

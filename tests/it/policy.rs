@@ -254,3 +254,44 @@ fn add_partner_refuses_a_broken_active_policy() {
         .stderr_has(&["active.toml:4:1: unknown policy key `foo`"]);
     assert_eq!(sha256_file(&active), before);
 }
+
+#[test]
+fn activate_replaces_the_policy_and_is_audited() {
+    let t = TestWs::init();
+    let active = t.ws.join("policies/active.toml");
+    let old_sha = sha256_file(&active);
+    let strict = repo("policies/strict.toml");
+    let j = t.run(&["policy", "activate", &strict, "--json"]);
+    j.expect(0);
+    let j = j.json();
+    assert_eq!(j["policy"], "strict");
+    assert_eq!(j["old_sha256"], old_sha.as_str());
+    assert_eq!(j["new_sha256"], sha256_file(Path::new(&strict)));
+    assert_eq!(sha256_file(&active), sha256_file(Path::new(&strict)));
+    let recs = t.audit_records();
+    let ch: Vec<_> = recs
+        .iter()
+        .filter(|r| r["action"] == "policy.change")
+        .collect();
+    assert_eq!(ch.len(), 2);
+    assert_eq!(ch[1]["details"]["old_sha256"], old_sha.as_str());
+    t.run(&["policy", "show"])
+        .expect(0)
+        .stdout_has(&["policy \"strict\""]);
+
+    // An invalid file never becomes active.
+    let bad = t.path("bad.toml");
+    std::fs::write(
+        &bad,
+        "version = 1\nname = \"x\"\n[budget]\nrun_epsilon_cap = 0\n",
+    )
+    .unwrap();
+    let before = sha256_file(&active);
+    t.run(&["policy", "activate", &bad.display().to_string()])
+        .expect(1)
+        .stderr_has(&["bad.toml:", "hint:"]);
+    assert_eq!(sha256_file(&active), before);
+    let last = t.audit_records().last().unwrap().clone();
+    assert_eq!(last["action"], "policy.activate");
+    assert_eq!(last["outcome"], "error");
+}
