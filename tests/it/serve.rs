@@ -937,3 +937,184 @@ fn load_32_clients_x_20_downloads() {
     );
     assert_audit_intact(&f.t);
 }
+
+// ---------------------------------------------------------------- with a real package
+
+mod real {
+    //! A package made by `retort package` (issue 6) from a fixture run, fetched over mutual
+    //! TLS and checked with `retort verify`. The run fixture mirrors tests/it/package.rs.
+    use std::sync::Arc;
+
+    use arrow_array::{
+        ArrayRef, FixedSizeListArray, Float32Array, Int32Array, RecordBatch, StringArray,
+    };
+    use arrow_schema::{DataType, Field, Schema};
+
+    use super::*;
+
+    pub(super) const RUN_ID: &str = "run-20261129-5e55e55e";
+
+    fn synthetic_parquet() -> Vec<u8> {
+        let (n, len) = (4usize, 16usize);
+        let labels: Vec<i32> = (0..n).map(|i| (i / 2) as i32).collect();
+        let names: Vec<&str> = labels.iter().map(|&l| ["a", "b"][l as usize]).collect();
+        let values: Vec<f32> = (0..n * len).map(|i| (i % 9) as f32 / 8.0).collect();
+        let item = Arc::new(Field::new("item", DataType::Float32, false));
+        let image = FixedSizeListArray::new(
+            item.clone(),
+            len as i32,
+            Arc::new(Float32Array::from(values)),
+            None,
+        );
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("label", DataType::Int32, false),
+            Field::new("label_name", DataType::Utf8, false),
+            Field::new("image", DataType::FixedSizeList(item, len as i32), false),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(Int32Array::from(labels)) as ArrayRef,
+                Arc::new(StringArray::from(names)),
+                Arc::new(image),
+            ],
+        )
+        .unwrap();
+        let props = parquet::file::properties::WriterProperties::builder()
+            .set_key_value_metadata(Some(vec![
+                parquet::file::metadata::KeyValue::new("retort.shape".into(), "1,4,4".to_string()),
+                parquet::file::metadata::KeyValue::new(
+                    "retort.version".into(),
+                    "0.1.0".to_string(),
+                ),
+            ]))
+            .build();
+        let mut out = Vec::new();
+        let mut w = parquet::arrow::ArrowWriter::try_new(&mut out, schema, Some(props)).unwrap();
+        w.write(&batch).unwrap();
+        w.close().unwrap();
+        out
+    }
+
+    fn png() -> Vec<u8> {
+        let img = image::GrayImage::from_fn(8, 8, |x, y| image::Luma([((x * 30 + y) % 256) as u8]));
+        let mut out = std::io::Cursor::new(Vec::new());
+        img.write_to(&mut out, image::ImageFormat::Png).unwrap();
+        out.into_inner()
+    }
+
+    fn run_json() -> serde_json::Value {
+        serde_json::json!({
+            "version": 1, "id": RUN_ID, "dataset": "phantoms",
+            "dataset_fingerprint": "5f".repeat(32),
+            "method": "gm", "status": "completed", "ipc": 2, "epsilon": 1.0, "delta": 1e-5,
+            "privacy": {"epsilon": 0.97, "epsilon_rdp": 1.02, "epsilon_pld": 0.97, "accountant": "pld",
+                        "noise_multiplier": 1.1, "sampling_rate": 0.01, "steps": 500, "clip_norm": 1.0,
+                        "neighbouring": "add-remove-one-image"},
+            "events": [{"kind": "poisson-sampled-gaussian", "q": 0.01, "sigma": 1.1, "steps": 500}],
+            "hyperparameters": {"iterations": 500, "model": "convnet"},
+            "policy": {"name": "default", "sha256": "ab".repeat(32)},
+            "shape": [1, 4, 4], "classes": ["a", "b"],
+            "started": "2026-11-29T10:00:00Z", "finished": "2026-11-29T10:05:00Z", "seconds": 300.0,
+            "retort_version": "0.1.0"
+        })
+    }
+
+    /// A completed run charged to the ledger, packaged for alpha; returns the package id.
+    pub(super) fn package_for_alpha(t: &TestWs) -> String {
+        let rd = t.ws.join("runs").join(RUN_ID);
+        std::fs::create_dir_all(&rd).unwrap();
+        std::fs::write(rd.join("run.json"), run_json().to_string()).unwrap();
+        std::fs::write(rd.join("synthetic.parquet"), synthetic_parquet()).unwrap();
+        std::fs::write(rd.join("contact_sheet.png"), png()).unwrap();
+        let ws = retort::workspace::Workspace::open(&t.ws).unwrap();
+        let events: Vec<retort::dp::event::DpEvent> =
+            serde_json::from_value(run_json()["events"].clone()).unwrap();
+        retort::ledger::Ledger::open(&ws, "phantoms")
+            .unwrap()
+            .reserve(RUN_ID, &events, 1e-5, Some(10.0))
+            .unwrap()
+            .commit()
+            .unwrap();
+        let j = t
+            .run(&["package", RUN_ID, "--partner", "alpha", "--json"])
+            .expect(0)
+            .json();
+        j["package"].as_str().unwrap().to_string()
+    }
+
+    pub(super) fn public_key(t: &TestWs) -> PathBuf {
+        let r = t.run(&["keys", "export-public"]);
+        r.expect(0);
+        let s = r.stdout.find("-----BEGIN").expect("PEM on stdout");
+        let e =
+            r.stdout.find("-----END PUBLIC KEY-----").unwrap() + "-----END PUBLIC KEY-----".len();
+        let p = t.path("hospital.pub.pem");
+        std::fs::write(&p, format!("{}\n", &r.stdout[s..e])).unwrap();
+        p
+    }
+}
+
+#[test]
+fn real_package_fetched_over_mtls_verifies() {
+    let f = Fixture::new(1000);
+    let id = real::package_for_alpha(&f.t);
+    let key = real::public_key(&f.t);
+    let srv = f.start(&[]);
+    let addr = srv.addr;
+    let alpha = f.client("alpha");
+    let (list, tar_bytes, one) = rt().block_on(async {
+        let mut s = alpha.connect(addr).await.unwrap();
+        let list = Client::get_on(&mut s, "/v1/packages").await.unwrap();
+        let tar = Client::get_on(&mut s, &format!("/v1/packages/{id}.tar"))
+            .await
+            .unwrap();
+        let one = Client::get_on(&mut s, &format!("/v1/packages/{id}/data/synthetic.parquet"))
+            .await
+            .unwrap();
+        (list, tar, one)
+    });
+    srv.stop();
+    assert_eq!(list.0, 200);
+    let j: serde_json::Value = serde_json::from_slice(&list.1).unwrap();
+    assert!(
+        j["packages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["id"] == id.as_str() && p["run"] == real::RUN_ID),
+        "{j}"
+    );
+    assert_eq!(one.0, 200);
+    assert_eq!(
+        one.1,
+        std::fs::read(
+            f.t.ws
+                .join("packages")
+                .join(&id)
+                .join("data/synthetic.parquet")
+        )
+        .unwrap()
+    );
+    assert_eq!(tar_bytes.0, 200);
+    let tar_path = f.t.path("fetched.tar");
+    std::fs::write(&tar_path, &tar_bytes.1).unwrap();
+    let x = f.t.path("fetched");
+    std::fs::create_dir(&x).unwrap();
+    assert!(Command::new("tar")
+        .arg("-xf")
+        .arg(&tar_path)
+        .arg("-C")
+        .arg(&x)
+        .status()
+        .unwrap()
+        .success());
+    retort(&[
+        "verify",
+        x.join(&id).to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+    ])
+    .expect(0);
+    assert_audit_intact(&f.t);
+}
