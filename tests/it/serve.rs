@@ -581,7 +581,7 @@ fn partner_lists_downloads_and_sees_only_its_own_packages() {
         .arg(&url)
         .status();
     match st {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && std::env::var_os("CI").is_none() => {
             eprintln!("SKIPPED curl part: curl is not installed")
         }
         Err(e) => panic!("curl: {e}"),
