@@ -10,3 +10,4 @@ mod nn;
 mod package;
 mod policy;
 mod privacy;
+mod serve;
