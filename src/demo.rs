@@ -45,6 +45,31 @@ pub fn generate(train_per_class: usize, test_per_class: usize) -> NewDataset {
     }
 }
 
+/// Write a generated set as an image folder `ROOT/<class>/<n>.png` (train and test images
+/// together; `retort ingest` draws its own random split), the layout hospitals export.
+///
+/// # Errors
+/// I/O errors, with the path.
+pub fn write_png_folder(ds: &NewDataset, root: &std::path::Path) -> crate::Result<()> {
+    let mut n = 0usize;
+    for set in [&ds.train, &ds.test] {
+        for i in 0..set.len() {
+            let class = &ds.classes[set.labels[i] as usize];
+            let dir = root.join(class);
+            crate::workspace::create_dir_all(&dir)?;
+            let img = image::GrayImage::from_raw(SIDE as u32, SIDE as u32, set.image(i).to_vec())
+                .expect("invariant: demo images are SIDE x SIDE grayscale");
+            let path = dir.join(format!("{n:05}.png"));
+            let mut bytes = Vec::new();
+            img.write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png)
+                .map_err(|e| crate::error::IoError::new("encoding", &path, std::io::Error::other(e)))?;
+            crate::workspace::atomic_write(&path, &bytes)?;
+            n += 1;
+        }
+    }
+    Ok(())
+}
+
 /// Draw one phantom of `class`.
 fn draw(class: u32, rng: &mut ChaCha8Rng) -> Vec<u8> {
     let s = SIDE as f32;

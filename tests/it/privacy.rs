@@ -161,7 +161,9 @@ fn budget_of_empty_and_charged_dataset() {
     let policy = t.dir.path().join("p.toml");
     std::fs::write(
         &policy,
-        "[budget]\ndataset_epsilon_cap = 8.0\nrun_epsilon_cap = 4.0\nmax_delta = 1e-5\n",
+        retort::policy::template("default")
+            .unwrap()
+            .replace("dataset_epsilon_cap = 10.0", "dataset_epsilon_cap = 8.0"),
     )
     .unwrap();
     let p = policy.to_str().unwrap();
