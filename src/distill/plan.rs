@@ -1,0 +1,231 @@
+//! Planning a distillation from public metadata only: the method, its parameters, the noise
+//! multiplier calibrated to the target (ε, δ), the exact privacy events the run will spend, and
+//! an estimated run time from a short benchmark on random (non-private) data.
+
+use serde::{Deserialize, Serialize};
+
+use super::{accounting, dm, gm, DpEvent, Error, Method};
+use crate::dataset::{Meta, Shape};
+
+/// What the user asked for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Request {
+    /// Target ε.
+    pub epsilon: f64,
+    /// δ.
+    pub delta: f64,
+    /// Synthetic images per class.
+    pub ipc: usize,
+    /// Method; `None` = the default for this dataset.
+    pub method: Option<Method>,
+    /// Synthesis iterations (dm) or outer iterations (gm); `None` = size-aware default.
+    pub iterations: Option<usize>,
+    /// Non-private initialisation seed (feature nets, synthetic init, augmentation); `None` =
+    /// drawn from the OS. Never seeds privacy noise or sampling.
+    pub seed: Option<u64>,
+}
+
+/// Method-specific parameters.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "method", rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum Params {
+    /// Distribution matching.
+    Dm(dm::DmParams),
+    /// Gradient matching.
+    Gm(gm::GmParams),
+}
+
+/// A planned run: everything needed to reserve, run and record it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Plan {
+    /// Dataset name.
+    pub dataset: String,
+    /// The dataset's keyed fingerprint (HMAC, from its metadata).
+    pub dataset_fingerprint: String,
+    /// Training record count: **public metadata** by policy (used for q and δ < 1/n).
+    pub records: usize,
+    /// Class names: **public metadata**.
+    pub classes: Vec<String>,
+    /// Image shape: **public metadata**.
+    pub shape: Shape,
+    /// Method.
+    pub method: Method,
+    /// Why this method (when it was chosen by default) or "requested".
+    pub method_reason: String,
+    /// Synthetic images per class.
+    pub ipc: usize,
+    /// Target ε.
+    pub epsilon_target: f64,
+    /// δ.
+    pub delta: f64,
+    /// Calibrated noise multiplier σ (noise std = σ·C).
+    pub noise_multiplier: f64,
+    /// Poisson sampling rate q (gm; `None` for dm's full-data release).
+    pub sampling_rate: Option<f64>,
+    /// Noisy releases (gm: Poisson-sampled steps; dm: 1).
+    pub steps: u64,
+    /// Clip norm C.
+    pub clip_norm: f64,
+    /// The events the run will spend (what the ledger reserves).
+    pub events: Vec<DpEvent>,
+    /// ε of the events by the exact/tight accountant used for calibration.
+    pub epsilon: f64,
+    /// Which accountant gave `epsilon`.
+    pub accountant: String,
+    /// Method parameters.
+    pub params: Params,
+    /// Non-private initialisation seed.
+    pub seed: u64,
+    /// Which dataset metadata the plan read (all public by policy).
+    pub public_metadata: Vec<String>,
+    /// Warnings for the operator.
+    pub warnings: Vec<String>,
+}
+
+fn bad(name: &str, why: impl Into<String>) -> Error {
+    Error::BadParameter {
+        name: name.into(),
+        why: why.into(),
+    }
+}
+
+/// Plan a run from the dataset's public metadata. Reads no pixels, spends nothing.
+///
+/// # Errors
+/// `distill-bad-parameter` (ε, δ, ipc, iterations out of range), `distill-dataset` (no
+/// training images, a class without images, images smaller than 8×8), `distill-calibration`.
+pub fn plan(meta: &Meta, req: &Request) -> Result<Plan, Error> {
+    if !(req.epsilon.is_finite() && req.epsilon > 0.0) {
+        return Err(bad("epsilon", "must be a positive finite number"));
+    }
+    if !(req.delta > 0.0 && req.delta < 1.0) {
+        return Err(bad("delta", "must be in (0, 1), e.g. 1e-5"));
+    }
+    if req.ipc == 0 || req.ipc > 1000 {
+        return Err(bad("ipc", "must be between 1 and 1000"));
+    }
+    if req.iterations == Some(0) {
+        return Err(bad("iterations", "must be at least 1"));
+    }
+    let n = meta.train_count;
+    let k = meta.classes.len();
+    let ds_err = |why: &str| Error::Dataset {
+        dataset: meta.name.clone(),
+        why: why.into(),
+    };
+    if n == 0 || k < 2 {
+        return Err(ds_err("it needs training images of at least two classes"));
+    }
+    if meta.shape.h < 8 || meta.shape.w < 8 {
+        return Err(ds_err("images must be at least 8x8"));
+    }
+    let mut warnings = Vec::new();
+    if req.delta >= 1.0 / n as f64 {
+        warnings.push(format!(
+            "delta {} is not below 1/n = {:.3e}: a mechanism could publish one record outright",
+            req.delta,
+            1.0 / n as f64
+        ));
+    }
+    let (method, reason) = match req.method {
+        Some(m) => (m, "requested".to_string()),
+        None => {
+            let (m, why) = Method::default_for(n, k);
+            (m, why.to_string())
+        }
+    };
+    let seed = match req.seed {
+        Some(s) => s,
+        None => u64::from_le_bytes(crate::keys::try_random_bytes::<8>().map_err(|_| Error::Rng)?),
+    };
+    let (params, sigma, q, steps, clip, events, eps, accountant) = match method {
+        Method::Dm => {
+            let mut p = dm::DmParams::defaults(n, k);
+            if let Some(it) = req.iterations {
+                p.iterations = it;
+            }
+            p.validate()?;
+            let sigma = accounting::gaussian_sigma(req.epsilon, req.delta);
+            let eps = accounting::gaussian_epsilon(sigma, req.delta);
+            let clip = p.clip_norm;
+            (
+                Params::Dm(p),
+                sigma,
+                None,
+                1,
+                clip,
+                vec![DpEvent::gaussian(sigma, 1)],
+                eps,
+                "analytic-gaussian (exact for one Gaussian mechanism)".to_string(),
+            )
+        }
+        Method::Gm => {
+            let mut p = gm::GmParams::defaults(n, k, req.ipc);
+            if let Some(it) = req.iterations {
+                p.outer = it;
+            }
+            p.validate()?;
+            let q = (p.expected_batch as f64 / n as f64).min(1.0);
+            let steps = p.steps();
+            let (sigma, eps, acct) = gm::calibrate(req.epsilon, req.delta, q, steps)?;
+            let clip = p.clip_norm;
+            (
+                Params::Gm(p),
+                sigma,
+                Some(q),
+                steps,
+                clip,
+                vec![DpEvent::poisson_gaussian(q, sigma, steps)],
+                eps,
+                acct,
+            )
+        }
+    };
+    Ok(Plan {
+        dataset: meta.name.clone(),
+        dataset_fingerprint: meta.fingerprint.clone(),
+        records: n,
+        classes: meta.classes.clone(),
+        shape: meta.shape,
+        method,
+        method_reason: reason,
+        ipc: req.ipc,
+        epsilon_target: req.epsilon,
+        delta: req.delta,
+        noise_multiplier: sigma,
+        sampling_rate: q,
+        steps,
+        clip_norm: clip,
+        events,
+        epsilon: eps,
+        accountant,
+        params,
+        seed,
+        public_metadata: vec![
+            "train_count (record count)".into(),
+            "class names".into(),
+            "image shape".into(),
+        ],
+        warnings,
+    })
+}
+
+impl Plan {
+    /// The hyper-parameters as JSON (for run.json and the manifest).
+    pub fn hyperparameters(&self) -> serde_json::Value {
+        serde_json::to_value(&self.params).expect("invariant: params serialize")
+    }
+
+    /// Estimated run time in seconds, from timing a few units of the run's work on random
+    /// (non-private) images of the planned shape.
+    ///
+    /// # Errors
+    /// `distill-compute`.
+    pub fn estimate_seconds(&self) -> Result<f64, Error> {
+        match &self.params {
+            Params::Dm(p) => dm::estimate_seconds(p, self.shape, self.records, self.classes.len(), self.ipc),
+            Params::Gm(p) => gm::estimate_seconds(p, self),
+        }
+    }
+}
