@@ -18,6 +18,17 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Class, Coded, IoError};
 use crate::workspace::{atomic_write, hex, publish_dir, validate_name, Workspace};
 
+mod sheet;
+mod synthetic;
+
+pub use sheet::{contact_sheet_png, SheetImages, MAX_COLUMNS, MAX_PER_CLASS};
+#[allow(unused_imports)]
+pub(crate) use synthetic::string_values;
+pub use synthetic::{
+    parse_shape, read_synthetic_parquet, synthetic_schema, unit_to_u8, write_synthetic_parquet,
+    FloatImages, CLASSES_KEY, SHAPE_KEY, VERSION_KEY,
+};
+
 /// Dataset errors.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -50,6 +61,14 @@ pub enum Error {
         /// What is wrong.
         why: String,
     },
+    /// A data file (e.g. a synthetic Parquet table) does not have the expected format.
+    #[error("{path}: {why}")]
+    Format {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        why: String,
+    },
     /// Name validation.
     #[error(transparent)]
     Name(#[from] crate::workspace::Error),
@@ -65,6 +84,7 @@ impl Error {
         "dataset-exists",
         "dataset-corrupt",
         "dataset-invalid",
+        "dataset-format",
         "dataset-name",
         "dataset-io",
     ];
@@ -77,6 +97,7 @@ impl Coded for Error {
             Error::Exists { .. } => "dataset-exists",
             Error::Corrupt { .. } => "dataset-corrupt",
             Error::Invalid { .. } => "dataset-invalid",
+            Error::Format { .. } => "dataset-format",
             Error::Name(_) => "dataset-name",
             Error::Io(_) => "dataset-io",
         }
@@ -87,6 +108,7 @@ impl Coded for Error {
             Error::Exists { .. } => "choose another --name; datasets are never overwritten (their budget history depends on them)".into(),
             Error::Corrupt { .. } => "the workspace was modified outside retort; restore it from backup or ingest the data again under a new name".into(),
             Error::Invalid { .. } => return None,
+            Error::Format { .. } => "check that the file is a synthetic.parquet written by retort (label: int32, label_name: utf8, image: fixed_size_list<float32>, retort.shape metadata)".into(),
             Error::Name(e) => return e.hint(),
             Error::Io(e) => return e.hint(),
         })
