@@ -27,7 +27,7 @@ pub mod rundir;
 
 use serde::{Deserialize, Serialize};
 
-use crate::dataset::{Images, Shape};
+use crate::dataset::Images;
 use crate::error::{Class, Coded};
 use crate::progress::Sink;
 pub use compat::DpEvent;
@@ -185,54 +185,9 @@ impl std::fmt::Display for Method {
     }
 }
 
-/// The synthetic set a run produces: `classes × ipc` images in [0, 1], class-major.
-#[derive(Clone, PartialEq)]
-pub struct SyntheticSet {
-    /// Shape of every image.
-    pub shape: Shape,
-    /// `n * shape.len()` values in [0, 1], row-major C,H,W per image.
-    pub pixels: Vec<f32>,
-    /// One label per image.
-    pub labels: Vec<u32>,
-}
-
-impl std::fmt::Debug for SyntheticSet {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SyntheticSet")
-            .field("shape", &self.shape)
-            .field("n", &self.labels.len())
-            .finish()
-    }
-}
-
-impl SyntheticSet {
-    /// Number of images.
-    pub fn len(&self) -> usize {
-        self.labels.len()
-    }
-    /// True if empty.
-    pub fn is_empty(&self) -> bool {
-        self.labels.is_empty()
-    }
-    /// Image `i` as a slice.
-    pub fn image(&self, i: usize) -> &[f32] {
-        let n = self.shape.len();
-        &self.pixels[i * n..(i + 1) * n]
-    }
-    /// Quantise to 8-bit [`Images`] (e.g. for a contact sheet or the evaluation harness).
-    pub fn to_images(&self) -> Images {
-        let mut im = Images::new(self.shape);
-        for i in 0..self.len() {
-            let px: Vec<u8> = self
-                .image(i)
-                .iter()
-                .map(|&x| (x.clamp(0.0, 1.0) * 255.0).round() as u8)
-                .collect();
-            im.push(&px, self.labels[i]);
-        }
-        im
-    }
-}
+/// The synthetic set a run produces: `classes × ipc` images in [0, 1], class-major (the
+/// partner format's in-memory form).
+pub type SyntheticSet = crate::dataset::FloatImages;
 
 /// What a run returns: the synthetic set, the events it spent, and diagnostics.
 #[derive(Debug, Clone)]

@@ -242,27 +242,10 @@ pub fn shape_string(s: Shape) -> String {
 }
 
 fn write_parquet(path: &Path, set: &SyntheticSet, classes: &[String]) -> crate::Result<()> {
-    adapter::write_parquet(path, set, classes)
+    crate::dataset::write_synthetic_parquet(path, set, classes)?;
+    Ok(())
 }
 
 fn contact_sheet(set: &SyntheticSet, classes: &[String]) -> Vec<u8> {
-    adapter::contact_sheet(set, classes)
-}
-
-/// Adapter to the ingest helper's writers (`dataset::write_synthetic_parquet`,
-/// `contact_sheet_png`).
-mod adapter {
-    use super::*;
-
-    pub(super) fn write_parquet(
-        _path: &Path,
-        _set: &SyntheticSet,
-        _classes: &[String],
-    ) -> crate::Result<()> {
-        Ok(())
-    }
-
-    pub(super) fn contact_sheet(_set: &SyntheticSet, _classes: &[String]) -> Vec<u8> {
-        Vec::new()
-    }
+    crate::dataset::contact_sheet_png(set, classes, None)
 }
