@@ -228,10 +228,14 @@ impl Images {
 pub enum SplitInfo {
     /// The source's own split (e.g. IDX `train-*` / `t10k-*`).
     Official,
-    /// A uniformly random permutation from the OS CSPRNG, the first `test_fraction` held out.
+    /// A uniformly random permutation from the OS CSPRNG, the first `test_fraction` held out
+    /// (per class when `stratified`).
     Random {
         /// Fraction held out for testing.
         test_fraction: f64,
+        /// Drawn per class (each class keeps `round(n * test_fraction)` test images).
+        #[serde(default)]
+        stratified: bool,
     },
 }
 

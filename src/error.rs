@@ -205,6 +205,15 @@ impl Error {
         }
     }
 
+    /// The message for audit records: the same as `Display`, except that ingest errors leave
+    /// out file and folder names (they can hold PHI, e.g. patient names in DICOM file names).
+    pub fn audit_message(&self) -> String {
+        match self {
+            Error::Ingest(e) => e.what(),
+            _ => self.to_string(),
+        }
+    }
+
     /// The process exit code (DESIGN §3).
     pub fn exit_code(&self) -> u8 {
         self.class().exit_code()

@@ -274,7 +274,7 @@ impl Ctx {
         };
         let mut details = t.details;
         if let Err(e) = &result {
-            details.insert("error".into(), serde_json::Value::String(e.to_string()));
+            details.insert("error".into(), serde_json::Value::String(e.audit_message()));
         }
         let mut rec = NewRecord::new(&self.actor, &t.action, &t.object, outcome)
             .details(serde_json::Value::Object(details));

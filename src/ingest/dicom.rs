@@ -1,0 +1,651 @@
+//! DICOM: `ROOT/<class>/*.dcm` (also `.dicom` or no extension), or `ROOT` plus a labels CSV
+//! (`file,class` per line, file names relative to `ROOT`).
+//!
+//! Per file, in order (the first failing step refuses the file with its reason):
+//! 1. open as DICOM Part 10 (preamble, `DICM`, file meta group);
+//! 2. the transfer syntax must be one this build decodes ([`SUPPORTED_TRANSFER_SYNTAXES`]):
+//!    JPEG-LS, 12-bit JPEG, video and unknown syntaxes are refused;
+//! 3. burned-in text: refused per [`deid::DecodeView::burned_in`];
+//! 4. decode the pixel data (dicom-pixeldata), **first frame only** of multi-frame objects;
+//! 5. monochrome: modality rescale (slope/intercept), then the first VOI window (linear or
+//!    sigmoid, PS3.3 C.11.2.1.2) or, without a window, min-max of the frame; MONOCHROME1 is
+//!    inverted; palette colour is looked up in its tables; RGB/YBR_FULL become RGB.
+//!
+//! Only the pixels and the label leave this module (see [`deid`]).
+
+use std::path::{Path, PathBuf};
+
+use dicom_dictionary_std::tags;
+use dicom_object::DefaultDicomObject;
+use dicom_pixeldata::{DecodedPixelData, PixelDecoder, PixelRepresentation, VoiLutFunction};
+
+use super::deid::{DecodeView, Inventory};
+use super::error::Refusal;
+use super::images::class_folders;
+use super::{guarded, has_ext, list_dir, Collected, Error, Item, Options, Part, Raw};
+use crate::progress::{Event, Sink};
+
+/// Transfer syntaxes decoded by this build (uncompressed, deflate, JPEG baseline/lossless,
+/// JPEG 2000, RLE), as tested in `../shared/reference/provenance.md` §4.3.
+pub const SUPPORTED_TRANSFER_SYNTAXES: &[(&str, &str)] = &[
+    ("1.2.840.10008.1.2", "Implicit VR Little Endian"),
+    ("1.2.840.10008.1.2.1", "Explicit VR Little Endian"),
+    ("1.2.840.10008.1.2.2", "Explicit VR Big Endian"),
+    (
+        "1.2.840.10008.1.2.1.99",
+        "Deflated Explicit VR Little Endian",
+    ),
+    ("1.2.840.10008.1.2.4.50", "JPEG Baseline (8-bit)"),
+    ("1.2.840.10008.1.2.4.57", "JPEG Lossless"),
+    ("1.2.840.10008.1.2.4.70", "JPEG Lossless SV1"),
+    ("1.2.840.10008.1.2.4.90", "JPEG 2000 Lossless"),
+    ("1.2.840.10008.1.2.4.91", "JPEG 2000"),
+    ("1.2.840.10008.1.2.5", "RLE Lossless"),
+];
+
+/// Transfer syntaxes refused by name (so the reason says what they are).
+pub const REFUSED_TRANSFER_SYNTAXES: &[(&str, &str)] = &[
+    ("1.2.840.10008.1.2.4.51", "JPEG Extended (12-bit)"),
+    ("1.2.840.10008.1.2.4.80", "JPEG-LS Lossless"),
+    ("1.2.840.10008.1.2.4.81", "JPEG-LS Near-Lossless"),
+    ("1.2.840.10008.1.2.4.92", "JPEG 2000 Part 2 Lossless"),
+    ("1.2.840.10008.1.2.4.93", "JPEG 2000 Part 2"),
+    ("1.2.840.10008.1.2.4.94", "JPIP Referenced"),
+    ("1.2.840.10008.1.2.4.95", "JPIP Referenced Deflate"),
+    ("1.2.840.10008.1.2.4.100", "MPEG2 video"),
+    ("1.2.840.10008.1.2.4.102", "MPEG-4 video"),
+    (
+        "1.2.840.10008.1.2.4.201",
+        "High-Throughput JPEG 2000 Lossless",
+    ),
+    (
+        "1.2.840.10008.1.2.4.202",
+        "High-Throughput JPEG 2000 RPCL Lossless",
+    ),
+    ("1.2.840.10008.1.2.4.203", "High-Throughput JPEG 2000"),
+];
+
+/// How one file was read (counts for the notes; no header values).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FileNotes {
+    /// Frames in the object (only the first is taken).
+    pub frames: u32,
+    /// MONOCHROME1 inverted.
+    pub inverted: bool,
+    /// A VOI window from the header was applied (else min-max).
+    pub windowed: bool,
+    /// A palette colour lookup was applied.
+    pub palette: bool,
+}
+
+fn refuse(path: &Path, refusal: Refusal, what: impl Into<String>) -> Error {
+    Error::Dicom {
+        path: path.into(),
+        refusal,
+        what: what.into(),
+    }
+}
+
+/// Read and decode one DICOM file to pixels (de-identified: pixels only).
+///
+/// # Errors
+/// `Error::Dicom` with the refusal reason.
+///
+/// # Panics
+/// Never (decoder panics are caught and become `ingest-dicom-pixel-data`).
+pub fn read_file(path: &Path) -> Result<(Raw, FileNotes, Inventory), Error> {
+    let obj = guarded(|| dicom_object::open_file(path))
+        .ok_or_else(|| {
+            refuse(
+                path,
+                Refusal::Unreadable,
+                "the DICOM parser failed on this file",
+            )
+        })?
+        .map_err(|e| {
+            refuse(
+                path,
+                Refusal::Unreadable,
+                format!(
+                    "not a readable DICOM Part 10 file ({})",
+                    first_line(&e.to_string())
+                ),
+            )
+        })?;
+    decode_object(path, &obj)
+}
+
+fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or("")
+}
+
+/// Decode an opened object (see [`read_file`]).
+///
+/// # Errors
+/// `Error::Dicom` with the refusal reason.
+pub fn decode_object(
+    path: &Path,
+    obj: &DefaultDicomObject,
+) -> Result<(Raw, FileNotes, Inventory), Error> {
+    let ts = obj
+        .meta()
+        .transfer_syntax()
+        .trim_end_matches('\0')
+        .trim()
+        .to_string();
+    if !SUPPORTED_TRANSFER_SYNTAXES.iter().any(|(u, _)| *u == ts) {
+        let name = REFUSED_TRANSFER_SYNTAXES
+            .iter()
+            .find(|(u, _)| *u == ts)
+            .map(|(_, n)| *n)
+            .unwrap_or("an unknown transfer syntax");
+        return Err(refuse(
+            path,
+            Refusal::TransferSyntax,
+            format!("transfer syntax {ts} ({name}) cannot be decoded by this build"),
+        ));
+    }
+    let view = DecodeView::new(obj);
+    if let Some(why) = view.burned_in() {
+        return Err(refuse(path, Refusal::BurnedIn, format!("refused: {why}")));
+    }
+    if !view.has(tags::PIXEL_DATA) {
+        return Err(refuse(
+            path,
+            Refusal::NoPixelData,
+            "the object has no pixel data",
+        ));
+    }
+    if view.has(tags::SEGMENTED_RED_PALETTE_COLOR_LOOKUP_TABLE_DATA) {
+        return Err(refuse(
+            path,
+            Refusal::Unsupported,
+            "segmented palette colour tables are not supported",
+        ));
+    }
+    if ts == "1.2.840.10008.1.2.5" && view.int(tags::BITS_ALLOCATED).unwrap_or(0) > 16 {
+        return Err(refuse(
+            path,
+            Refusal::Unsupported,
+            "RLE with more than 16 bits allocated is not supported",
+        ));
+    }
+    let decoded = guarded(|| obj.decode_pixel_data().map(|d| d.to_owned()))
+        .ok_or_else(|| {
+            refuse(
+                path,
+                Refusal::PixelData,
+                "the pixel decoder failed on this file",
+            )
+        })?
+        .map_err(|e| {
+            refuse(
+                path,
+                Refusal::PixelData,
+                format!("pixel data does not decode: {}", first_line(&e.to_string())),
+            )
+        })?;
+    let inv = Inventory::of(obj);
+    let (raw, notes) = guarded(|| to_raw(path, &decoded, &view)).ok_or_else(|| {
+        refuse(
+            path,
+            Refusal::PixelData,
+            "pixel conversion failed on this file",
+        )
+    })??;
+    Ok((raw, notes, inv))
+}
+
+/// Convert the first frame to 8-bit pixels.
+fn to_raw(
+    path: &Path,
+    d: &DecodedPixelData<'_>,
+    view: &DecodeView<'_>,
+) -> Result<(Raw, FileNotes), Error> {
+    let (h, w) = (d.rows() as usize, d.columns() as usize);
+    let spp = d.samples_per_pixel() as usize;
+    if h == 0 || w == 0 {
+        return Err(refuse(
+            path,
+            Refusal::PixelData,
+            "the image has no rows or columns",
+        ));
+    }
+    let frame = d.frame_data(0).map_err(|_| {
+        refuse(
+            path,
+            Refusal::PixelData,
+            "the pixel data is shorter than one frame (truncated?)",
+        )
+    })?;
+    let mut notes = FileNotes {
+        frames: d.number_of_frames().max(1),
+        ..FileNotes::default()
+    };
+    let ba = d.bits_allocated() as usize;
+    if !matches!(ba, 1..=32) || spp == 0 {
+        return Err(refuse(
+            path,
+            Refusal::Unsupported,
+            format!("{ba} bits allocated"),
+        ));
+    }
+    let samples = samples(frame, ba, d.bits_stored(), d.pixel_representation())
+        .ok_or_else(|| refuse(path, Refusal::Unsupported, format!("{ba} bits allocated")))?;
+    let pi = d.photometric_interpretation().as_str().to_string();
+    let n = h * w;
+    if samples.len() < n * spp {
+        return Err(refuse(
+            path,
+            Refusal::PixelData,
+            "the frame is shorter than its geometry",
+        ));
+    }
+    let raw = match (spp, pi.as_str()) {
+        (1, "MONOCHROME1") | (1, "MONOCHROME2") => {
+            let vals = &samples[..n];
+            let r = d.rescale().ok().and_then(|r| r.first().copied());
+            let (slope, intercept) = r.map(|r| (r.slope, r.intercept)).unwrap_or((1.0, 0.0));
+            let modality: Vec<f64> = vals.iter().map(|&v| v * slope + intercept).collect();
+            let window = d
+                .window()
+                .ok()
+                .flatten()
+                .and_then(|w| w.first().copied())
+                .filter(|w| w.width.is_finite() && w.center.is_finite() && w.width >= 1.0);
+            let sigmoid = matches!(
+                d.voi_lut_function()
+                    .ok()
+                    .flatten()
+                    .and_then(|f| f.first().copied()),
+                Some(VoiLutFunction::Sigmoid)
+            );
+            let unit: Vec<f64> = match window {
+                Some(wl) => {
+                    notes.windowed = true;
+                    modality
+                        .iter()
+                        .map(|&x| voi(x, wl.center, wl.width, sigmoid))
+                        .collect()
+                }
+                None => min_max(&modality),
+            };
+            notes.inverted = pi == "MONOCHROME1";
+            let pixels = unit
+                .iter()
+                .map(|&u| {
+                    let u = if notes.inverted { 1.0 - u } else { u };
+                    (u * 255.0).round().clamp(0.0, 255.0) as u8
+                })
+                .collect();
+            Raw { c: 1, h, w, pixels }
+        }
+        (1, "PALETTE COLOR") => {
+            notes.palette = true;
+            palette(path, view, &samples[..n], h, w)?
+        }
+        (3, "RGB") | (3, "YBR_FULL") => {
+            let interleaved = d.planar_configuration() as u16 == 0;
+            let max = ((1u64 << d.bits_stored().clamp(1, 32)) - 1) as f64;
+            let at = |i: usize, c: usize| -> f64 {
+                let v = if interleaved {
+                    samples[3 * i + c]
+                } else {
+                    samples[c * n + i]
+                };
+                v / max * 255.0
+            };
+            let mut pixels = vec![0u8; 3 * n];
+            for i in 0..n {
+                let (a, b, c) = (at(i, 0), at(i, 1), at(i, 2));
+                let rgb = if pi == "YBR_FULL" {
+                    let (cb, cr) = (b - 128.0, c - 128.0);
+                    [
+                        a + 1.402 * cr,
+                        a - 0.344136 * cb - 0.714136 * cr,
+                        a + 1.772 * cb,
+                    ]
+                } else {
+                    [a, b, c]
+                };
+                for (k, v) in rgb.into_iter().enumerate() {
+                    pixels[k * n + i] = v.round().clamp(0.0, 255.0) as u8;
+                }
+            }
+            Raw { c: 3, h, w, pixels }
+        }
+        _ => return Err(refuse(
+            path,
+            Refusal::Unsupported,
+            format!(
+                "photometric interpretation {pi} with {spp} sample(s) per pixel is not supported"
+            ),
+        )),
+    };
+    Ok((raw, notes))
+}
+
+/// Samples of a frame as f64 (little-endian as decoded; masked to bits stored; sign-extended
+/// when signed).
+fn samples(frame: &[u8], ba: usize, bs: u16, rep: PixelRepresentation) -> Option<Vec<f64>> {
+    let bs = (bs as u32).clamp(1, ba as u32);
+    let signed = rep == PixelRepresentation::Signed;
+    let conv = |v: u32| -> f64 {
+        let mask = if bs >= 32 { u32::MAX } else { (1u32 << bs) - 1 };
+        let v = v & mask;
+        if signed && bs < 32 && v & (1 << (bs - 1)) != 0 {
+            (v as i64 - (1i64 << bs)) as f64
+        } else if signed && bs == 32 {
+            v as i32 as f64
+        } else {
+            v as f64
+        }
+    };
+    Some(match ba {
+        8 => frame.iter().map(|&b| conv(b as u32)).collect(),
+        16 => frame
+            .chunks_exact(2)
+            .map(|c| conv(u16::from_le_bytes([c[0], c[1]]) as u32))
+            .collect(),
+        32 => frame
+            .chunks_exact(4)
+            .map(|c| conv(u32::from_le_bytes([c[0], c[1], c[2], c[3]])))
+            .collect(),
+        _ => return None,
+    })
+}
+
+/// The VOI LUT function (PS3.3 C.11.2.1.2/3) mapping to [0, 1].
+fn voi(x: f64, c: f64, w: f64, sigmoid: bool) -> f64 {
+    if sigmoid {
+        1.0 / (1.0 + (-4.0 * (x - c) / w).exp())
+    } else if x <= c - 0.5 - (w - 1.0) / 2.0 {
+        0.0
+    } else if x > c - 0.5 + (w - 1.0) / 2.0 {
+        1.0
+    } else {
+        (x - (c - 0.5)) / (w - 1.0) + 0.5
+    }
+}
+
+fn min_max(v: &[f64]) -> Vec<f64> {
+    let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    if !(hi > lo) {
+        return vec![0.0; v.len()];
+    }
+    v.iter().map(|&x| (x - lo) / (hi - lo)).collect()
+}
+
+fn palette(
+    path: &Path,
+    view: &DecodeView<'_>,
+    idx: &[f64],
+    h: usize,
+    w: usize,
+) -> Result<Raw, Error> {
+    let bad = |what: &str| {
+        refuse(
+            path,
+            Refusal::Unsupported,
+            format!("palette colour: {what}"),
+        )
+    };
+    let tables = [
+        (
+            tags::RED_PALETTE_COLOR_LOOKUP_TABLE_DESCRIPTOR,
+            tags::RED_PALETTE_COLOR_LOOKUP_TABLE_DATA,
+        ),
+        (
+            tags::GREEN_PALETTE_COLOR_LOOKUP_TABLE_DESCRIPTOR,
+            tags::GREEN_PALETTE_COLOR_LOOKUP_TABLE_DATA,
+        ),
+        (
+            tags::BLUE_PALETTE_COLOR_LOOKUP_TABLE_DESCRIPTOR,
+            tags::BLUE_PALETTE_COLOR_LOOKUP_TABLE_DATA,
+        ),
+    ];
+    let n = h * w;
+    let mut pixels = vec![0u8; 3 * n];
+    for (c, (dt, tt)) in tables.into_iter().enumerate() {
+        let desc = view
+            .ints(dt)
+            .filter(|d| d.len() == 3)
+            .ok_or_else(|| bad("no table descriptor"))?;
+        let entries = if desc[0] == 0 {
+            65536
+        } else {
+            (desc[0] as usize) & 0xffff
+        };
+        let first = desc[1];
+        let bits = desc[2];
+        let table: Vec<u16> = view
+            .ints(tt)
+            .ok_or_else(|| bad("no table data"))?
+            .into_iter()
+            .map(|v| v.clamp(0, 65535) as u16)
+            .collect();
+        if table.len() < entries || entries == 0 {
+            return Err(bad("table data is shorter than its descriptor"));
+        }
+        let shift = if bits > 8 { bits - 8 } else { 0 };
+        for i in 0..n {
+            let k = (idx[i] as i64 - first).clamp(0, entries as i64 - 1) as usize;
+            pixels[c * n + i] = (table[k] >> shift).min(255) as u8;
+        }
+    }
+    Ok(Raw { c: 3, h, w, pixels })
+}
+
+/// DICOM files of a class folder: `.dcm`, `.dicom` or no extension.
+fn is_dicom_name(p: &Path) -> bool {
+    p.extension().is_none() || has_ext(p, &["dcm", "dicom"])
+}
+
+/// Parse a labels CSV: `file,class` lines, an optional header, `#` comments.
+fn labels_csv(csv: &Path, root: &Path) -> Result<Vec<(PathBuf, String)>, Error> {
+    let text = std::fs::read_to_string(csv).map_err(|e| Error::io(csv, e))?;
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line_no = i + 1;
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let bad = |what: String| Error::Labels {
+            path: csv.into(),
+            line: line_no,
+            what,
+        };
+        let mut parts = line.splitn(2, ',');
+        let (f, c) = match (parts.next(), parts.next()) {
+            (Some(f), Some(c)) => (f.trim().trim_matches('"'), c.trim().trim_matches('"')),
+            _ => return Err(bad("expected `file,class`".into())),
+        };
+        if out.is_empty()
+            && f.eq_ignore_ascii_case("file")
+            && ["label", "class"].contains(&c.to_ascii_lowercase().as_str())
+        {
+            continue;
+        }
+        if f.is_empty() || c.is_empty() {
+            return Err(bad("empty file name or class".into()));
+        }
+        let rel = Path::new(f);
+        if rel.is_absolute()
+            || rel
+                .components()
+                .any(|c| matches!(c, std::path::Component::ParentDir))
+        {
+            return Err(bad(
+                "file names must be relative to SRC, without `..`".into()
+            ));
+        }
+        let p = root.join(rel);
+        if !p.is_file() {
+            return Err(bad(format!("{} does not exist", p.display())));
+        }
+        out.push((p, c.to_string()));
+    }
+    if out.is_empty() {
+        return Err(Error::Labels {
+            path: csv.into(),
+            line: 1,
+            what: "no `file,class` lines".into(),
+        });
+    }
+    Ok(out)
+}
+
+/// Read a DICOM source.
+pub(crate) fn read(src: &Path, opts: &Options, progress: Sink<'_>) -> crate::Result<Collected> {
+    let files: Vec<(PathBuf, String)> = match &opts.labels {
+        Some(csv) => labels_csv(csv, src)?,
+        None => {
+            if !src.is_dir() {
+                return Err(Error::NoImages {
+                    path: src.into(),
+                    skipped: 0,
+                }
+                .into());
+            }
+            let folders = class_folders(src, &is_dicom_name)?;
+            if folders.iter().all(|f| f.1.is_empty()) && !list_dir(src)?.iter().any(|p| p.is_file())
+            {
+                return Err(Error::NoImages {
+                    path: src.into(),
+                    skipped: 0,
+                }
+                .into());
+            }
+            folders
+                .into_iter()
+                .flat_map(|(c, fs)| fs.into_iter().map(move |f| (f, c.clone())))
+                .collect()
+        }
+    };
+    let mut classes: Vec<String> = files.iter().map(|f| f.1.clone()).collect();
+    classes.sort();
+    classes.dedup();
+    let mut col = Collected::new(src);
+    col.classes = classes.clone();
+    progress(Event::Start {
+        label: "decoding DICOM",
+        total: files.len() as u64,
+    });
+    let mut inv = Inventory::default();
+    let (mut multi, mut inverted, mut windowed, mut minmax, mut pal) = (0, 0, 0, 0, 0);
+    for (path, class) in files {
+        crate::progress::check()?;
+        let label = classes.binary_search(&class).unwrap_or(0) as u32;
+        match read_file(&path) {
+            Ok((raw, n, i)) => {
+                inv.add(i);
+                col.read += 1;
+                multi += usize::from(n.frames > 1);
+                inverted += usize::from(n.inverted);
+                pal += usize::from(n.palette);
+                if raw.c == 1 && !n.palette {
+                    if n.windowed {
+                        windowed += 1;
+                    } else {
+                        minmax += 1;
+                    }
+                }
+                col.items.push(Item {
+                    raw,
+                    label,
+                    part: Part::Any,
+                    path,
+                });
+            }
+            Err(e) => col.fail_or_skip(opts.skip_invalid, e)?,
+        }
+        progress(Event::Advance(1));
+    }
+    progress(Event::Finish);
+    // Empty classes (all files refused) are reported by `assemble`.
+    col.notes.push(format!(
+        "DICOM de-identified: pixels and labels only; {} identifying and {} private attribute(s) dropped",
+        inv.identifying, inv.private
+    ));
+    if multi > 0 {
+        col.notes.push(format!(
+            "first frame taken of {multi} multi-frame object(s); other frames ignored"
+        ));
+    }
+    if inverted > 0 {
+        col.notes
+            .push(format!("{inverted} MONOCHROME1 image(s) inverted"));
+    }
+    col.notes.push(format!(
+        "grayscale: {windowed} windowed with the header's VOI window after rescale, {minmax} min-max normalised; {pal} palette colour"
+    ));
+    col.dicom = Some(inv);
+    Ok(col)
+}
+
+/// Fuzzing hook: parse arbitrary bytes as a DICOM Part 10 file and decode it.
+#[cfg(fuzzing)]
+pub fn fuzz_dicom(data: &[u8]) {
+    let p = Path::new("fuzz.dcm");
+    let start = if data.len() >= 132 && &data[128..132] == b"DICM" {
+        128
+    } else {
+        0
+    };
+    if let Ok(obj) = dicom_object::OpenFileOptions::new()
+        .read_preamble(dicom_object::file::ReadPreamble::Never)
+        .from_reader(&data[start..])
+    {
+        let _ = decode_object(p, &obj);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn voi_linear_and_sigmoid() {
+        // PS3.3 C.11.2.1.2.1 example: c = 2048, w = 4096.
+        assert_eq!(voi(-10.0, 2048.0, 4096.0, false), 0.0);
+        assert_eq!(voi(5000.0, 2048.0, 4096.0, false), 1.0);
+        assert!((voi(2047.5, 2048.0, 4096.0, false) - 0.5).abs() < 1e-9);
+        assert!((voi(40.0, 40.0, 400.0, true) - 0.5).abs() < 1e-9);
+    }
+
+    #[test]
+    fn samples_mask_and_sign_extend() {
+        // 12 bits stored in 16, signed: 0x0fff = -1, 0x0800 = -2048; high bits ignored.
+        let f = [0xff, 0xff, 0x00, 0x08, 0x01, 0x00];
+        let v = samples(&f, 16, 12, PixelRepresentation::Signed).unwrap();
+        assert_eq!(v, vec![-1.0, -2048.0, 1.0]);
+        let u = samples(&f, 16, 12, PixelRepresentation::Unsigned).unwrap();
+        assert_eq!(u, vec![4095.0, 2048.0, 1.0]);
+    }
+
+    #[test]
+    fn min_max_of_flat_is_zero() {
+        assert_eq!(min_max(&[3.0, 3.0]), vec![0.0, 0.0]);
+        assert_eq!(min_max(&[1.0, 3.0]), vec![0.0, 1.0]);
+    }
+
+    #[test]
+    fn labels_csv_rules() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("a.dcm"), b"x").unwrap();
+        let csv = d.path().join("l.csv");
+        std::fs::write(&csv, "file,label\na.dcm,lung\n").unwrap();
+        assert_eq!(labels_csv(&csv, d.path()).unwrap().len(), 1);
+        std::fs::write(&csv, "a.dcm,lung\nmissing.dcm,lung\n").unwrap();
+        match labels_csv(&csv, d.path()) {
+            Err(Error::Labels { line: 2, .. }) => {}
+            other => panic!("{other:?}"),
+        }
+        std::fs::write(&csv, "../a.dcm,x\n").unwrap();
+        assert!(labels_csv(&csv, d.path()).is_err());
+        std::fs::write(&csv, "just-a-name\n").unwrap();
+        assert!(labels_csv(&csv, d.path()).is_err());
+    }
+}
