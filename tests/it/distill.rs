@@ -187,3 +187,63 @@ fn cancelled_run_is_marked_and_stays_charged() {
     assert!(!dirs[0].path().join("synthetic.parquet").exists());
     assert_ne!(snapshot(&t.ws.join("ledger")), ledger0, "a cancelled run must stay charged");
 }
+
+/// Fashion-MNIST from the shared data folder (IDX, gzip): (train, test).
+fn fashion() -> Option<(retort::dataset::Images, retort::dataset::Images)> {
+    use std::io::Read;
+    let dir = crate::util::shared_data()
+        .or_else(|| Some(std::path::PathBuf::from("/work/shared/data")).filter(|p| p.is_dir()))?
+        .join("fashion-mnist");
+    let read = |f: &str| -> Vec<u8> {
+        let mut v = Vec::new();
+        flate2::read::GzDecoder::new(std::fs::File::open(dir.join(f)).unwrap())
+            .read_to_end(&mut v)
+            .unwrap();
+        v
+    };
+    let shape = retort::dataset::Shape { c: 1, h: 28, w: 28 };
+    let load = |img: &str, lab: &str| {
+        let (px, lb) = (read(img), read(lab));
+        let mut im = retort::dataset::Images::new(shape);
+        for (i, &l) in lb[8..].iter().enumerate() {
+            im.push(&px[16 + i * 784..16 + (i + 1) * 784], l as u32);
+        }
+        im
+    };
+    Some((
+        load("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+        load("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
+    ))
+}
+
+/// Timing of dm's two phases on real Fashion-MNIST images (not a test of correctness; run with
+/// `cargo test --test it distill::measure_dm_timing -- --ignored --nocapture`).
+#[test]
+#[ignore]
+fn measure_dm_timing() {
+    use retort::distill::dm;
+    let Some((train, _)) = fashion() else {
+        eprintln!("SKIPPED: fashion-mnist absent");
+        return;
+    };
+    let n: usize = std::env::var("N").ok().and_then(|s| s.parse().ok()).unwrap_or(2000);
+    let idx: Vec<usize> = (0..n).collect();
+    let sub = train.select(&idx);
+    let mut p = dm::DmParams::defaults(60_000, 10);
+    p.nets = 2;
+    p.iterations = 5;
+    let nets = dm::nets(&p, sub.shape, 1);
+    let t = std::time::Instant::now();
+    let rel = dm::release(&sub, 10, &p, &nets, 3.7, 1, &retort::progress::silent).unwrap();
+    let emb = t.elapsed().as_secs_f64();
+    let t = std::time::Instant::now();
+    dm::synthesise(&rel, sub.shape, 10, 10, &p, &nets, 1, &retort::progress::silent).unwrap();
+    let syn = t.elapsed().as_secs_f64();
+    eprintln!(
+        "embedding: {:.3} ms per image per net ({n} images, {} nets, {emb:.1} s); synthesis: {:.3} s per iteration ({} nets/iter)",
+        emb * 1000.0 / (n * p.nets) as f64,
+        p.nets,
+        syn / p.iterations as f64,
+        p.nets_per_iteration.min(p.nets)
+    );
+}
