@@ -1,0 +1,425 @@
+//! The per-sample gradient engine: clipped per-sample gradient sums for DP-SGD on private
+//! data, and batch passes (loss and gradients, features) for the synthetic side and training.
+//!
+//! Samples are split into a few contiguous chunks (about two per thread of the current rayon
+//! pool); each chunk runs sample by sample with its own buffers, so memory stays at a few
+//! per-sample gradients per thread however large the batch is (about 20 MB per thread for the
+//! 28×28 ConvNet-3 of width 128, plus one accumulator per group). Chunk results are summed in
+//! chunk order, so results do not depend on scheduling.
+
+use rayon::prelude::*;
+
+use super::kernels::softmax_xent;
+use super::{check_len, with_model, Error, Model, Net, Result, Upstream};
+
+/// How [`clipped_grad_sums`] groups the clipped per-sample gradients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Grouping {
+    /// One sum over all samples.
+    Single,
+    /// One sum per class `0..K` (a sample enters only its own label's sum).
+    ByClass(usize),
+}
+
+/// Output of [`clipped_grad_sums`].
+#[derive(Debug, Clone)]
+pub struct ClippedSums {
+    /// One flat gradient sum per group (length [`Net::num_params`] each).
+    pub sums: Vec<Vec<f32>>,
+    /// Each sample's gradient L2 norm before clipping, in input order.
+    ///
+    /// # Privacy
+    /// Computed from private data without noise: for diagnostics and tests only, never to be
+    /// released or logged.
+    pub norms: Vec<f32>,
+}
+
+/// Output of [`Net::loss_and_grads`].
+#[derive(Debug, Clone)]
+pub struct LossGrads {
+    /// Mean cross-entropy over the batch.
+    pub loss: f32,
+    /// Gradient of the mean loss with respect to the parameters.
+    pub param_grads: Vec<f32>,
+    /// Gradient of the mean loss with respect to each input value (`n·C·H·W`; empty if not
+    /// asked for).
+    pub input_grads: Vec<f32>,
+}
+
+/// Margin that keeps a clipped gradient's norm at most C despite f32 rounding of the scaling.
+const CLIP_MARGIN: f64 = 1.0 - 1e-6;
+
+fn chunks(n: usize) -> Vec<std::ops::Range<usize>> {
+    let parts = (rayon::current_num_threads() * 2).clamp(1, n.max(1));
+    let size = n.div_ceil(parts).max(1);
+    (0..n).step_by(size).map(|s| s..(s + size).min(n)).collect()
+}
+
+fn check_batch(net: &Net, x: &[f32], labels: Option<&[u32]>, classes: usize) -> Result<usize> {
+    let d = net.input_len();
+    if x.len() % d != 0 {
+        return Err(Error::Shape {
+            what: "images",
+            expected: (x.len() / d) * d,
+            got: x.len(),
+        });
+    }
+    let n = x.len() / d;
+    if let Some(labels) = labels {
+        check_len("labels", n, labels.len())?;
+        if let Some((index, &label)) = labels
+            .iter()
+            .enumerate()
+            .find(|(_, &l)| l as usize >= classes)
+        {
+            return Err(Error::Label {
+                label,
+                index,
+                classes,
+            });
+        }
+    }
+    Ok(n)
+}
+
+/// Per-sample gradients of the cross-entropy loss, each clipped to L2 norm ≤ `clip` over all
+/// parameters together, summed (one sum, or one per class).
+///
+/// # Privacy
+/// This is the clipping half of DP-SGD (DESIGN §5): after it, adding or removing one sample
+/// changes the vector of all group sums by at most `clip` in L2 norm (a sample touches one
+/// group), so adding N(0, σ²C²) per coordinate of every sum is one Gaussian mechanism. A sample
+/// whose gradient is not finite contributes nothing. The caller samples (Poisson) and adds
+/// noise with `dp`; [`ClippedSums::norms`] must not be released.
+///
+/// # Errors
+/// `nn-shape` (images not a multiple of the input size, label count), `nn-label` (a label
+/// outside the classes or the grouping), `nn-not-positive` (clip).
+pub fn clipped_grad_sums(
+    net: &Net,
+    x: &[f32],
+    labels: &[u32],
+    clip: f32,
+    grouping: Grouping,
+) -> Result<ClippedSums> {
+    if !(clip.is_finite() && clip > 0.0) {
+        return Err(Error::NotPositive {
+            what: "clip norm",
+            value: clip as f64,
+        });
+    }
+    let groups = match grouping {
+        Grouping::Single => 1,
+        Grouping::ByClass(k) => k,
+    };
+    let classes = match grouping {
+        Grouping::Single => net.classes(),
+        Grouping::ByClass(k) => k.min(net.classes()),
+    };
+    if groups == 0 {
+        return Err(Error::NotPositive {
+            what: "number of class groups",
+            value: 0.0,
+        });
+    }
+    let n = check_batch(net, x, Some(labels), classes)?;
+    with_model!(net, m => clipped_impl(m, &net.params, x, labels, clip, grouping, groups, n))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn clipped_impl<M: Model>(
+    m: &M,
+    p: &[f32],
+    x: &[f32],
+    labels: &[u32],
+    clip: f32,
+    grouping: Grouping,
+    groups: usize,
+    n: usize,
+) -> Result<ClippedSums> {
+    let d = m.in_len();
+    let np = m.n_params();
+    let parts: Vec<(Vec<Vec<f32>>, Vec<f32>)> = chunks(n)
+        .into_par_iter()
+        .map(|r| {
+            let mut s = m.scratch();
+            let mut g = vec![0f32; np];
+            let mut dl = vec![0f32; m.classes()];
+            let mut sums: Vec<Vec<f32>> = vec![Vec::new(); groups];
+            let mut norms = Vec::with_capacity(r.len());
+            for i in r {
+                let xi = &x[i * d..(i + 1) * d];
+                m.forward(p, xi, &mut s, true);
+                softmax_xent(m.logits(&s), labels[i] as usize, 1.0, &mut dl);
+                m.backward(p, &mut s, Upstream::Logits(&dl), Some(&mut g), None);
+                let norm = g
+                    .iter()
+                    .map(|&v| (v as f64) * (v as f64))
+                    .sum::<f64>()
+                    .sqrt();
+                norms.push(norm as f32);
+                let f = crate::dp::clip::clip_factor(norm, clip as f64);
+                let f = if f < 1.0 { f * CLIP_MARGIN } else { f } as f32;
+                if f == 0.0 {
+                    continue;
+                }
+                let k = match grouping {
+                    Grouping::Single => 0,
+                    Grouping::ByClass(_) => labels[i] as usize,
+                };
+                let sum = &mut sums[k];
+                if sum.is_empty() {
+                    sum.resize(np, 0.0);
+                }
+                sum.iter_mut().zip(&g).for_each(|(a, &b)| *a += f * b);
+            }
+            (sums, norms)
+        })
+        .collect();
+    let mut sums = vec![vec![0f32; np]; groups];
+    let mut norms = Vec::with_capacity(n);
+    for (ps, pn) in parts {
+        for (acc, part) in sums.iter_mut().zip(ps) {
+            if !part.is_empty() {
+                acc.iter_mut().zip(&part).for_each(|(a, b)| *a += b);
+            }
+        }
+        norms.extend(pn);
+    }
+    Ok(ClippedSums { sums, norms })
+}
+
+/// What a batch pass computes.
+#[derive(Clone, Copy)]
+struct Want {
+    params: bool,
+    inputs: bool,
+}
+
+/// Loss sum, parameter-gradient sum (scaled), input gradients (scaled).
+fn batch_impl<M: Model>(
+    m: &M,
+    p: &[f32],
+    x: &[f32],
+    labels: &[u32],
+    n: usize,
+    want: Want,
+) -> LossGrads {
+    let d = m.in_len();
+    let np = m.n_params();
+    let scale = 1.0 / n.max(1) as f32;
+    let parts: Vec<(f64, Vec<f32>, Vec<f32>)> = chunks(n)
+        .into_par_iter()
+        .map(|r| {
+            let mut s = m.scratch();
+            let mut g = vec![0f32; if want.params { np } else { 0 }];
+            let mut sum = vec![0f32; if want.params { np } else { 0 }];
+            let mut dxs = vec![0f32; if want.inputs { r.len() * d } else { 0 }];
+            let mut dl = vec![0f32; m.classes()];
+            let mut loss = 0f64;
+            for (j, i) in r.enumerate() {
+                m.forward(p, &x[i * d..(i + 1) * d], &mut s, true);
+                loss += softmax_xent(m.logits(&s), labels[i] as usize, scale, &mut dl) as f64;
+                let dx = if want.inputs {
+                    Some(&mut dxs[j * d..(j + 1) * d])
+                } else {
+                    None
+                };
+                let dp = if want.params { Some(&mut g[..]) } else { None };
+                m.backward(p, &mut s, Upstream::Logits(&dl), dp, dx);
+                if want.params {
+                    sum.iter_mut().zip(&g).for_each(|(a, &b)| *a += b);
+                }
+            }
+            (loss, sum, dxs)
+        })
+        .collect();
+    let mut loss = 0f64;
+    let mut param_grads = vec![0f32; if want.params { np } else { 0 }];
+    let mut input_grads = Vec::with_capacity(if want.inputs { n * d } else { 0 });
+    for (l, s, dx) in parts {
+        loss += l;
+        param_grads.iter_mut().zip(&s).for_each(|(a, b)| *a += b);
+        input_grads.extend(dx);
+    }
+    LossGrads {
+        loss: (loss / n.max(1) as f64) as f32,
+        param_grads,
+        input_grads,
+    }
+}
+
+impl Net {
+    /// Mean cross-entropy of a batch with its gradients with respect to the parameters and to
+    /// the inputs (first order).
+    ///
+    /// # Privacy
+    /// No clipping: for synthetic or public data, or for training on data whose use is
+    /// otherwise accounted. Never feed private data through this into a release.
+    ///
+    /// # Errors
+    /// `nn-shape`, `nn-label`.
+    pub fn loss_and_grads(&self, x: &[f32], labels: &[u32]) -> Result<LossGrads> {
+        self.batch(x, labels, true, true)
+    }
+
+    /// [`Net::loss_and_grads`] without the input gradients (cheaper; for training).
+    ///
+    /// # Errors
+    /// `nn-shape`, `nn-label`.
+    pub fn loss_and_param_grads(&self, x: &[f32], labels: &[u32]) -> Result<LossGrads> {
+        self.batch(x, labels, true, false)
+    }
+
+    /// [`Net::loss_and_grads`] with only the input gradients.
+    ///
+    /// # Errors
+    /// `nn-shape`, `nn-label`.
+    pub fn loss_and_input_grads(&self, x: &[f32], labels: &[u32]) -> Result<LossGrads> {
+        self.batch(x, labels, false, true)
+    }
+
+    fn batch(&self, x: &[f32], labels: &[u32], params: bool, inputs: bool) -> Result<LossGrads> {
+        let n = check_batch(self, x, Some(labels), self.classes())?;
+        let want = Want { params, inputs };
+        Ok(with_model!(self, m => batch_impl(m, &self.params, x, labels, n, want)))
+    }
+
+    /// Finite-difference Hessian-vector product for first-order gradient matching:
+    /// `[∇ₓL(θ+εv) − ∇ₓL(θ−εv)] / 2ε` with `ε = eps / ‖v‖`, which approximates
+    /// `∂/∂x (vᵀ∇_θ L(θ, x))` for the mean loss L of the batch. Three ordinary passes'
+    /// worth of work (two input-gradient passes), no second-order autograd.
+    ///
+    /// Converges only for smooth networks: use [`super::Activation::Gelu`] (with ReLU the
+    /// result is not the derivative; see `../shared/reference/perf-notes.md`).
+    ///
+    /// # Errors
+    /// `nn-shape` (v's length), `nn-label`, `nn-not-positive` (eps).
+    pub fn input_grad_hvp_fd(
+        &self,
+        x: &[f32],
+        labels: &[u32],
+        v: &[f32],
+        eps: f32,
+    ) -> Result<Vec<f32>> {
+        check_len("direction v", self.num_params(), v.len())?;
+        if !(eps.is_finite() && eps > 0.0) {
+            return Err(Error::NotPositive {
+                what: "finite-difference step",
+                value: eps as f64,
+            });
+        }
+        let vn = v
+            .iter()
+            .map(|&a| (a as f64) * (a as f64))
+            .sum::<f64>()
+            .sqrt();
+        let n = check_batch(self, x, Some(labels), self.classes())?;
+        if vn == 0.0 || !vn.is_finite() {
+            return Ok(vec![0.0; n * self.input_len()]);
+        }
+        let e = (eps as f64 / vn) as f32;
+        let shifted = |sign: f32| -> Vec<f32> {
+            self.params
+                .iter()
+                .zip(v)
+                .map(|(&p, &d)| p + sign * e * d)
+                .collect()
+        };
+        let want = Want {
+            params: false,
+            inputs: true,
+        };
+        let (pp, pm) = (shifted(1.0), shifted(-1.0));
+        let plus = with_model!(self, m => batch_impl(m, &pp, x, labels, n, want));
+        let minus = with_model!(self, m => batch_impl(m, &pm, x, labels, n, want));
+        let inv = 1.0 / (2.0 * e);
+        Ok(plus
+            .input_grads
+            .iter()
+            .zip(&minus.input_grads)
+            .map(|(a, b)| (a - b) * inv)
+            .collect())
+    }
+
+    /// Logits `n × K` of a batch.
+    ///
+    /// # Errors
+    /// `nn-shape`.
+    pub fn logits(&self, x: &[f32]) -> Result<Vec<f32>> {
+        self.forward_batch(x, true)
+    }
+
+    /// Feature vectors `n × feature_len` (the input of the classifier), forward only.
+    ///
+    /// # Errors
+    /// `nn-shape`.
+    pub fn embed(&self, x: &[f32]) -> Result<Vec<f32>> {
+        self.forward_batch(x, false)
+    }
+
+    fn forward_batch(&self, x: &[f32], logits: bool) -> Result<Vec<f32>> {
+        let n = check_batch(self, x, None, 0)?;
+        Ok(with_model!(self, m => {
+            let d = m.in_len();
+            let width = if logits { m.classes() } else { m.feat_len() };
+            let parts: Vec<Vec<f32>> = chunks(n)
+                .into_par_iter()
+                .map(|r| {
+                    let mut s = m.scratch();
+                    let mut out = Vec::with_capacity(r.len() * width);
+                    for i in r {
+                        m.forward(&self.params, &x[i * d..(i + 1) * d], &mut s, logits);
+                        out.extend_from_slice(if logits { m.logits(&s) } else { m.features(&s) });
+                    }
+                    out
+                })
+                .collect();
+            parts.concat()
+        }))
+    }
+
+    /// Features of a batch and the input gradient of a loss on them: given `d_features`
+    /// (`n × feature_len`, dLoss/dfeatures), returns `(features, dLoss/dx)`.
+    ///
+    /// # Errors
+    /// `nn-shape`.
+    pub fn embed_vjp(&self, x: &[f32], d_features: &[f32]) -> Result<(Vec<f32>, Vec<f32>)> {
+        let n = check_batch(self, x, None, 0)?;
+        check_len(
+            "feature gradients",
+            n * self.feature_len(),
+            d_features.len(),
+        )?;
+        Ok(with_model!(self, m => {
+            let d = m.in_len();
+            let f = m.feat_len();
+            let parts: Vec<(Vec<f32>, Vec<f32>)> = chunks(n)
+                .into_par_iter()
+                .map(|r| {
+                    let mut s = m.scratch();
+                    let mut feats = Vec::with_capacity(r.len() * f);
+                    let mut dxs = vec![0f32; r.len() * d];
+                    for (j, i) in r.enumerate() {
+                        m.forward(&self.params, &x[i * d..(i + 1) * d], &mut s, false);
+                        feats.extend_from_slice(m.features(&s));
+                        let up = Upstream::Features(&d_features[i * f..(i + 1) * f]);
+                        m.backward(&self.params, &mut s, up, None, Some(&mut dxs[j * d..(j + 1) * d]));
+                    }
+                    (feats, dxs)
+                })
+                .collect();
+            let mut feats = Vec::with_capacity(n * f);
+            let mut dxs = Vec::with_capacity(n * d);
+            for (a, b) in parts {
+                feats.extend(a);
+                dxs.extend(b);
+            }
+            (feats, dxs)
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests;
