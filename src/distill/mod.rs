@@ -18,9 +18,9 @@
 //! read from the dataset before the reservation; they are public metadata by policy (DESIGN §5).
 
 pub mod accounting;
+pub mod augment;
 mod compat;
 pub mod dm;
-pub mod features;
 pub mod gm;
 pub mod plan;
 pub mod rundir;
@@ -223,8 +223,8 @@ pub fn run(plan: &Plan, train: &Images, sink: Sink<'_>) -> Result<Outcome, Error
     match &plan.params {
         plan::Params::Dm(p) => {
             let t0 = std::time::Instant::now();
-            let nets = dm::nets(p, plan.shape, plan.seed);
-            let rel = dm::release(
+            let nets = dm::nets(p, plan.shape, plan.classes.len(), plan.seed)?;
+            let (rel, sampler) = dm::release(
                 train,
                 plan.classes.len(),
                 p,
@@ -252,6 +252,7 @@ pub fn run(plan: &Plan, train: &Images, sink: Sink<'_>) -> Result<Outcome, Error
                 synthesis_seconds: t1.elapsed().as_secs_f64(),
                 diagnostics: serde_json::json!({
                     "embedding_dim": rel.dim,
+                    "noise_sampler": sampler,
                     "matching_loss_first": losses.first(),
                     "matching_loss_last": losses.last(),
                 }),
