@@ -276,7 +276,7 @@ pub fn release(
 ) -> Result<(Release, &'static str), Error> {
     let (mut sums, dim) = class_sums(train, classes, p, nets, aug_seed, sink)?;
     let sampler = if sums.len() <= p.exact_max_coords {
-        sums = super::compat::exact::gaussian_release(&sums, p.clip_norm, sigma).map_err(|e| {
+        sums = crate::dp::exact::gaussian_release(&sums, p.clip_norm, sigma).map_err(|e| {
             Error::Compute {
                 what: format!("exact Gaussian release: {e}"),
             }

@@ -133,8 +133,10 @@ pub fn calibrate(
         delta,
         steps,
     };
-    let sigma = super::compat::calibrate::noise_multiplier(epsilon, delta, q, steps).map_err(|_| fail())?;
-    Ok((sigma, epsilon, "pld".to_string()))
+    let sigma = crate::dp::calibrate::noise_multiplier(epsilon, delta, q, steps).map_err(|_| fail())?;
+    let rep = crate::dp::accountant::epsilon(&[super::DpEvent::poisson_gaussian(q, sigma, steps)], delta)
+        .map_err(|_| fail())?;
+    Ok((sigma, rep.epsilon, rep.accountant.to_string()))
 }
 
 fn nn_err(e: crate::nn::Error) -> Error {

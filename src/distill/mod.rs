@@ -19,7 +19,6 @@
 
 pub mod accounting;
 pub mod augment;
-mod compat;
 pub mod dm;
 pub mod gm;
 pub mod plan;
@@ -30,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use crate::dataset::Images;
 use crate::error::{Class, Coded};
 use crate::progress::Sink;
-pub use compat::DpEvent;
+pub use crate::dp::DpEvent;
 
 pub use plan::{plan, Plan, Request};
 

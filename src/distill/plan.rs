@@ -146,8 +146,18 @@ pub fn plan(meta: &Meta, req: &Request) -> Result<Plan, Error> {
                 p.iterations = it;
             }
             p.validate()?;
-            let sigma = accounting::gaussian_sigma(req.epsilon, req.delta);
-            let eps = accounting::gaussian_epsilon(sigma, req.delta);
+            // Tight calibration through the dp accountants (PLD for one Gaussian = the exact
+            // analytic curve, cross-checked in tests against [`accounting`]).
+            let fail = || Error::Calibration {
+                epsilon: req.epsilon,
+                delta: req.delta,
+                steps: 1,
+            };
+            let sigma = crate::dp::calibrate::gaussian_noise_multiplier(req.epsilon, req.delta, 1)
+                .map_err(|_| fail())?;
+            let eps = crate::dp::accountant::epsilon(&[DpEvent::gaussian(sigma, 1)], req.delta)
+                .map_err(|_| fail())?
+                .epsilon;
             let clip = p.clip_norm;
             (
                 Params::Dm(p),
@@ -157,7 +167,7 @@ pub fn plan(meta: &Meta, req: &Request) -> Result<Plan, Error> {
                 clip,
                 vec![DpEvent::gaussian(sigma, 1)],
                 eps,
-                "analytic-gaussian (exact for one Gaussian mechanism)".to_string(),
+                "pld".to_string(),
             )
         }
         Method::Gm => {

@@ -232,9 +232,9 @@ fn measure_dm_timing() {
     let mut p = dm::DmParams::defaults(60_000, 10);
     p.nets = 2;
     p.iterations = 5;
-    let nets = dm::nets(&p, sub.shape, 1);
+    let nets = dm::nets(&p, sub.shape, 10, 1).unwrap();
     let t = std::time::Instant::now();
-    let rel = dm::release(&sub, 10, &p, &nets, 3.7, 1, &retort::progress::silent).unwrap();
+    let (rel, _) = dm::release(&sub, 10, &p, &nets, 3.7, 1, &retort::progress::silent).unwrap();
     let emb = t.elapsed().as_secs_f64();
     let t = std::time::Instant::now();
     dm::synthesise(&rel, sub.shape, 10, 10, &p, &nets, 1, &retort::progress::silent).unwrap();

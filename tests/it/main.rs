@@ -3,5 +3,6 @@
 
 mod util;
 
-mod foundation;
 mod distill;
+mod foundation;
+mod privacy;
