@@ -207,7 +207,6 @@ impl Bar {
             Event::Advance(n) => b.inc(n),
             Event::Message(m) => b.println(m),
             Event::Finish => b.finish(),
-            _ => {}
         }
     }
 }

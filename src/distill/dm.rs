@@ -88,8 +88,15 @@ impl DmParams {
             depth: 3,
             augment: 1,
             max_shift: 2,
-            iterations: if n <= 5000 { 300 } else { 600 },
-            nets_per_iteration: 4,
+            // Small sets (e.g. the demo) get a short synthesis so a run stays well under a minute.
+            iterations: if n <= 2000 {
+                150
+            } else if n <= 10_000 {
+                300
+            } else {
+                600
+            },
+            nets_per_iteration: if n <= 2000 { 2 } else { 4 },
             lr: 0.01,
             init_std: 0.1,
             count_weight: 0.3,

@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{accounting, dm, gm, DpEvent, Error, Method};
+use super::{dm, gm, DpEvent, Error, Method};
 use crate::dataset::{Meta, Shape};
 
 /// What the user asked for.
@@ -237,5 +237,87 @@ impl Plan {
             Params::Dm(p) => dm::estimate_seconds(p, self.shape, self.records, self.classes.len(), self.ipc),
             Params::Gm(p) => gm::estimate_seconds(p, self),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(n: usize) -> Meta {
+        Meta {
+            version: 1,
+            name: "d".into(),
+            shape: Shape { c: 1, h: 28, w: 28 },
+            classes: vec!["a".into(), "b".into(), "c".into()],
+            train_count: n,
+            test_count: 10,
+            per_class_train: vec![n / 3; 3],
+            per_class_test: vec![3; 3],
+            source_format: "test".into(),
+            split: crate::dataset::SplitInfo::Official,
+            notes: vec![],
+            created: "now".into(),
+            fingerprint: "f".into(),
+            files: Default::default(),
+        }
+    }
+
+    fn req(method: Option<Method>) -> Request {
+        Request {
+            epsilon: 1.0,
+            delta: 1e-5,
+            ipc: 10,
+            method,
+            iterations: None,
+            seed: Some(3),
+        }
+    }
+
+    #[test]
+    fn dm_plan_is_one_gaussian_calibrated_to_the_target() {
+        let p = plan(&meta(30_000), &req(None)).unwrap();
+        assert_eq!(p.method, Method::Dm);
+        assert_eq!(p.steps, 1);
+        assert_eq!(p.events, vec![DpEvent::gaussian(p.noise_multiplier, 1)]);
+        assert!(p.epsilon <= 1.0 + 1e-9, "{}", p.epsilon);
+        // The tight accountant agrees with the exact analytic curve of one Gaussian mechanism.
+        let exact = super::super::accounting::gaussian_sigma(1.0, 1e-5);
+        assert!(
+            (p.noise_multiplier - exact).abs() / exact < 0.02,
+            "sigma {} vs analytic {exact}",
+            p.noise_multiplier
+        );
+        assert!(p.noise_multiplier >= exact * (1.0 - 1e-3), "calibration below the exact curve");
+        assert!(p.warnings.is_empty());
+    }
+
+    #[test]
+    fn gm_plan_is_poisson_sampled_steps() {
+        let p = plan(&meta(30_000), &req(Some(Method::Gm))).unwrap();
+        let q = p.sampling_rate.unwrap();
+        assert!((q - 256.0 / 30_000.0).abs() < 1e-12);
+        assert_eq!(p.events, vec![DpEvent::poisson_gaussian(q, p.noise_multiplier, p.steps)]);
+        assert!(p.epsilon <= 1.0 + 1e-9);
+    }
+
+    #[test]
+    fn fail_bad_requests() {
+        let m = meta(300);
+        for r in [
+            Request { epsilon: 0.0, ..req(None) },
+            Request { epsilon: f64::NAN, ..req(None) },
+            Request { delta: 1.0, ..req(None) },
+            Request { ipc: 0, ..req(None) },
+            Request { iterations: Some(0), ..req(None) },
+        ] {
+            assert!(matches!(plan(&m, &r), Err(Error::BadParameter { .. })), "{r:?}");
+        }
+        let mut tiny = meta(0);
+        tiny.train_count = 0;
+        assert!(matches!(plan(&tiny, &req(None)), Err(Error::Dataset { .. })));
+        // delta not below 1/n is flagged.
+        let p = plan(&meta(300), &Request { delta: 0.01, ..req(None) }).unwrap();
+        assert_eq!(p.warnings.len(), 1);
     }
 }
