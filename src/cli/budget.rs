@@ -98,7 +98,7 @@ fn human(s: &Summary, cap: Option<f64>) -> String {
                 (c - s.epsilon).max(0.0)
             )
         }
-        None => out += "  cap                        unknown (no readable policy)\n",
+        None => out += "  cap, remaining             unknown (no readable policy with [budget] dataset_epsilon_cap)\n",
     }
     if s.runs.is_empty() {
         out += "  no runs yet\n";

@@ -1,5 +1,6 @@
-//! `retort policy check FILE | show | add-partner NAME`: validate a policy before deploying it,
-//! print the active one in plain words, register a partner (an audited policy change).
+//! `retort policy check FILE | show | add-partner NAME | activate FILE`: validate a policy before
+//! deploying it, print the active one in plain words, register a partner or replace the active
+//! policy (both audited policy changes, with the old and new SHA-256).
 
 use std::path::PathBuf;
 
@@ -48,6 +49,12 @@ pub enum PolicyCmd {
         #[arg(long)]
         description: Option<String>,
     },
+    /// Replace the workspace's active policy with FILE after validating it (audited, with old
+    /// and new SHA-256).
+    Activate {
+        /// The new policy file (checked with the same rules as `policy check`).
+        file: PathBuf,
+    },
 }
 
 /// Run `retort policy`.
@@ -77,6 +84,7 @@ pub fn run(args: Args, ctx: &mut Ctx) -> Result<Report> {
             },
             ctx,
         ),
+        PolicyCmd::Activate { file } => activate(&file, ctx),
     }
 }
 
@@ -170,7 +178,7 @@ pub fn describe(p: &Policy) -> String {
     s.push_str(&format!(
         "  one run may spend at most epsilon {}\n  delta may be at most {}, and below {}/n for a dataset of n records\n",
         p.run_epsilon_cap(),
-        p.max_delta(),
+        policy::fmt_num(p.max_delta()),
         p.max_delta_times_records()
     ));
     s.push_str(&format!(
@@ -296,22 +304,6 @@ fn add_partner(a: NewPartnerArgs, ctx: &mut Ctx) -> Result<Report> {
     if let Some(k) = &signing_key {
         ctx.detail("signing_key_sha256", k.fingerprint());
     }
-    let _lock = ws.lock(DEFAULT_LOCK_WAIT)?;
-    let path = ws.policy_path();
-    let old_bytes = std::fs::read(&path)
-        .map_err(|e| policy::Error::Read(crate::error::IoError::new("reading", &path, e)))?;
-    let old_sha = crate::dataset::sha256_hex(&old_bytes);
-    ctx.detail("policy_path", path.display().to_string());
-    ctx.detail("old_sha256", old_sha.clone());
-    let old_text = String::from_utf8(old_bytes).map_err(|_| policy::Error::Syntax {
-        at: policy::Location {
-            path: path.clone(),
-            line: 1,
-            column: 1,
-            snippet: String::new(),
-        },
-        message: "the file is not UTF-8 text".into(),
-    })?;
     let partner = NewPartner {
         name: a.name.clone(),
         description: a.description.clone(),
@@ -319,34 +311,16 @@ fn add_partner(a: NewPartnerArgs, ctx: &mut Ctx) -> Result<Report> {
         signing_key,
         datasets: (!a.datasets.is_empty()).then(|| a.datasets.clone()),
     };
-    let (new_text, new_policy) = policy::add_partner_text(&old_text, &path, &partner)?;
-    let new_sha = crate::dataset::sha256_hex(new_text.as_bytes());
-    // Intent first (fail closed): if the audit log cannot take it, the policy is not changed.
-    ctx.intent(
-        &ws,
-        "policy.change",
-        new_policy.name(),
-        serde_json::json!({"change": "add-partner", "partner": a.name, "old_sha256": old_sha, "new_sha256": new_sha}),
-    )?;
-    atomic_write(&path, new_text.as_bytes())?;
-    ctx.record(
-        &ws,
-        NewRecord::new(&ctx.actor, "policy.change", new_policy.name(), Outcome::Ok).details(
-            serde_json::json!({
-                "change": "add-partner",
-                "partner": a.name,
-                "client_cert_sha256": client_cert_sha256,
-                "old_sha256": old_sha,
-                "new_sha256": new_sha,
-                "policy_path": path.display().to_string(),
-            }),
-        ),
-    )?;
-    ctx.detail("new_sha256", new_sha.clone());
+    let _lock = ws.lock(DEFAULT_LOCK_WAIT)?;
+    ctx.detail("policy_path", ws.policy_path().display().to_string());
+    let change = policy::add_partner_to_workspace(&ws, &ctx.actor, &partner)?;
+    ctx.detail("old_sha256", change.old_sha256.clone());
+    ctx.detail("new_sha256", change.new_sha256.clone());
+    let (old_sha, new_sha, path) = (&change.old_sha256, &change.new_sha256, &change.path);
     let human = format!(
         "added partner {:?} to policy {:?} ({})\n  client certificate: {}\n  policy sha256: {} -> {}\n",
         a.name,
-        new_policy.name(),
+        change.name,
         path.display(),
         client_cert_sha256
             .as_deref()
@@ -359,12 +333,69 @@ fn add_partner(a: NewPartnerArgs, ctx: &mut Ctx) -> Result<Report> {
         human,
         serde_json::json!({
             "partner": a.name,
-            "policy": new_policy.name(),
+            "policy": change.name,
             "path": path.display().to_string(),
             "client_cert_sha256": client_cert_sha256,
             "signing_key_sha256": partner.signing_key.map(|k| k.fingerprint()),
             "old_sha256": old_sha,
             "new_sha256": new_sha,
+        }),
+    ))
+}
+
+fn activate(file: &std::path::Path, ctx: &mut Ctx) -> Result<Report> {
+    let ws = ctx.open_audited("policy.activate", &file.display().to_string())?;
+    // Validate first: an invalid file never becomes the active policy.
+    let new = policy::load_file(file)?;
+    ctx.set_object(&new.name);
+    let bytes = std::fs::read(file)
+        .map_err(|e| policy::Error::Read(crate::error::IoError::new("reading", file, e)))?;
+    if crate::dataset::sha256_hex(&bytes) != new.sha256 {
+        return Err(super::usage(
+            format!("{} changed while it was being checked", file.display()),
+            "run the command again once the file is no longer being edited",
+        ));
+    }
+    let _lock = ws.lock(DEFAULT_LOCK_WAIT)?;
+    let path = ws.policy_path();
+    let old_sha = match std::fs::read(&path) {
+        Ok(b) => Some(crate::dataset::sha256_hex(&b)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => {
+            return Err(policy::Error::Read(crate::error::IoError::new("reading", &path, e)).into())
+        }
+    };
+    ctx.detail("old_sha256", old_sha.clone());
+    ctx.detail("new_sha256", new.sha256.clone());
+    let details = serde_json::json!({
+        "change": "activate",
+        "source": file.display().to_string(),
+        "old_sha256": old_sha,
+        "new_sha256": new.sha256,
+        "policy_path": path.display().to_string(),
+    });
+    ctx.intent(&ws, "policy.change", &new.name, details.clone())?;
+    atomic_write(&path, &bytes)?;
+    ctx.record(
+        &ws,
+        NewRecord::new(&ctx.actor, "policy.change", &new.name, Outcome::Ok).details(details),
+    )?;
+    for w in &new.warnings {
+        ctx.say(format!("warning: {w}"));
+    }
+    Ok(Report::new(
+        format!(
+            "active policy is now {:?} (sha256 {}, was {})\n  file: {}\n",
+            new.name,
+            new.sha256,
+            old_sha.as_deref().unwrap_or("none"),
+            path.display()
+        ),
+        serde_json::json!({
+            "policy": new.name,
+            "path": path.display().to_string(),
+            "old_sha256": old_sha,
+            "new_sha256": new.sha256,
         }),
     ))
 }

@@ -314,13 +314,15 @@ fn to_raw(
             }
             Raw { c: 3, h, w, pixels }
         }
-        _ => return Err(refuse(
-            path,
-            Refusal::Unsupported,
-            format!(
+        _ => {
+            return Err(refuse(
+                path,
+                Refusal::Unsupported,
+                format!(
                 "photometric interpretation {pi} with {spp} sample(s) per pixel is not supported"
             ),
-        )),
+            ))
+        }
     };
     Ok((raw, notes))
 }

@@ -58,7 +58,7 @@ fn chunks(n: usize) -> Vec<std::ops::Range<usize>> {
 
 fn check_batch(net: &Net, x: &[f32], labels: Option<&[u32]>, classes: usize) -> Result<usize> {
     let d = net.input_len();
-    if x.len() % d != 0 {
+    if !x.len().is_multiple_of(d) {
         return Err(Error::Shape {
             what: "images",
             expected: (x.len() / d) * d,

@@ -206,8 +206,13 @@ impl OsIdentity {
     }
 }
 
-fn fmt_num(x: f64) -> String {
-    format!("{x}")
+/// A number for messages: plain for ordinary values, scientific for small ones (1e-5).
+pub(crate) fn fmt_num(x: f64) -> String {
+    if x != 0.0 && x.is_finite() && x.abs() < 1e-3 {
+        format!("{x:e}")
+    } else {
+        format!("{x}")
+    }
 }
 
 impl Policy {
@@ -419,7 +424,7 @@ impl Policy {
         }
         if self.export_restricted() {
             let e = p.exporter;
-            let ok = self.export_users.iter().any(|u| *u == e.user)
+            let ok = self.export_users.contains(&e.user)
                 || e.groups.iter().any(|g| self.export_groups.contains(g));
             if !ok {
                 return Err(Refusal::new(

@@ -36,7 +36,7 @@ pub fn cert_fingerprint(pem: &str, path: &Path) -> Result<String> {
     let der = crate::keys::pem_decode(pem, "CERTIFICATE")
         .ok_or_else(|| bad("no -----BEGIN CERTIFICATE----- block with valid base64"))?;
     match x509_parser::parse_x509_certificate(&der) {
-        Ok((rest, _)) if rest.is_empty() => {}
+        Ok(([], _)) => {}
         Ok(_) => return Err(bad("trailing bytes after the certificate")),
         Err(e) => return Err(bad(&format!("not an X.509 certificate ({e})"))),
     }
@@ -97,8 +97,17 @@ pub fn add_partner_text(text: &str, path: &Path, partner: &NewPartner) -> Result
         }
         t.insert("datasets", toml_edit::value(a));
     }
+    // Comments after the last table belong to the document's trailing text; keep them where
+    // they are (before the new entry) so the file reads in the order it was written.
+    let trailing = doc.trailing().as_str().unwrap_or("").to_string();
+    doc.set_trailing("");
+    let sep = if trailing.is_empty() || trailing.ends_with("\n\n") {
+        ""
+    } else {
+        "\n"
+    };
     t.decor_mut().set_prefix(format!(
-        "\n# added by `retort policy add-partner` on {}\n",
+        "{trailing}{sep}# added by `retort policy add-partner` on {}\n",
         crate::workspace::now_rfc3339()
     ));
     match doc.get_mut("partners") {
@@ -126,4 +135,92 @@ pub fn add_partner_text(text: &str, path: &Path, partner: &NewPartner) -> Result
     let new_text = doc.to_string();
     let new = parse(&new_text, path)?;
     Ok((new_text, new))
+}
+
+/// A policy change made in a workspace: what the audit records say.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyChange {
+    /// The active policy file.
+    pub path: std::path::PathBuf,
+    /// The policy's name after the change.
+    pub name: String,
+    /// SHA-256 of the file before.
+    pub old_sha256: String,
+    /// SHA-256 of the file after.
+    pub new_sha256: String,
+}
+
+/// Add a partner to the workspace's active policy, as `retort policy add-partner` does: check the
+/// current file and the result, append an `intent` audit record (`policy.change`, old and new
+/// SHA-256), write the file atomically, then an `ok` record. For library callers such as
+/// `retort demo`. The caller holds the workspace lock ([`Workspace::lock`]).
+///
+/// # Errors
+/// Policy errors of the current file or the edit (`policy-partner-exists`,
+/// `policy-cert-in-use`, …), audit errors (then nothing is written), I/O.
+pub fn add_partner_to_workspace(
+    ws: &crate::workspace::Workspace,
+    actor: &str,
+    partner: &NewPartner,
+) -> crate::Result<PolicyChange> {
+    use crate::audit::{AuditLog, NewRecord, Outcome};
+    let path = ws.policy_path();
+    let old_bytes = std::fs::read(&path)
+        .map_err(|e| Error::Read(crate::error::IoError::new("reading", &path, e)))?;
+    let old_sha256 = crate::dataset::sha256_hex(&old_bytes);
+    let old_text = String::from_utf8(old_bytes).map_err(|e| Error::Syntax {
+        at: super::raw::locate_bytes(e.as_bytes(), e.utf8_error().valid_up_to(), &path),
+        message: "the file is not UTF-8 text".into(),
+    })?;
+    let (new_text, new_policy) = add_partner_text(&old_text, &path, partner)?;
+    let new_sha256 = crate::dataset::sha256_hex(new_text.as_bytes());
+    let details = serde_json::json!({
+        "change": "add-partner",
+        "partner": partner.name,
+        "client_cert_sha256": partner.client_cert_sha256,
+        "signing_key_sha256": partner.signing_key.map(|k| k.fingerprint()),
+        "old_sha256": old_sha256,
+        "new_sha256": new_sha256,
+        "policy_path": path.display().to_string(),
+    });
+    let log = AuditLog::new(ws.audit_dir());
+    // Intent first (fail closed): if the audit log cannot take it, the policy is not changed.
+    log.append(
+        NewRecord::new(actor, "policy.change", new_policy.name(), Outcome::Intent)
+            .details(details.clone()),
+    )?;
+    crate::workspace::atomic_write(&path, new_text.as_bytes())?;
+    mirror_into_config(ws, &partner.name, partner.client_cert_sha256.as_deref())?;
+    log.append(
+        NewRecord::new(actor, "policy.change", new_policy.name(), Outcome::Ok).details(details),
+    )?;
+    Ok(PolicyChange {
+        path,
+        name: new_policy.name().to_string(),
+        old_sha256,
+        new_sha256,
+    })
+}
+
+/// ADAPTER (policy helper): `package` and `serve` were built against the workspace config's
+/// legacy `[[partners]]` table (`workspace::PartnerEntry`) before `policy::partner_by_cert` and
+/// `Policy::decide` existed. Mirroring the partner there keeps them working until they read the
+/// policy; the policy file stays the source of truth (`policy show`, `decide`). Remove this
+/// once both use the policy.
+fn mirror_into_config(
+    ws: &crate::workspace::Workspace,
+    name: &str,
+    client_cert_sha256: Option<&str>,
+) -> crate::Result<()> {
+    let mut ws = crate::workspace::Workspace::open(ws.root())?;
+    let partners = &mut ws.config_mut().partners;
+    if partners.iter().any(|p| p.name == name) {
+        return Ok(());
+    }
+    partners.push(crate::workspace::PartnerEntry {
+        name: name.to_string(),
+        client_cert_sha256: client_cert_sha256.map(str::to_string),
+    });
+    ws.save_config()?;
+    Ok(())
 }

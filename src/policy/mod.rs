@@ -44,11 +44,14 @@ mod edit;
 mod raw;
 mod warn;
 
+pub(crate) use decide::fmt_num;
 pub use decide::{
     Decision, DistillRequest, IngestRequest, OsIdentity, PackageRequest, Refusal, Request,
     ServeRequest,
 };
-pub use edit::{add_partner_text, cert_fingerprint, NewPartner};
+pub use edit::{
+    add_partner_text, add_partner_to_workspace, cert_fingerprint, NewPartner, PolicyChange,
+};
 pub use warn::{CheckEnv, Warning};
 
 /// The only policy format version this build reads.
@@ -87,7 +90,7 @@ pub enum Error {
     #[error("{at}: policy file is not valid TOML: {message}\n{}", at.snippet)]
     Syntax {
         /// Where.
-        at: Location,
+        at: Box<Location>,
         /// The parser's message.
         message: String,
     },
@@ -95,7 +98,7 @@ pub enum Error {
     #[error("{at}: unknown policy key `{key}`{}\n{}", in_table(table), at.snippet)]
     UnknownKey {
         /// Where.
-        at: Location,
+        at: Box<Location>,
         /// The key as written.
         key: String,
         /// The table it is in (dotted), if known.
@@ -107,17 +110,17 @@ pub enum Error {
     #[error("{at}: wrong type for `{key}`: {message}\n{}", at.snippet)]
     WrongType {
         /// Where.
-        at: Location,
+        at: Box<Location>,
         /// The key.
         key: String,
         /// What was found and what was expected.
         message: String,
     },
     /// A required key is absent.
-    #[error("{at}: missing required policy key `{key}`{}", in_table(table))]
+    #[error("{at}: missing required policy key `{key}`{}\n{}", in_table(table), at.snippet)]
     MissingKey {
         /// Where (the table that lacks it, or the start of the file).
-        at: Location,
+        at: Box<Location>,
         /// The key.
         key: String,
         /// The table it belongs in (dotted), if any.
@@ -127,7 +130,7 @@ pub enum Error {
     #[error("{at}: invalid value for `{key}`: {why}\n{}", at.snippet)]
     Invalid {
         /// Where.
-        at: Location,
+        at: Box<Location>,
         /// The dotted key.
         key: String,
         /// Why it is refused.
@@ -263,13 +266,15 @@ impl Coded for Error {
                 }
             }
             Error::WrongType { key, message, .. } => raw::type_hint(key, message),
-            Error::MissingKey { key, table, .. } => format!(
-                "add `{key} = …` {} (see policies/README.md for its meaning; there is no default because the value matters)",
-                match table {
-                    Some(t) => format!("under [{t}]"),
-                    None => "at the top of the file".into(),
-                }
-            ),
+            Error::MissingKey { key, table, .. } => match (key.as_str(), table) {
+                ("budget", None) => "add a [budget] table with dataset_epsilon_cap, run_epsilon_cap and max_delta (start from `retort init`'s template or policies/default.toml)".into(),
+                (_, Some(t)) => format!(
+                    "add `{key} = …` under [{t}] (see policies/README.md for its meaning; there is no default because the value matters)"
+                ),
+                (_, None) => format!(
+                    "add `{key} = …` at the top of the file, before any [table] (see policies/README.md)"
+                ),
+            },
             Error::Invalid { fix, .. } => fix.clone(),
             Error::Refused(r) => r.hint.clone(),
             Error::PartnerExists { name, .. } => format!(
@@ -536,12 +541,16 @@ pub fn load_active(ws: &Workspace, override_path: Option<&Path>) -> Result<Loade
     load_with(&path, &env)
 }
 
-#[cfg(fuzzing)]
-/// Fuzzing hook: parse arbitrary bytes as a policy; must never panic.
+/// Fuzzing hook (cargo-fuzz target in `tests/fuzz/`): parse arbitrary bytes as a policy, then
+/// compute warnings and a decision; must never panic. Also compiled for unit tests.
+#[cfg(any(fuzzing, test))]
 pub fn fuzz_parse(data: &[u8]) {
     if let Ok(text) = std::str::from_utf8(data) {
         if let Ok(p) = parse(text, Path::new("fuzz.toml")) {
             let _ = p.warnings(&CheckEnv::default());
+            let _ = p.decide(&Request::Serve(ServeRequest {
+                client_cert_sha256: text,
+            }));
         }
     }
 }

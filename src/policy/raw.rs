@@ -86,7 +86,12 @@ fn classify(e: &toml::de::Error, text: &str, path: &Path) -> Error {
     let span = e.span().unwrap_or(0..0);
     let at = locate(text, span.start, path);
     let msg = e.message().trim().to_string();
-    let table = table_at(text, span.start);
+    // On a `[table]` header line, the header itself is the key and its parent the table.
+    let header = header_at(text, span.start);
+    let table = match &header {
+        Some(h) => h.rsplit_once('.').map(|(parent, _)| parent.to_string()),
+        None => table_at(text, span.start),
+    };
     if let Some(rest) = msg.strip_prefix("unknown field `") {
         let key = rest.split('`').next().unwrap_or("").to_string();
         let expected = backticked(rest.split_once("expected").map(|x| x.1).unwrap_or(""));
@@ -99,18 +104,29 @@ fn classify(e: &toml::de::Error, text: &str, path: &Path) -> Error {
     }
     if let Some(rest) = msg.strip_prefix("missing field `") {
         let key = rest.split('`').next().unwrap_or("").to_string();
+        // The span is the table lacking the key: its header line is part of it.
+        let table = if span.start == 0 && span.end >= text.len() {
+            None
+        } else {
+            header.or(table)
+        };
         return Error::MissingKey { at, key, table };
     }
     if msg.starts_with("invalid type") || msg.starts_with("invalid value") {
-        let key = key_at(text, span.start).unwrap_or_else(|| "value".into());
-        let key = match &table {
-            Some(t) => format!("{t}.{key}"),
-            None => key,
+        let key = match header {
+            Some(h) => h,
+            None => {
+                let key = key_at(text, span.start).unwrap_or_else(|| "value".into());
+                match &table {
+                    Some(t) => format!("{t}.{key}"),
+                    None => key,
+                }
+            }
         };
         return Error::WrongType {
             at,
             key,
-            message: msg,
+            message: humanize(&msg),
         };
     }
     Error::Syntax { at, message: msg }
@@ -140,6 +156,35 @@ fn table_at(text: &str, pos: usize) -> Option<String> {
     })
 }
 
+/// The table name if the line holding byte `pos` is a `[table]` or `[[table]]` header.
+fn header_at(text: &str, pos: usize) -> Option<String> {
+    let pos = pos.min(text.len());
+    let start = text.get(..pos)?.rfind('\n').map_or(0, |i| i + 1);
+    let line = text.get(start..)?.lines().next()?.trim();
+    if !line.starts_with('[') {
+        return None;
+    }
+    let name = line.trim_start_matches('[').split(']').next()?.trim();
+    (!name.is_empty()).then(|| name.replace(['"', ' '], ""))
+}
+
+/// serde's type words in the user's terms.
+fn humanize(msg: &str) -> String {
+    let mut out = msg
+        .replace("expected f64", "expected a number")
+        .replace("expected i64", "expected a whole number")
+        .replace("expected a boolean", "expected true or false")
+        .replace("expected a sequence", "expected a list [..]")
+        .replace("expected a string", "expected a quoted string")
+        .replace("invalid type: map", "invalid type: table")
+        .replace("invalid type: sequence", "invalid type: list");
+    if let Some(i) = out.find("expected struct ") {
+        out.truncate(i);
+        out.push_str("expected a table");
+    }
+    out
+}
+
 /// The key of the `key = value` line holding byte `pos`.
 fn key_at(text: &str, pos: usize) -> Option<String> {
     let pos = pos.min(text.len());
@@ -151,7 +196,7 @@ fn key_at(text: &str, pos: usize) -> Option<String> {
 }
 
 /// 1-based line/column of byte `pos`, with a snippet.
-pub(crate) fn locate(text: &str, pos: usize, path: &Path) -> Location {
+pub(crate) fn locate(text: &str, pos: usize, path: &Path) -> Box<Location> {
     let mut pos = pos.min(text.len());
     while !text.is_char_boundary(pos) {
         pos -= 1;
@@ -168,16 +213,16 @@ pub(crate) fn locate(text: &str, pos: usize, path: &Path) -> Location {
         " ".repeat(column - 1),
         w = gutter.len() - 2
     );
-    Location {
+    Box::new(Location {
         path: path.to_path_buf(),
         line,
         column,
         snippet,
-    }
+    })
 }
 
 /// Locate a byte offset in bytes that are not valid UTF-8.
-pub(crate) fn locate_bytes(bytes: &[u8], pos: usize, path: &Path) -> Location {
+pub(crate) fn locate_bytes(bytes: &[u8], pos: usize, path: &Path) -> Box<Location> {
     let text = String::from_utf8_lossy(&bytes[..pos.min(bytes.len())]).into_owned();
     locate(&text, text.len(), path)
 }
@@ -211,18 +256,23 @@ fn levenshtein(a: &str, b: &str) -> usize {
 pub(crate) fn type_hint(key: &str, message: &str) -> String {
     let short = key.rsplit('.').next().unwrap_or(key);
     let want = message.rsplit("expected").next().unwrap_or("");
-    let example = if want.contains("f64") || want.contains("float") {
+    let example = if want.contains("whole number") {
+        let n = if short == "version" { 1 } else { 10 };
+        format!("write a whole number without quotes, e.g. `{short} = {n}`")
+    } else if want.contains("number") {
         format!("write a number without quotes, e.g. `{short} = 1.0`")
-    } else if want.contains("i64") || want.contains("integer") {
-        format!("write a whole number without quotes, e.g. `{short} = 10`")
-    } else if want.contains("bool") {
+    } else if want.contains("true or false") {
         format!("write `{short} = true` (no quotes)")
-    } else if want.contains("sequence") || want.contains("array") {
-        format!("write a list, e.g. `{short} = [\"a\", \"b\"]`")
+    } else if want.contains("list") {
+        if key == "partners" {
+            "write each partner as its own [[partners]] table (double brackets)".to_string()
+        } else {
+            format!("write a list, e.g. `{short} = [\"a\", \"b\"]`")
+        }
     } else if want.contains("string") {
         format!("write a quoted string, e.g. `{short} = \"text\"`")
-    } else if want.contains("struct") || want.contains("map") || want.contains("table") {
-        format!("`{short}` is a table: write it as [{short}] with its keys below")
+    } else if want.contains("table") {
+        format!("`{key}` is a table: write it as [{key}] with its keys below")
     } else {
         "see policies/README.md for the type of this key".into()
     };
@@ -235,7 +285,7 @@ struct Validator<'a> {
 }
 
 impl Validator<'_> {
-    fn at(&self, span: Range<usize>) -> Location {
+    fn at(&self, span: Range<usize>) -> Box<Location> {
         locate(self.text, span.start, self.path)
     }
 
@@ -450,7 +500,7 @@ impl Validator<'_> {
         &self,
         list: Option<&[Spanned<String>]>,
         key: &str,
-        spans: &mut Vec<(String, Location)>,
+        spans: &mut Vec<(String, Box<Location>)>,
     ) -> Result<Vec<String>> {
         let mut out: Vec<String> = Vec::new();
         for v in list.unwrap_or(&[]) {

@@ -9,14 +9,14 @@ use super::{Location, Policy};
 /// Positions of the entries that warnings point at (filled in by validation).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Spans {
-    pub(crate) run_epsilon_cap: Option<Location>,
-    pub(crate) max_delta: Option<Location>,
-    pub(crate) export_users: Vec<(String, Location)>,
-    pub(crate) export_groups: Vec<(String, Location)>,
-    pub(crate) partners: Vec<(String, Location)>,
+    pub(crate) run_epsilon_cap: Option<Box<Location>>,
+    pub(crate) max_delta: Option<Box<Location>>,
+    pub(crate) export_users: Vec<(String, Box<Location>)>,
+    pub(crate) export_groups: Vec<(String, Box<Location>)>,
+    pub(crate) partners: Vec<(String, Box<Location>)>,
     /// (partner, dataset, where)
-    pub(crate) partner_datasets: Vec<(String, String, Location)>,
-    pub(crate) datasets: Vec<(String, Location)>,
+    pub(crate) partner_datasets: Vec<(String, String, Box<Location>)>,
+    pub(crate) datasets: Vec<(String, Box<Location>)>,
 }
 
 /// What a policy is checked against for warnings. `None` means "unknown here": no warning is
@@ -59,7 +59,7 @@ fn names_in(path: &str) -> Option<BTreeSet<String>> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Warning {
     /// Where (file:line:column); `None` for whole-policy remarks.
-    pub at: Option<Location>,
+    pub at: Option<Box<Location>>,
     /// Stable kebab-case code.
     pub code: &'static str,
     /// What is wrong, in words.

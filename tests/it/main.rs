@@ -5,4 +5,6 @@ mod util;
 
 mod distill;
 mod foundation;
+mod nn;
+mod policy;
 mod privacy;

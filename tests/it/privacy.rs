@@ -103,7 +103,14 @@ fn fail_invalid_privacy_values() {
             "--q", "0.01", "--sigma", "NaN", "--steps", "10", "--delta", "1e-5",
         ],
         [
-            "--q", "0.01", "--sigma", "-1", "--steps", "10", "--delta", "1e-5",
+            "--q",
+            "0.01",
+            "--sigma=-1",
+            "--steps",
+            "10",
+            "--delta",
+            "1e-5",
+            "--json",
         ],
     ] {
         let mut a = vec!["privacy", "epsilon"];
@@ -113,8 +120,7 @@ fn fail_invalid_privacy_values() {
     retort(&[
         "privacy",
         "calibrate",
-        "--epsilon",
-        "-1",
+        "--epsilon=-1",
         "--q",
         "0.01",
         "--steps",
@@ -152,9 +158,22 @@ fn budget_of_empty_and_charged_dataset() {
         before,
         "budget must not change the ledger"
     );
-    t.run(&["budget", "chest"])
+    let policy = t.dir.path().join("p.toml");
+    std::fs::write(
+        &policy,
+        "[budget]\ndataset_epsilon_cap = 8.0\nrun_epsilon_cap = 4.0\nmax_delta = 1e-5\n",
+    )
+    .unwrap();
+    let p = policy.to_str().unwrap();
+    let run = t.run(&["--policy", p, "budget", "chest", "--json"]);
+    run.expect(0);
+    let j = run.json();
+    assert_eq!(j["cap"], 8.0);
+    let rem = j["remaining"].as_f64().unwrap();
+    assert!((rem - (8.0 - j["total"].as_f64().unwrap())).abs() < 1e-12);
+    t.run(&["--policy", p, "budget", "chest"])
         .expect(0)
-        .stdout_has(&["run-a", "remaining", "epsilon"]);
+        .stdout_has(&["run-a", "remaining", "one image"]);
 }
 
 /// Child half of `killed_between_reserve_and_commit_stays_charged`: reserve, announce, then wait

@@ -130,7 +130,6 @@ fn candle_ref(net: &Net, x: &[f32], label: u32, dfeat: Option<&[f32]>) -> RefOut
             }
             (feat, h)
         }
-        _ => unreachable!(),
     };
     let target = Tensor::new(&[label], &dev).unwrap();
     let loss = candle_nn::loss::cross_entropy(&logits, &target).unwrap();

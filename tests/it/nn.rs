@@ -1,0 +1,145 @@
+//! `retort bench dp-step` and `retort eval` through the real binary.
+
+use crate::util::{retort, TestWs};
+use retort::dataset::{self, FloatImages, Split};
+use retort::workspace::Workspace;
+
+#[test]
+fn bench_dp_step_prints_time_and_floor() {
+    let r = retort(&[
+        "bench",
+        "dp-step",
+        "--width",
+        "4",
+        "--batch",
+        "8",
+        "--reps",
+        "2",
+        "--threads",
+        "1",
+        "--json",
+    ]);
+    r.expect(0);
+    let j = r.json();
+    for k in [
+        "ms_per_step",
+        "samples_per_s",
+        "model",
+        "width",
+        "batch",
+        "threads",
+        "floor_ms",
+    ] {
+        assert!(j.get(k).is_some(), "missing {k}: {j}");
+    }
+    assert_eq!(j["model"], "convnet");
+    assert_eq!(j["batch"], 8);
+    assert_eq!(j["threads"], 1);
+    assert!(j["ms_per_step"].as_f64().unwrap() > 0.0);
+    let m = retort(&[
+        "bench", "dp-step", "--model", "mlp", "--width", "16", "--batch", "4", "--reps", "1",
+        "--json",
+    ]);
+    m.expect(0);
+    assert_eq!(m.json()["model"], "mlp");
+    retort(&["bench", "dp-step", "--width", "0"]).expect(2);
+}
+
+/// A workspace with the demo dataset and a completed run whose synthetic set is a few
+/// (smoothed) demo images — evaluation does not care where the images came from.
+fn workspace_with_run(status: &str) -> (TestWs, String) {
+    let t = TestWs::init();
+    let ws = Workspace::open(&t.ws).unwrap();
+    let stored = dataset::store(&ws, "demo", &retort::demo::generate(12, 6)).unwrap();
+    let train = stored.load(Split::Train).unwrap();
+    let mut syn = FloatImages::new(train.shape);
+    for k in 0..4u32 {
+        for i in (0..train.len()).filter(|&i| train.labels[i] == k).take(2) {
+            syn.push(&train.image_f32(i), k);
+        }
+    }
+    let id = "run-test-1".to_string();
+    let dir = ws.runs_dir().join(&id);
+    std::fs::create_dir_all(&dir).unwrap();
+    dataset::write_synthetic_parquet(&dir.join("synthetic.parquet"), &syn, &stored.meta.classes)
+        .unwrap();
+    let rec = serde_json::json!({
+        "version": 1, "id": id, "dataset": "demo", "status": status, "ipc": 2,
+        "epsilon": 10.0, "delta": 1e-5, "shape": [1, 28, 28],
+    });
+    std::fs::write(dir.join("run.json"), rec.to_string()).unwrap();
+    (t, id)
+}
+
+#[test]
+fn eval_writes_report_with_baselines() {
+    let (t, id) = workspace_with_run("completed");
+    let r = t.run(&[
+        "eval",
+        &id,
+        "--json",
+        "--models",
+        "2",
+        "--epochs",
+        "2",
+        "--width",
+        "4",
+        "--ceiling-steps",
+        "2",
+    ]);
+    r.expect(0);
+    let j = r.json();
+    let acc = j["accuracy"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&acc));
+    assert!(j["accuracy_std"].as_f64().unwrap() >= 0.0);
+    assert_eq!(j["per_class"].as_array().unwrap().len(), 4);
+    assert_eq!(j["accuracies"].as_array().unwrap().len(), 2);
+    assert_eq!(j["test_images"], 24);
+    let b = &j["baselines"];
+    assert_eq!(b["random_real"]["private"], false);
+    assert_eq!(b["random_real"]["train_images"], 8);
+    assert_eq!(b["all_real"]["train_images"], 48);
+    assert_eq!(b["all_real"]["capped"]["steps"], 2);
+    assert!(j["compression"]["synthetic_bytes"].as_u64().unwrap() > 0);
+    let file: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(t.ws.join("runs").join(&id).join("eval.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(file["accuracy"], j["accuracy"]);
+    // the training split was read only after an intent record
+    let recs = t.audit_records();
+    assert!(recs.iter().any(|r| r["action"] == "eval.read-train"));
+    assert!(recs
+        .iter()
+        .any(|r| r["action"] == "eval" && r["outcome"] == "ok"));
+
+    // human output has the table; --no-baselines reads no training data
+    let h = t.run(&[
+        "eval",
+        &id,
+        "--models",
+        "1",
+        "--epochs",
+        "1",
+        "--width",
+        "4",
+        "--no-baselines",
+        "--model",
+        "mlp",
+    ]);
+    h.expect(0)
+        .stdout_has(&["synthetic (this run)", "per class", "compression"]);
+    assert!(!h.stdout.contains("random real"));
+}
+
+#[test]
+fn fail_eval_of_unfinished_or_missing_run() {
+    let (t, id) = workspace_with_run("running");
+    let r = t.run(&["eval", &id]);
+    r.expect(1).stderr_has(&["not \"completed\"", "hint:"]);
+    assert!(!t.ws.join("runs").join(&id).join("eval.json").exists());
+    t.run(&["eval", "no-such-run"])
+        .expect(1)
+        .stderr_has(&["no-such-run", "hint:"]);
+    t.run(&["eval", "../etc"]).expect(1);
+}
