@@ -152,6 +152,10 @@ pub fn run(args: Args, ctx: &mut Ctx) -> Result<Report> {
     let mut items = Vec::new();
     for n in &names {
         let (s, cap) = one(&ws, ctx, n, args.delta)?;
+        if args.dataset.is_some() {
+            ctx.detail("epsilon_total", s.epsilon);
+            ctx.detail("delta", s.delta);
+        }
         text += &human(&s, cap);
         items.push(to_json(&s, cap));
     }

@@ -11,7 +11,7 @@ use super::event::DpEvent;
 use super::{Delta, Epsilon, Error, SampleRate};
 
 const MAX_SIGMA: f64 = 1e4;
-const REL_TOL: f64 = 2e-4;
+const REL_TOL: f64 = 5e-4;
 
 fn check(target: f64, delta: f64, q: f64) -> Result<(), Error> {
     Epsilon::new(target)?;
@@ -93,10 +93,10 @@ pub fn noise_multiplier(target_epsilon: f64, delta: f64, q: f64, steps: u64) -> 
                 <= target_epsilon,
         )
     };
-    let (mut lo, mut hi) = (hi * 0.7, hi);
+    let (mut lo, mut hi) = (hi * 0.85, hi);
     while ok(lo)? {
         hi = lo;
-        lo *= 0.7;
+        lo *= 0.85;
         if lo < 1e-3 {
             return Ok(hi);
         }

@@ -39,6 +39,11 @@ pub enum DpEvent {
     },
 }
 
+/// The most compositions of one (q, sigma) pair the accountants accept.
+pub const MAX_TIMES: u64 = 1_000_000_000;
+/// The largest noise multiplier the accountants accept.
+pub const MAX_SIGMA: f64 = 1e6;
+
 /// A flattened elementary event: the per-step subsampled Gaussian (q, sigma) applied `times` times.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct Atom {
@@ -77,13 +82,28 @@ impl DpEvent {
         let mut push = |q: f64, sigma: f64, times: u64| -> Result<(), Error> {
             super::SampleRate::new(q)?;
             super::NoiseMultiplier::new(sigma)?;
+            if sigma > MAX_SIGMA {
+                return Err(Error::UnsupportedEvent(format!(
+                    "noise multiplier {sigma} is above {MAX_SIGMA:e}"
+                )));
+            }
             if times == 0 {
                 return Ok(());
             }
-            if let Some(a) = out.iter_mut().find(|a| a.q == q && a.sigma == sigma) {
-                a.times = a.times.saturating_add(times);
-            } else {
-                out.push(Atom { q, sigma, times });
+            let total = match out.iter().position(|a| a.q == q && a.sigma == sigma) {
+                Some(i) => {
+                    out[i].times = out[i].times.saturating_add(times);
+                    out[i].times
+                }
+                None => {
+                    out.push(Atom { q, sigma, times });
+                    times
+                }
+            };
+            if total > MAX_TIMES {
+                return Err(Error::UnsupportedEvent(format!(
+                    "{total} compositions of one mechanism (at most {MAX_TIMES:e} are supported)"
+                )));
             }
             Ok(())
         };
@@ -140,5 +160,9 @@ mod tests {
             .is_err());
         assert!(DpEvent::gaussian(-1.0, 1).validate().is_err());
         assert!(DpEvent::poisson_gaussian(0.1, 1.0, 0).validate().is_ok());
+        assert!(DpEvent::poisson_gaussian(0.1, 1.0, u64::MAX)
+            .validate()
+            .is_err());
+        assert!(DpEvent::gaussian(1e300, 1).validate().is_err());
     }
 }

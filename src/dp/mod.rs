@@ -94,7 +94,7 @@ impl Coded for Error {
                 format!("give a {name} that is {expected}")
             }
             Error::UnsupportedEvent(_) => {
-                "use a Poisson-subsampled Gaussian or plain Gaussian event with sigma > 0 and 0 <= q <= 1".into()
+                "use a Poisson-subsampled Gaussian or plain Gaussian event with 0 < sigma <= 1e6, 0 < q <= 1 and at most 1e9 steps".into()
             }
             Error::CalibrationFailed { .. } => {
                 "raise the target epsilon, lower the number of steps or the sampling rate".into()
