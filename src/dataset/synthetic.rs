@@ -1,7 +1,7 @@
 //! Float image sets and the partner-facing synthetic Parquet format (DESIGN §4).
 //!
 //! `synthetic.parquet` has three columns — `label: int32`, `label_name: utf8`,
-//! `image: fixed_size_list<float32>[C*H*W]` (row-major C,H,W, values in [0,1]) — and key-value
+//! `image: fixed_size_list<float32>[C*H*W]` (row-major C,H,W, values in 0..=1) — and key-value
 //! metadata `retort.shape = "C,H,W"`, `retort.version` (the Retort version that wrote it) and
 //! `retort.classes` (a JSON array of every class name, so classes without rows survive a round
 //! trip). The metadata is stored both in the Arrow schema and in the Parquet footer, so pyarrow,
@@ -465,6 +465,13 @@ fmd = {k.decode(): v.decode() for k, v in pq.read_metadata(sys.argv[1]).metadata
 assert md["retort.shape"] == "3,4,5" and fmd["retort.shape"] == "3,4,5", (md, fmd)
 assert "retort.version" in md
 rows = t.to_pylist()
+try:  # the loading recipe in docs/ingest.md
+    import numpy as np
+    c, h, w = map(int, t.schema.metadata[b"retort.shape"].split(b","))
+    x = np.stack(t.column("image").to_numpy(zero_copy_only=False)).reshape(-1, c, h, w)
+    assert x.shape == (7, 3, 4, 5) and x.dtype == np.float32, x.shape
+except ImportError:
+    pass
 print(json.dumps([len(rows), rows[1]["label"], rows[1]["label_name"], rows[1]["image"][5]]))
 "#;
         let out = std::process::Command::new("python3")

@@ -5,19 +5,20 @@
 //! 1. open as DICOM Part 10 (preamble, `DICM`, file meta group);
 //! 2. the transfer syntax must be one this build decodes ([`SUPPORTED_TRANSFER_SYNTAXES`]):
 //!    JPEG-LS, 12-bit JPEG, video and unknown syntaxes are refused;
-//! 3. burned-in text: refused per [`deid::DecodeView::burned_in`];
+//! 3. burned-in text: refused per [`super::deid::DecodeView::burned_in`];
 //! 4. decode the pixel data (dicom-pixeldata), **first frame only** of multi-frame objects;
 //! 5. monochrome: modality rescale (slope/intercept), then the first VOI window (linear or
 //!    sigmoid, PS3.3 C.11.2.1.2) or, without a window, min-max of the frame; MONOCHROME1 is
 //!    inverted; palette colour is looked up in its tables; RGB/YBR_FULL become RGB.
 //!
-//! Only the pixels and the label leave this module (see [`deid`]).
+//! Only the pixels and the label leave this module (see [`super::deid`]).
 
 use std::path::{Path, PathBuf};
 
 use dicom_dictionary_std::tags;
 use dicom_object::DefaultDicomObject;
 use dicom_pixeldata::{DecodedPixelData, PixelDecoder, PixelRepresentation, VoiLutFunction};
+use rayon::prelude::*;
 
 use super::deid::{DecodeView, Inventory};
 use super::error::Refusal;
@@ -373,7 +374,7 @@ fn voi(x: f64, c: f64, w: f64, sigmoid: bool) -> f64 {
 fn min_max(v: &[f64]) -> Vec<f64> {
     let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
     let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    if !(hi > lo) {
+    if hi.partial_cmp(&lo) != Some(std::cmp::Ordering::Greater) {
         return vec![0.0; v.len()];
     }
     v.iter().map(|&x| (x - lo) / (hi - lo)).collect()
@@ -537,33 +538,40 @@ pub(crate) fn read(src: &Path, opts: &Options, progress: Sink<'_>) -> crate::Res
     });
     let mut inv = Inventory::default();
     let (mut multi, mut inverted, mut windowed, mut minmax, mut pal) = (0, 0, 0, 0, 0);
-    for (path, class) in files {
+    // Decode in parallel, a chunk at a time (bounded memory, Ctrl-C checked per chunk).
+    for chunk in files.chunks(16) {
         crate::progress::check()?;
-        let label = classes.binary_search(&class).unwrap_or(0) as u32;
-        match read_file(&path) {
-            Ok((raw, n, i)) => {
-                inv.add(i);
-                col.read += 1;
-                multi += usize::from(n.frames > 1);
-                inverted += usize::from(n.inverted);
-                pal += usize::from(n.palette);
-                if raw.c == 1 && !n.palette {
-                    if n.windowed {
-                        windowed += 1;
-                    } else {
-                        minmax += 1;
+        let decoded: Vec<_> = chunk
+            .par_iter()
+            .map(|(path, class)| (path.clone(), class, read_file(path)))
+            .collect();
+        for (path, class, r) in decoded {
+            let label = classes.binary_search(class).unwrap_or(0) as u32;
+            match r {
+                Ok((raw, n, i)) => {
+                    inv.add(i);
+                    col.read += 1;
+                    multi += usize::from(n.frames > 1);
+                    inverted += usize::from(n.inverted);
+                    pal += usize::from(n.palette);
+                    if raw.c == 1 && !n.palette {
+                        if n.windowed {
+                            windowed += 1;
+                        } else {
+                            minmax += 1;
+                        }
                     }
+                    col.items.push(Item {
+                        raw,
+                        label,
+                        part: Part::Any,
+                        path,
+                    });
                 }
-                col.items.push(Item {
-                    raw,
-                    label,
-                    part: Part::Any,
-                    path,
-                });
+                Err(e) => col.fail_or_skip(opts.skip_invalid, e)?,
             }
-            Err(e) => col.fail_or_skip(opts.skip_invalid, e)?,
         }
-        progress(Event::Advance(1));
+        progress(Event::Advance(chunk.len() as u64));
     }
     progress(Event::Finish);
     // Empty classes (all files refused) are reported by `assemble`.

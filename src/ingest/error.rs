@@ -40,6 +40,20 @@ impl Refusal {
             Refusal::Unsupported => "ingest-dicom-unsupported",
         }
     }
+    /// A fixed description (for audit records: no decoder text, which could quote a value).
+    pub fn summary(self) -> &'static str {
+        match self {
+            Refusal::Unreadable => "a DICOM file is not a readable Part 10 file",
+            Refusal::TransferSyntax => {
+                "a DICOM file has a transfer syntax this build cannot decode"
+            }
+            Refusal::BurnedIn => "a DICOM file may carry burned-in annotation",
+            Refusal::NoPixelData => "a DICOM object has no pixel data",
+            Refusal::PixelData => "a DICOM file's pixel data is damaged or truncated",
+            Refusal::Unsupported => "a DICOM file has an unsupported pixel layout",
+        }
+    }
+
     fn hint(self) -> &'static str {
         match self {
             Refusal::Unreadable => "export the object again as a DICOM Part 10 file (with the 128-byte preamble, DICM and a file meta group), or leave it out with --skip-invalid",
@@ -299,7 +313,9 @@ impl Error {
         }
     }
 
-    /// The message without any file or folder name (for audit records: names can hold PHI).
+    /// The message without any file or folder name (for audit records: names can hold PHI);
+    /// for DICOM a fixed text per refusal kind, so no decoder message (which might quote a
+    /// header value) reaches the audit log.
     pub fn what(&self) -> String {
         match self {
             Error::SourceMissing { .. } => "the source does not exist".into(),
@@ -307,10 +323,10 @@ impl Error {
                 format!("a file or folder cannot be read: {}", source.kind())
             }
             Error::UnknownFormat { .. } => "cannot tell the format of the source".into(),
+            Error::Dicom { refusal, .. } => refusal.summary().into(),
             Error::Idx { what, .. }
             | Error::IdxPairs { what, .. }
             | Error::Image { what, .. }
-            | Error::Dicom { what, .. }
             | Error::Parquet { what, .. }
             | Error::BadOption { what } => what.clone(),
             Error::Labels { line, what, .. } => format!("labels CSV line {line}: {what}"),

@@ -365,7 +365,10 @@ impl Collected {
         self.skipped.push(Skipped {
             path: e.path().map(Path::to_path_buf).unwrap_or_default(),
             code: e.code_str(),
-            reason: e.what(),
+            reason: match &e {
+                Error::Dicom { what, .. } => what.clone(),
+                _ => e.what(),
+            },
         });
         Ok(())
     }

@@ -1,5 +1,5 @@
 //! Parquet tables: a label column (`label`: any integer type or a string) and an image column
-//! (`image`: encoded PNG/JPEG bytes, or a list / fixed-size list of float (values in [0,1]) or
+//! (`image`: encoded PNG/JPEG bytes, or a list / fixed-size list of float (values in 0..=1) or
 //! u8 with the shape in the `retort.shape = "C,H,W"` metadata). Retort's own
 //! `synthetic.parquet` is one such table (its `label_name` column or `retort.classes` metadata
 //! gives the class names).

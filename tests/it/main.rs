@@ -5,6 +5,7 @@ mod util;
 
 mod distill;
 mod foundation;
+mod ingest;
 mod nn;
 mod policy;
 mod privacy;
