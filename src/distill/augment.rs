@@ -49,7 +49,13 @@ pub fn shift_each(x: &[f32], shape: Shape, offs: &[(i64, i64)]) -> Vec<f32> {
     let d = shape.len();
     let mut out = vec![0f32; x.len()];
     for (i, &(dy, dx)) in offs.iter().enumerate() {
-        shift_into(&x[i * d..(i + 1) * d], shape, dy, dx, &mut out[i * d..(i + 1) * d]);
+        shift_into(
+            &x[i * d..(i + 1) * d],
+            shape,
+            dy,
+            dx,
+            &mut out[i * d..(i + 1) * d],
+        );
     }
     out
 }
@@ -59,7 +65,13 @@ pub fn shift_each_adjoint(g: &[f32], shape: Shape, offs: &[(i64, i64)]) -> Vec<f
     let d = shape.len();
     let mut out = vec![0f32; g.len()];
     for (i, &(dy, dx)) in offs.iter().enumerate() {
-        shift_adjoint_add(&g[i * d..(i + 1) * d], shape, dy, dx, &mut out[i * d..(i + 1) * d]);
+        shift_adjoint_add(
+            &g[i * d..(i + 1) * d],
+            shape,
+            dy,
+            dx,
+            &mut out[i * d..(i + 1) * d],
+        );
     }
     out
 }

@@ -160,7 +160,8 @@ fn nn_err(e: crate::nn::Error) -> Error {
 pub fn nets(p: &DmParams, shape: Shape, classes: usize, seed: u64) -> Result<Vec<Net>, Error> {
     (0..p.nets as u64)
         .map(|k| {
-            let mut rng = ChaCha8Rng::seed_from_u64(seed ^ (k + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+            let mut rng =
+                ChaCha8Rng::seed_from_u64(seed ^ (k + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15));
             Net::new(p.arch(shape, classes), &mut rng).map_err(nn_err)
         })
         .collect()
@@ -226,7 +227,9 @@ pub(crate) fn class_sums(
         }
         let mut u = vec![0f32; b * dim];
         for _ in 0..p.augment {
-            let offs: Vec<(i64, i64)> = (0..b).map(|_| augment::draw(&mut rng, p.max_shift)).collect();
+            let offs: Vec<(i64, i64)> = (0..b)
+                .map(|_| augment::draw(&mut rng, p.max_shift))
+                .collect();
             x.clear();
             x.extend(augment::shift_each(&raw, shape, &offs));
             let mut off = 0;
@@ -332,7 +335,10 @@ fn net_loss_grad(
     for c in 0..classes {
         let mut diff = vec![0f64; f];
         for i in 0..ipc {
-            for (j, v) in e[(c * ipc + i) * f..(c * ipc + i + 1) * f].iter().enumerate() {
+            for (j, v) in e[(c * ipc + i) * f..(c * ipc + i + 1) * f]
+                .iter()
+                .enumerate()
+            {
                 diff[j] += *v as f64 / ipc as f64;
             }
         }
@@ -380,8 +386,8 @@ pub fn synthesise(
     let mut rng = ChaCha8Rng::seed_from_u64(seed.wrapping_add(0x51_7e_5e));
     let n_syn = classes * ipc;
     let d = shape.len();
-    let normal = rand_distr::Normal::new(0.5f32, p.init_std as f32)
-        .map_err(|_| Error::BadParameter {
+    let normal =
+        rand_distr::Normal::new(0.5f32, p.init_std as f32).map_err(|_| Error::BadParameter {
             name: "init_std".into(),
             why: "must be positive and finite".into(),
         })?;
@@ -409,8 +415,12 @@ pub fn synthesise(
     });
     for it in 0..p.iterations {
         progress::check().map_err(|_| Error::Cancelled)?;
-        let lr = (p.lr * 0.5 * (1.0 + (std::f64::consts::PI * it as f64 / p.iterations as f64).cos())) as f32;
-        let shifts: Vec<(i64, i64)> = (0..n_syn).map(|_| augment::draw(&mut rng, p.max_shift)).collect();
+        let lr =
+            (p.lr * 0.5 * (1.0 + (std::f64::consts::PI * it as f64 / p.iterations as f64).cos()))
+                as f32;
+        let shifts: Vec<(i64, i64)> = (0..n_syn)
+            .map(|_| augment::draw(&mut rng, p.max_shift))
+            .collect();
         let x: Vec<f32> = augment::shift_each(&syn, shape, &shifts)
             .into_iter()
             .map(|v| v - 0.5)
@@ -420,7 +430,11 @@ pub fn synthesise(
         for k in rand::seq::index::sample(&mut rng, nets.len(), k_iter).iter() {
             let f = feat[k];
             let target: Vec<f64> = (0..classes)
-                .flat_map(|c| rel.means[c * rel.dim + offs[k]..c * rel.dim + offs[k] + f].iter().copied())
+                .flat_map(|c| {
+                    rel.means[c * rel.dim + offs[k]..c * rel.dim + offs[k] + f]
+                        .iter()
+                        .copied()
+                })
                 .collect();
             let (l, dx) = net_loss_grad(&nets[k], &x, &target, classes, ipc, scale)?;
             loss += l;
@@ -540,7 +554,10 @@ mod tests {
         let (sums, dim) = class_sums(&im, 2, &p, &nets, 1, &progress::silent).unwrap();
         let norm: f64 = sums.iter().map(|x| x * x).sum::<f64>().sqrt();
         assert!(norm <= p.clip_norm + 1e-6, "norm {norm}");
-        assert!(norm > 0.9, "the vector should be nearly unit length, got {norm}");
+        assert!(
+            norm > 0.9,
+            "the vector should be nearly unit length, got {norm}"
+        );
         // The other class's sum is untouched: the record touches only its class.
         assert!(sums[dim + 1..].iter().all(|&x| x == 0.0));
     }
@@ -557,7 +574,12 @@ mod tests {
         for drop in [0, 4, im.len() - 1] {
             let idx: Vec<usize> = (0..im.len()).filter(|&i| i != drop).collect();
             let (b, _) = class_sums(&im.select(&idx), 2, &p, &nets, 9, &progress::silent).unwrap();
-            let d: f64 = a.iter().zip(&b).map(|(x, y)| (x - y).powi(2)).sum::<f64>().sqrt();
+            let d: f64 = a
+                .iter()
+                .zip(&b)
+                .map(|(x, y)| (x - y).powi(2))
+                .sum::<f64>()
+                .sqrt();
             assert!(d <= p.clip_norm + 1e-6, "sensitivity exceeded: {d}");
         }
     }
@@ -572,7 +594,9 @@ mod tests {
         let net = &nets[0];
         let f = net.feature_len();
         let target: Vec<f64> = (0..2 * f).map(|j| ((j % 7) as f64 - 3.0) * 0.01).collect();
-        let x: Vec<f32> = (0..4 * 144).map(|j| ((j * 37 % 101) as f32) / 101.0 - 0.5).collect();
+        let x: Vec<f32> = (0..4 * 144)
+            .map(|j| ((j * 37 % 101) as f32) / 101.0 - 0.5)
+            .collect();
         let (_, g) = net_loss_grad(net, &x, &target, 2, 2, 0.5).unwrap();
         // Directional derivatives along a few fixed directions (robust to ReLU kinks).
         for k in 0..4 {
@@ -607,7 +631,10 @@ mod tests {
         assert!(set.data.iter().all(|&x| (0.0..=1.0).contains(&x)));
         let first: f64 = losses[..5].iter().sum();
         let last: f64 = losses[losses.len() - 5..].iter().sum();
-        assert!(last < 0.7 * first, "loss did not fall enough: {first} -> {last}");
+        assert!(
+            last < 0.7 * first,
+            "loss did not fall enough: {first} -> {last}"
+        );
     }
 
     #[test]

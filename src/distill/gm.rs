@@ -133,9 +133,11 @@ pub fn calibrate(
         delta,
         steps,
     };
-    let sigma = crate::dp::calibrate::noise_multiplier(epsilon, delta, q, steps).map_err(|_| fail())?;
-    let rep = crate::dp::accountant::epsilon(&[super::DpEvent::poisson_gaussian(q, sigma, steps)], delta)
-        .map_err(|_| fail())?;
+    let sigma =
+        crate::dp::calibrate::noise_multiplier(epsilon, delta, q, steps).map_err(|_| fail())?;
+    let rep =
+        crate::dp::accountant::epsilon(&[super::DpEvent::poisson_gaussian(q, sigma, steps)], delta)
+            .map_err(|_| fail())?;
     Ok((sigma, rep.epsilon, rep.accountant.to_string()))
 }
 
@@ -155,7 +157,11 @@ fn shift_adjoint(g: &[f32], shape: Shape, dy: i64, dx: i64) -> Vec<f32> {
 
 /// Layer-wise cosine matching distance between the synthetic gradient `gs` and the (noisy) real
 /// gradient `gr`, and its gradient w.r.t. `gs`. Groups with one row are skipped.
-pub(crate) fn cosine_match(groups: &[crate::nn::ParamGroup], gs: &[f32], gr: &[f32]) -> (f64, Vec<f32>) {
+pub(crate) fn cosine_match(
+    groups: &[crate::nn::ParamGroup],
+    gs: &[f32],
+    gr: &[f32],
+) -> (f64, Vec<f32>) {
     let mut v = vec![0f32; gs.len()];
     let mut dist = 0f64;
     for g in groups.iter().filter(|g| g.rows > 1) {
@@ -294,7 +300,9 @@ pub fn run(plan: &Plan, p: &GmParams, train: &Images, sink: Sink<'_>) -> Result<
         }
         // Train the network on the synthetic images (free post-processing).
         for _ in 0..p.net_steps {
-            let lg = net.loss_and_param_grads(&syn, &syn_labels).map_err(nn_err)?;
+            let lg = net
+                .loss_and_param_grads(&syn, &syn_labels)
+                .map_err(nn_err)?;
             for (w, g) in net.params_mut().iter_mut().zip(&lg.param_grads) {
                 *w -= p.lr_net as f32 * g;
             }
@@ -340,7 +348,11 @@ mod tests {
             m[i] -= h;
             let fd = (cosine_match(&groups, &p, &gr).0 - cosine_match(&groups, &m, &gr).0)
                 / (2.0 * h as f64);
-            assert!((fd - v[i] as f64).abs() < 1e-3, "coordinate {i}: {fd} vs {}", v[i]);
+            assert!(
+                (fd - v[i] as f64).abs() < 1e-3,
+                "coordinate {i}: {fd} vs {}",
+                v[i]
+            );
         }
         // Identical directions: distance 0; scale-free.
         let scaled: Vec<f32> = gr.iter().map(|x| x * 7.0).collect();

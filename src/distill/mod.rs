@@ -27,9 +27,9 @@ pub mod rundir;
 use serde::{Deserialize, Serialize};
 
 use crate::dataset::Images;
+pub use crate::dp::DpEvent;
 use crate::error::{Class, Coded};
 use crate::progress::Sink;
-pub use crate::dp::DpEvent;
 
 pub use plan::{plan, Plan, Request};
 

@@ -234,7 +234,9 @@ impl Plan {
     /// `distill-compute`.
     pub fn estimate_seconds(&self) -> Result<f64, Error> {
         match &self.params {
-            Params::Dm(p) => dm::estimate_seconds(p, self.shape, self.records, self.classes.len(), self.ipc),
+            Params::Dm(p) => {
+                dm::estimate_seconds(p, self.shape, self.records, self.classes.len(), self.ipc)
+            }
             Params::Gm(p) => gm::estimate_seconds(p, self),
         }
     }
@@ -288,7 +290,10 @@ mod tests {
             "sigma {} vs analytic {exact}",
             p.noise_multiplier
         );
-        assert!(p.noise_multiplier >= exact * (1.0 - 1e-3), "calibration below the exact curve");
+        assert!(
+            p.noise_multiplier >= exact * (1.0 - 1e-3),
+            "calibration below the exact curve"
+        );
         assert!(p.warnings.is_empty());
     }
 
@@ -297,7 +302,10 @@ mod tests {
         let p = plan(&meta(30_000), &req(Some(Method::Gm))).unwrap();
         let q = p.sampling_rate.unwrap();
         assert!((q - 256.0 / 30_000.0).abs() < 1e-12);
-        assert_eq!(p.events, vec![DpEvent::poisson_gaussian(q, p.noise_multiplier, p.steps)]);
+        assert_eq!(
+            p.events,
+            vec![DpEvent::poisson_gaussian(q, p.noise_multiplier, p.steps)]
+        );
         assert!(p.epsilon <= 1.0 + 1e-9);
     }
 
@@ -305,19 +313,88 @@ mod tests {
     fn fail_bad_requests() {
         let m = meta(300);
         for r in [
-            Request { epsilon: 0.0, ..req(None) },
-            Request { epsilon: f64::NAN, ..req(None) },
-            Request { delta: 1.0, ..req(None) },
-            Request { ipc: 0, ..req(None) },
-            Request { iterations: Some(0), ..req(None) },
+            Request {
+                epsilon: 0.0,
+                ..req(None)
+            },
+            Request {
+                epsilon: f64::NAN,
+                ..req(None)
+            },
+            Request {
+                delta: 1.0,
+                ..req(None)
+            },
+            Request {
+                ipc: 0,
+                ..req(None)
+            },
+            Request {
+                iterations: Some(0),
+                ..req(None)
+            },
         ] {
-            assert!(matches!(plan(&m, &r), Err(Error::BadParameter { .. })), "{r:?}");
+            assert!(
+                matches!(plan(&m, &r), Err(Error::BadParameter { .. })),
+                "{r:?}"
+            );
         }
         let mut tiny = meta(0);
         tiny.train_count = 0;
-        assert!(matches!(plan(&tiny, &req(None)), Err(Error::Dataset { .. })));
+        assert!(matches!(
+            plan(&tiny, &req(None)),
+            Err(Error::Dataset { .. })
+        ));
         // delta not below 1/n is flagged.
-        let p = plan(&meta(300), &Request { delta: 0.01, ..req(None) }).unwrap();
+        let p = plan(
+            &meta(300),
+            &Request {
+                delta: 0.01,
+                ..req(None)
+            },
+        )
+        .unwrap();
         assert_eq!(p.warnings.len(), 1);
+    }
+
+    #[test]
+    fn gm_runs_end_to_end_on_a_tiny_set() {
+        // 2 classes of 12x12 images; a tiny network and few steps: checks the mechanics
+        // (sampling, per-class clipped sums, noise, matching, shapes), not utility.
+        let mut m = meta(40);
+        m.shape = Shape { c: 1, h: 12, w: 12 };
+        m.classes = vec!["a".into(), "b".into()];
+        let mut p = plan(
+            &m,
+            &Request {
+                iterations: Some(2),
+                ipc: 2,
+                ..req(Some(Method::Gm))
+            },
+        )
+        .unwrap();
+        if let Params::Gm(g) = &mut p.params {
+            g.width = 4;
+            g.depth = 2;
+            g.inner = 2;
+            g.net_steps = 2;
+        }
+        let mut train = crate::dataset::Images::new(m.shape);
+        for i in 0..40u32 {
+            let px: Vec<u8> = (0..144u32)
+                .map(|j| ((i * 7 + j * (i % 2 + 1)) % 256) as u8)
+                .collect();
+            train.push(&px, i % 2);
+        }
+        let out = super::super::run(&p, &train, &crate::progress::silent).unwrap();
+        assert_eq!(out.synthetic.labels, vec![0, 0, 1, 1]);
+        assert_eq!(out.synthetic.data.len(), 4 * 144);
+        assert!(out.synthetic.data.iter().all(|x| (0.0..=1.0).contains(x)));
+        assert_eq!(out.events, p.events);
+        // The images moved away from their noise start.
+        assert!(out.diagnostics["matching_distance_last"]
+            .as_f64()
+            .unwrap()
+            .is_finite());
     }
 }

@@ -59,7 +59,11 @@ fn plan_reads_metadata_only_and_spends_nothing() {
     assert_eq!(j["decision"]["allowed"], true);
     assert!(j["estimated_seconds"].as_f64().unwrap() > 0.0);
     assert_eq!(j["spent"], 0);
-    assert_eq!(snapshot(&t.ws.join("ledger")), ledger0, "plan changed the ledger");
+    assert_eq!(
+        snapshot(&t.ws.join("ledger")),
+        ledger0,
+        "plan changed the ledger"
+    );
     assert_eq!(snapshot(&t.ws.join("runs")), runs0, "plan wrote a run");
 }
 
@@ -67,7 +71,14 @@ fn plan_reads_metadata_only_and_spends_nothing() {
 fn distill_charges_the_ledger_and_writes_a_loadable_run() {
     let t = ws_with_demo(20);
     let ledger0 = snapshot(&t.ws.join("ledger"));
-    let mut args = vec!["distill", "--dataset", "phantoms", "--epsilon", "1", "--json"];
+    let mut args = vec![
+        "distill",
+        "--dataset",
+        "phantoms",
+        "--epsilon",
+        "1",
+        "--json",
+    ];
     args.extend_from_slice(FAST);
     let r = t.run(&args);
     r.expect(0);
@@ -115,7 +126,11 @@ fn fail_distill_over_the_cap_is_refused_and_changes_nothing() {
     let r = t.run(&args);
     r.expect(3);
     assert!(r.stderr.contains("hint:"), "{}", r.stderr);
-    assert_eq!(snapshot(&t.ws.join("ledger")), ledger0, "refusal touched the ledger");
+    assert_eq!(
+        snapshot(&t.ws.join("ledger")),
+        ledger0,
+        "refusal touched the ledger"
+    );
     assert_eq!(snapshot(&t.ws.join("runs")), runs0, "refusal wrote a run");
     let recs = t.audit_records();
     assert!(recs
@@ -129,8 +144,16 @@ fn fail_bad_parameters_are_usage_errors() {
     let t = ws_with_demo(5);
     t.run(&["plan", "--dataset", "phantoms", "--epsilon", "-1"])
         .expect(2);
-    t.run(&["plan", "--dataset", "phantoms", "--epsilon", "1", "--method", "xx"])
-        .expect(2);
+    t.run(&[
+        "plan",
+        "--dataset",
+        "phantoms",
+        "--epsilon",
+        "1",
+        "--method",
+        "xx",
+    ])
+    .expect(2);
     t.run(&["plan", "--dataset", "nope", "--epsilon", "1"])
         .expect(1);
 }
@@ -146,8 +169,17 @@ fn cancelled_run_is_marked_and_stays_charged() {
         .arg("--workspace")
         .arg(&t.ws)
         .args([
-            "distill", "--dataset", "phantoms", "--epsilon", "1", "--ipc", "2",
-            "--iterations", "100000", "--seed", "1",
+            "distill",
+            "--dataset",
+            "phantoms",
+            "--epsilon",
+            "1",
+            "--ipc",
+            "2",
+            "--iterations",
+            "100000",
+            "--seed",
+            "1",
         ])
         .env_remove("RETORT_WORKSPACE")
         .stdout(Stdio::piped())
@@ -177,15 +209,27 @@ fn cancelled_run_is_marked_and_stays_charged() {
     assert!(st.success());
     let status = child.wait().unwrap();
     let mut err = String::new();
-    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
     assert_eq!(status.code(), Some(1), "stderr:\n{err}");
-    let dirs: Vec<_> = std::fs::read_dir(&runs).unwrap().filter_map(|e| e.ok()).collect();
+    let dirs: Vec<_> = std::fs::read_dir(&runs)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .collect();
     assert_eq!(dirs.len(), 1);
     let rec: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dirs[0].path().join("run.json")).unwrap()).unwrap();
     assert_eq!(rec["status"], "cancelled");
     assert!(!dirs[0].path().join("synthetic.parquet").exists());
-    assert_ne!(snapshot(&t.ws.join("ledger")), ledger0, "a cancelled run must stay charged");
+    assert_ne!(
+        snapshot(&t.ws.join("ledger")),
+        ledger0,
+        "a cancelled run must stay charged"
+    );
 }
 
 /// Fashion-MNIST from the shared data folder (IDX, gzip): (train, test).
@@ -226,7 +270,10 @@ fn measure_dm_timing() {
         eprintln!("SKIPPED: fashion-mnist absent");
         return;
     };
-    let n: usize = std::env::var("N").ok().and_then(|s| s.parse().ok()).unwrap_or(2000);
+    let n: usize = std::env::var("N")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2000);
     let idx: Vec<usize> = (0..n).collect();
     let sub = train.select(&idx);
     let mut p = dm::DmParams::defaults(60_000, 10);
@@ -237,7 +284,17 @@ fn measure_dm_timing() {
     let (rel, _) = dm::release(&sub, 10, &p, &nets, 3.7, 1, &retort::progress::silent).unwrap();
     let emb = t.elapsed().as_secs_f64();
     let t = std::time::Instant::now();
-    dm::synthesise(&rel, sub.shape, 10, 10, &p, &nets, 1, &retort::progress::silent).unwrap();
+    dm::synthesise(
+        &rel,
+        sub.shape,
+        10,
+        10,
+        &p,
+        &nets,
+        1,
+        &retort::progress::silent,
+    )
+    .unwrap();
     let syn = t.elapsed().as_secs_f64();
     eprintln!(
         "embedding: {:.3} ms per image per net ({n} images, {} nets, {emb:.1} s); synthesis: {:.3} s per iteration ({} nets/iter)",
@@ -245,5 +302,108 @@ fn measure_dm_timing() {
         p.nets,
         syn / p.iterations as f64,
         p.nets_per_iteration.min(p.nets)
+    );
+}
+
+/// Utility measurement on Fashion-MNIST (not a pass/fail test; run with
+/// `PER_CLASS=500 EPS=1 cargo test --release --test it distill::measure_dm_fashion -- --ignored --nocapture`).
+/// Draws PER_CLASS training images per class at random (seeded, public choice of subset), runs
+/// the default `dm` plan at EPS (delta 1e-5), trains MODELS fresh ConvNets (width 128, EPOCHS
+/// epochs of the standard recipe) on the 10 images per class, tests on the full test split;
+/// prints the same for 10 random real images per class (non-private reference).
+#[test]
+#[ignore]
+fn measure_dm_fashion() {
+    use rand::{seq::SliceRandom, SeedableRng};
+    let Some((train, test)) = fashion() else {
+        eprintln!("SKIPPED: fashion-mnist absent");
+        return;
+    };
+    let env = |k: &str, d: f64| {
+        std::env::var(k)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(d)
+    };
+    let per_class = env("PER_CLASS", 500.0) as usize;
+    let eps = env("EPS", 1.0);
+    let models = env("MODELS", 2.0) as usize;
+    let epochs = env("EPOCHS", 300.0) as usize;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(2026);
+    let mut idx: Vec<usize> = Vec::new();
+    for c in 0..10u32 {
+        let mut of: Vec<usize> = (0..train.len()).filter(|&i| train.labels[i] == c).collect();
+        of.shuffle(&mut rng);
+        idx.extend(of.into_iter().take(per_class));
+    }
+    idx.shuffle(&mut rng);
+    let sub = train.select(&idx);
+    let meta = retort::dataset::Meta {
+        version: 1,
+        name: "fmnist".into(),
+        shape: sub.shape,
+        classes: (0..10).map(|c| c.to_string()).collect(),
+        train_count: sub.len(),
+        test_count: test.len(),
+        per_class_train: sub.per_class(10),
+        per_class_test: test.per_class(10),
+        source_format: "idx".into(),
+        split: retort::dataset::SplitInfo::Official,
+        notes: vec![],
+        created: String::new(),
+        fingerprint: String::new(),
+        files: Default::default(),
+    };
+    let iterations = std::env::var("ITERS").ok().and_then(|s| s.parse().ok());
+    let plan = retort::distill::plan(
+        &meta,
+        &retort::distill::Request {
+            epsilon: eps,
+            delta: 1e-5,
+            ipc: 10,
+            method: None,
+            iterations,
+            seed: Some(1),
+        },
+    )
+    .unwrap();
+    let t = std::time::Instant::now();
+    let out = retort::distill::run(&plan, &sub, &retort::progress::silent).unwrap();
+    let secs = t.elapsed().as_secs_f64();
+    let recipe =
+        retort::eval::Recipe::standard(retort::eval::Model::ConvNet { width: 128 }, epochs);
+    let testf = test.to_float();
+    let s = retort::eval::score(
+        &recipe,
+        &out.synthetic,
+        &testf,
+        10,
+        models,
+        0,
+        &retort::progress::silent,
+    )
+    .unwrap();
+    let real = retort::eval::random_per_class(&sub, &[10; 10], 7);
+    let b = retort::eval::score(
+        &recipe,
+        &real,
+        &testf,
+        10,
+        models,
+        0,
+        &retort::progress::silent,
+    )
+    .unwrap();
+    eprintln!(
+        "dm fashion {per_class}/class eps {eps}: sigma {:.3}, distill {secs:.0} s (private {:.0} s), \
+         accuracy {:.4} (per model {:?}); random real 10/class {:.4} (per model {:?}); {} epochs x {models} models; diag {}",
+        plan.noise_multiplier,
+        out.private_seconds,
+        s.accuracy,
+        s.accuracies,
+        b.accuracy,
+        b.accuracies,
+        epochs,
+        out.diagnostics
     );
 }
