@@ -407,3 +407,30 @@ fn measure_dm_fashion() {
         out.diagnostics
     );
 }
+
+#[test]
+fn plan_gm_shows_poisson_sampling_and_steps() {
+    let t = ws_with_demo(20);
+    let r = t.run(&[
+        "plan",
+        "--dataset",
+        "phantoms",
+        "--epsilon",
+        "2",
+        "--method",
+        "gm",
+        "--iterations",
+        "3",
+        "--no-benchmark",
+        "--json",
+    ]);
+    r.expect(0);
+    let j = r.json();
+    assert_eq!(j["method"], "gm");
+    assert_eq!(j["steps"], 30);
+    let q = j["sampling_rate"].as_f64().unwrap();
+    assert!(q > 0.0 && q <= 1.0);
+    assert_eq!(j["events"][0]["kind"], "poisson-sampled-gaussian");
+    assert!(j["epsilon"].as_f64().unwrap() <= 2.0 + 1e-9);
+    assert!(j["estimated_seconds"].is_null());
+}
