@@ -243,11 +243,10 @@ fn moments(pmf: &Pmf, h: f64) -> (f64, f64) {
 
 /// Chernoff window [L, U] (grid indices) of the composition, holding all but TAIL of the mass.
 fn window(parts: &[(Pmf, u64)], h: f64) -> (i64, i64) {
-    let (mut mean, mut var) = (0.0, 0.0);
+    let mut var = 0.0;
     let (mut min_k, mut max_k) = (0i64, 0i64);
     for (pmf, t) in parts {
-        let (m, v) = moments(pmf, h);
-        mean += *t as f64 * m;
+        let (_, v) = moments(pmf, h);
         var += *t as f64 * v;
         min_k = min_k.saturating_add(pmf.offset.saturating_mul(*t as i64));
         max_k =
@@ -269,7 +268,6 @@ fn window(parts: &[(Pmf, u64)], h: f64) -> (i64, i64) {
             .sum();
         lower = lower.max(-(down - ln_tail) / t);
     }
-    let _ = mean;
     let u = if upper.is_finite() {
         ((upper / h).ceil() as i64).min(max_k)
     } else {

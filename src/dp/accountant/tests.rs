@@ -25,17 +25,24 @@ fn rdp_curves_match_dp_accounting() {
             .iter()
             .zip(c["rdp_per_step"].as_array().unwrap())
         {
-            let (a, want) = (a.as_f64().unwrap(), want.as_f64().unwrap());
+            let a = a.as_f64().unwrap();
             let got = rdp::rdp_subsampled_gaussian(q, s, a);
+            let Some(want) = want.as_f64() else {
+                // dp_accounting's series failed to converge and it excluded this order; ours
+                // converges.
+                assert!(got.is_finite() && got > 0.0, "q={q} s={s} order={a}: {got}");
+                continue;
+            };
             let rel = (got - want).abs() / want.abs().max(1e-300);
             // Integer orders: closed form, must agree to rounding. Fractional orders: dp_accounting's
-            // series (scipy binom/erfc) carries ~0.4 % error at tiny values; ours agrees with
-            // high-precision quadrature (below).
+            // series errs upwards (0.4 % to 15 % in this table, e.g. q=0.05, sigma=0.8, alpha=1.5:
+            // 7.41e-3 against 6.268e-3 by 40-digit quadrature); ours matches quadrature
+            // (`fractional_order_matches_quadrature`), so here it may only be lower.
             if a.fract() == 0.0 {
                 assert!(rel < 1e-6, "q={q} s={s} order={a}: {got} vs {want}");
             } else {
                 assert!(
-                    got <= want * (1.0 + 1e-9) && rel < 0.05,
+                    got > 0.0 && got <= want * (1.0 + 1e-9),
                     "q={q} s={s} order={a}: {got} vs {want}"
                 );
             }
@@ -55,6 +62,15 @@ fn fractional_order_matches_quadrature() {
     assert!((got / 9.554_528_571_874_83e-5 - 1.0).abs() < 1e-7, "{got}");
     let got = rdp::rdp_subsampled_gaussian(0.01, 4.0, 1.5);
     assert!((got / 4.835_493_175_633e-6 - 1.0).abs() < 1e-7, "{got}");
+    let got = rdp::rdp_subsampled_gaussian(0.05, 0.8, 1.5);
+    assert!((got / 6.267_907_613_589_884e-3 - 1.0).abs() < 1e-7, "{got}");
+    let got = rdp::rdp_subsampled_gaussian(0.05, 0.8, 1.75);
+    assert!((got / 7.725_553_816_270_34e-3 - 1.0).abs() < 1e-7, "{got}");
+    // Orders dp_accounting excluded (its series failed): q = 0.25, sigma = 1.
+    let got = rdp::rdp_subsampled_gaussian(0.25, 1.0, 1.5);
+    assert!((got / 6.676_181_722_725_434e-2 - 1.0).abs() < 1e-7, "{got}");
+    let got = rdp::rdp_subsampled_gaussian(0.25, 1.0, 1.75);
+    assert!((got / 8.316_854_122_068_536e-2 - 1.0).abs() < 1e-7, "{got}");
     let got = rdp::rdp_subsampled_gaussian(0.01, 1.1, 1.75);
     assert!((got / 1.119_541_649_104_541e-4 - 1.0).abs() < 1e-7, "{got}");
 }
