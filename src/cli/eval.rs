@@ -38,6 +38,15 @@ pub struct Args {
     /// affordable on 2 cores.
     #[arg(long, default_value_t = 200)]
     pub ceiling_steps: usize,
+    /// Also train a DP-SGD classifier directly on the real training split at the run's
+    /// (epsilon, delta). It reads private data, so it SPENDS BUDGET: its privacy event is
+    /// reserved in the dataset's ledger (checked against the policy's cap) before anything is
+    /// read, like a distillation run.
+    #[arg(long)]
+    pub dp_baseline: bool,
+    /// DP-SGD steps of that baseline (expected batch 256, clip 1).
+    #[arg(long, default_value_t = 200)]
+    pub dp_steps: u64,
 }
 
 /// Run `retort eval`.
@@ -55,10 +64,13 @@ pub fn run(args: Args, ctx: &mut Ctx) -> Result<Report> {
             "e.g. --width 128 --models 3",
         ));
     }
-    if !(1..=100_000).contains(&args.epochs) || args.ceiling_steps > 1_000_000 {
+    if !(1..=100_000).contains(&args.epochs)
+        || args.ceiling_steps > 1_000_000
+        || !(1..=1_000_000).contains(&args.dp_steps)
+    {
         return Err(super::usage(
-            "--epochs must be 1..100000 and --ceiling-steps at most 1000000",
-            "e.g. --epochs 300 --ceiling-steps 200",
+            "--epochs must be 1..100000, --ceiling-steps at most 1000000, --dp-steps 1..1000000",
+            "e.g. --epochs 300 --ceiling-steps 200 --dp-steps 200",
         ));
     }
     let ws = ctx.open_audited("eval", &args.run)?;
@@ -157,6 +169,11 @@ pub fn run(args: Args, ctx: &mut Ctx) -> Result<Report> {
         baselines.insert("all_real".into(), j);
         full_score = Some((fs, full.len()));
     }
+    if args.dp_baseline {
+        set_what("DP-SGD:");
+        let j = dp_sgd_baseline(&args, ctx, &ws, &rec, &stored, model, &test, &sink)?;
+        baselines.insert("dp_sgd".into(), j);
+    }
     bar.finish_and_clear();
     let class_names = &stored.meta.classes;
     let syn_bytes = std::fs::metadata(&parquet).map(|m| m.len()).unwrap_or(0);
@@ -206,6 +223,80 @@ pub fn run(args: Args, ctx: &mut Ctx) -> Result<Report> {
     ctx.detail("models", args.models);
     ctx.detail("baselines", !args.no_baselines);
     Ok(Report::new(human(&out, class_names), out))
+}
+
+/// The DP-SGD baseline: plan, reserve its event in the ledger under the policy's dataset cap
+/// (fail closed, before reading), log intent, train one model, commit (or cancel: it stays
+/// charged).
+#[allow(clippy::too_many_arguments)]
+fn dp_sgd_baseline(
+    args: &Args,
+    ctx: &mut Ctx,
+    ws: &crate::workspace::Workspace,
+    rec: &serde_json::Value,
+    stored: &dataset::Stored,
+    model: Model,
+    test: &FloatImages,
+    sink: crate::progress::Sink<'_>,
+) -> Result<serde_json::Value> {
+    let eps = rec.get("epsilon").and_then(|v| v.as_f64());
+    let delta = rec.get("delta").and_then(|v| v.as_f64());
+    let (Some(eps), Some(delta)) = (eps, delta) else {
+        return Err(run_err(
+            &args.run,
+            "run.json has no epsilon/delta for the DP-SGD baseline",
+        ));
+    };
+    let ds = stored.meta.name.clone();
+    let plan =
+        eval::plan_dp_baseline(eps, delta, stored.meta.train_count, 256, args.dp_steps, 1.0)?;
+    let loaded = crate::policy::load_active(ws, ctx.policy.as_deref())?;
+    let cap = loaded.policy.dataset_epsilon_cap(&ds);
+    let id = crate::workspace::new_id("evaldp");
+    let reservation = crate::ledger::Ledger::open(ws, &ds)?.reserve(
+        &id,
+        std::slice::from_ref(&plan.event),
+        delta,
+        Some(cap),
+    )?;
+    ctx.intent(
+        ws,
+        "eval.dp-baseline",
+        &id,
+        serde_json::json!({"run": args.run, "dataset": ds, "epsilon": plan.epsilon, "delta": delta,
+            "events": [plan.event], "policy": {"name": loaded.name, "sha256": loaded.sha256}}),
+    )?;
+    ctx.detail("dp_baseline_ledger_run", id.clone());
+    let result = stored
+        .load(Split::Train)
+        .map_err(crate::Error::from)
+        .and_then(|train| {
+            eval::dp_baseline(
+                &plan,
+                model,
+                &train.to_float(),
+                test,
+                stored.num_classes(),
+                1,
+                args.seed,
+                sink,
+            )
+        });
+    match result {
+        Ok(score) => {
+            reservation.commit()?;
+            let mut j = serde_json::to_value(&score).expect("invariant: score serializes");
+            j["private"] = true.into();
+            j["what"] = "DP-SGD classifier trained directly on the real training split at the run's (epsilon, delta); one model; charged to the ledger".into();
+            j["ledger_run"] = id.into();
+            j["plan"] = serde_json::to_value(&plan).expect("invariant: plan serializes");
+            Ok(j)
+        }
+        Err(e) => {
+            let _ = reservation.cancel();
+            Err(e)
+        }
+    }
 }
 
 fn run_err(run: &str, why: impl Into<String>) -> crate::Error {
@@ -337,6 +428,9 @@ fn human(out: &serde_json::Value, classes: &[String]) -> String {
     }
     if let Some(b) = out["baselines"].get("all_real") {
         s += &row("all real (ceiling, capped)", b, "no (ref)");
+    }
+    if let Some(b) = out["baselines"].get("dp_sgd") {
+        s += &row("DP-SGD on real, same (ε, δ)", b, "DP");
     }
     s += "\nper class (synthetic):\n";
     if let Some(pc) = out["per_class"].as_array() {

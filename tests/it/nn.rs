@@ -65,7 +65,7 @@ fn workspace_with_run(status: &str) -> (TestWs, String) {
         .unwrap();
     let rec = serde_json::json!({
         "version": 1, "id": id, "dataset": "demo", "status": status, "ipc": 2,
-        "epsilon": 10.0, "delta": 1e-5, "shape": [1, 28, 28],
+        "epsilon": 1.0, "delta": 1e-5, "shape": [1, 28, 28],
     });
     std::fs::write(dir.join("run.json"), rec.to_string()).unwrap();
     (t, id)
@@ -130,6 +130,42 @@ fn eval_writes_report_with_baselines() {
     h.expect(0)
         .stdout_has(&["synthetic (this run)", "per class", "compression"]);
     assert!(!h.stdout.contains("random real"));
+}
+
+/// The DP-SGD baseline spends budget: it is charged to the ledger before it reads data.
+#[test]
+fn eval_dp_baseline_is_charged_to_the_ledger() {
+    let (t, id) = workspace_with_run("completed");
+    let r = t.run(&[
+        "eval",
+        &id,
+        "--json",
+        "--models",
+        "1",
+        "--epochs",
+        "1",
+        "--width",
+        "4",
+        "--no-baselines",
+        "--dp-baseline",
+        "--dp-steps",
+        "2",
+    ]);
+    r.expect(0);
+    let j = r.json();
+    let dp = &j["baselines"]["dp_sgd"];
+    assert_eq!(dp["private"], true);
+    assert!(dp["plan"]["epsilon"].as_f64().unwrap() <= 1.0 + 1e-9);
+    let ledger_run = dp["ledger_run"].as_str().unwrap();
+    let b = t.run(&["budget", "demo", "--json"]);
+    b.expect(0);
+    assert!(
+        b.stdout.contains(ledger_run),
+        "ledger lacks the baseline: {}",
+        b.stdout
+    );
+    let recs = t.audit_records();
+    assert!(recs.iter().any(|r| r["action"] == "eval.dp-baseline"));
 }
 
 #[test]
