@@ -153,7 +153,7 @@ pub struct PolicyChange {
 /// Add a partner to the workspace's active policy, as `retort policy add-partner` does: check the
 /// current file and the result, append an `intent` audit record (`policy.change`, old and new
 /// SHA-256), write the file atomically, then an `ok` record. For library callers such as
-/// `retort demo`. The caller holds the workspace lock ([`Workspace::lock`]).
+/// `retort demo`. The caller holds the workspace lock ([`crate::workspace::Workspace::lock`]).
 ///
 /// # Errors
 /// Policy errors of the current file or the edit (`policy-partner-exists`,
@@ -190,7 +190,6 @@ pub fn add_partner_to_workspace(
             .details(details.clone()),
     )?;
     crate::workspace::atomic_write(&path, new_text.as_bytes())?;
-    mirror_into_config(ws, &partner.name, partner.client_cert_sha256.as_deref())?;
     log.append(
         NewRecord::new(actor, "policy.change", new_policy.name(), Outcome::Ok).details(details),
     )?;
@@ -200,27 +199,4 @@ pub fn add_partner_to_workspace(
         old_sha256,
         new_sha256,
     })
-}
-
-/// ADAPTER (policy helper): `package` and `serve` were built against the workspace config's
-/// legacy `[[partners]]` table (`workspace::PartnerEntry`) before `policy::partner_by_cert` and
-/// `Policy::decide` existed. Mirroring the partner there keeps them working until they read the
-/// policy; the policy file stays the source of truth (`policy show`, `decide`). Remove this
-/// once both use the policy.
-fn mirror_into_config(
-    ws: &crate::workspace::Workspace,
-    name: &str,
-    client_cert_sha256: Option<&str>,
-) -> crate::Result<()> {
-    let mut ws = crate::workspace::Workspace::open(ws.root())?;
-    let partners = &mut ws.config_mut().partners;
-    if partners.iter().any(|p| p.name == name) {
-        return Ok(());
-    }
-    partners.push(crate::workspace::PartnerEntry {
-        name: name.to_string(),
-        client_cert_sha256: client_cert_sha256.map(str::to_string),
-    });
-    ws.save_config()?;
-    Ok(())
 }

@@ -794,7 +794,7 @@ fn toml_float(x: f64) -> String {
 }
 
 #[test]
-fn add_partner_to_workspace_audits_and_mirrors() {
+fn add_partner_to_workspace_is_audited() {
     let dir = tempfile::tempdir().unwrap();
     let ws = crate::workspace::Workspace::create(&dir.path().join("ws"), "site").unwrap();
     crate::workspace::atomic_write(&ws.policy_path(), template("default").unwrap().as_bytes())
@@ -820,8 +820,6 @@ fn add_partner_to_workspace_audits_and_mirrors() {
         partner_by_cert(&l.policy, &"cd".repeat(32)).unwrap().name,
         "demo-partner"
     );
-    let cfg = crate::workspace::Workspace::open(ws.root()).unwrap();
-    assert_eq!(cfg.config().partners[0].name, "demo-partner");
     let log = std::fs::read_to_string(ws.audit_dir().join("segment-000000.jsonl")).unwrap();
     let recs: Vec<serde_json::Value> = log
         .lines()
