@@ -4,6 +4,7 @@
 mod util;
 
 mod audit;
+mod distill;
 mod foundation;
 mod ingest;
 mod nn;

@@ -1,0 +1,648 @@
+//! Distribution matching under differential privacy (`dm`).
+//!
+//! 1. **Release (private, ONE Gaussian mechanism).** A fixed, public set of `nets` randomly
+//!    initialised ConvNets (never trained; weights from the non-private initialisation seed)
+//!    embeds every training image ([`crate::nn::Net::embed`]: the flattened final feature map),
+//!    averaged over `augment` random shifts. Each net's embedding is normalised to L2 norm
+//!    `1/sqrt(nets)`, so their concatenation `u` has norm at most 1; the record's vector is
+//!    `v = [alpha·u, beta]` with `alpha² + beta² = 1`, then clipped to `C` (a no-op by
+//!    construction, kept as the rule says). The vectors are summed per class. Adding or
+//!    removing one image changes exactly one class sum by a vector of norm at most `C`, so the
+//!    whole matrix of class sums (classes × (D+1)) has L2 sensitivity `C`, and adding
+//!    N(0, σ²C²) to every coordinate **once** is one Gaussian mechanism:
+//!    `{"kind":"gaussian","sigma":σ,"count":1}`.
+//! 2. **Post-processing (free).** The last coordinate of a noisy class sum divided by `beta` is
+//!    a noisy class count released by the same mechanism; the noisy class mean of `u` is the
+//!    noisy sum divided by `alpha` × that count (never by a private count). Synthetic images
+//!    (from noise, never from real images) are optimised with Adam so that the mean of their
+//!    normalised embeddings under the same nets, with fresh random shifts (siamese
+//!    augmentation), matches the noisy means; pixels are clamped to [0, 1]. The pixel gradient
+//!    is first order ([`crate::nn::Net::embed_vjp`]).
+//!
+//! # Privacy
+//! Neighbouring relation: add or remove one image. The random shifts are drawn i.i.d. per
+//! record, independently of the data; conditioned on them the sensitivity is `C`, and a mixture
+//! over the same data-independent augmentation distribution keeps the (ε, δ) bound. Noise:
+//! [`crate::dp::noise::SecureGaussian`] (OS-keyed ChaCha20), or opendp's exact Gaussian when
+//! the release is small enough (see [`release`]).
+
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use super::augment;
+use super::{Error, SyntheticSet};
+use crate::dataset::{Images, Shape};
+use crate::nn::{Activation, Arch, ConvNetConfig, Net};
+use crate::progress::{self, Event, Sink};
+
+/// Hyper-parameters of `dm` (all public; recorded in `run.json`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DmParams {
+    /// Number of random feature nets in the release.
+    pub nets: usize,
+    /// Channels of each feature net.
+    pub width: usize,
+    /// Blocks of each feature net.
+    pub depth: usize,
+    /// Random shifts averaged per real image before clipping.
+    pub augment: usize,
+    /// Maximum shift in pixels (real and synthetic side).
+    pub max_shift: usize,
+    /// Synthesis iterations (post-processing).
+    pub iterations: usize,
+    /// Nets used per synthesis iteration (drawn at random among `nets`).
+    pub nets_per_iteration: usize,
+    /// Adam learning rate on pixels.
+    pub lr: f64,
+    /// Standard deviation of the noise the synthetic pixels start from (around 0.5).
+    pub init_std: f64,
+    /// Weight of the count coordinate (`beta`; `alpha = sqrt(1 - beta²)`).
+    pub count_weight: f64,
+    /// Clip norm `C` of each record's vector.
+    pub clip_norm: f64,
+    /// Real images per embedding batch.
+    pub batch: usize,
+    /// Activation of the feature nets (ReLU as in the literature; GELU is smooth).
+    pub activation: Activation,
+    /// Release through opendp's exact (discrete) Gaussian when the release has at most this
+    /// many coordinates; above it, the OS-keyed floating-point sampler.
+    pub exact_max_coords: usize,
+}
+
+impl DmParams {
+    /// The defaults, sized to the public record count `n` and class count.
+    pub fn defaults(n: usize, classes: usize) -> DmParams {
+        let per_class = n / classes.max(1);
+        // Small cohorts: fewer feature coordinates (noise on a class mean grows as sqrt(D)/n).
+        let nets = if per_class >= 3000 {
+            16
+        } else if per_class >= 1000 {
+            10
+        } else {
+            6
+        };
+        DmParams {
+            nets,
+            width: 32,
+            depth: 3,
+            augment: 1,
+            max_shift: 2,
+            // Small sets (e.g. the demo) get a short synthesis so a run stays well under a minute.
+            iterations: if n <= 2000 {
+                150
+            } else if n <= 10_000 {
+                300
+            } else {
+                600
+            },
+            nets_per_iteration: if n <= 2000 { 2 } else { 4 },
+            lr: 0.01,
+            init_std: 0.1,
+            count_weight: 0.3,
+            clip_norm: 1.0,
+            batch: 500,
+            exact_max_coords: 200_000,
+            activation: Activation::Relu,
+        }
+    }
+
+    /// Checks the values are usable.
+    ///
+    /// # Errors
+    /// `distill-bad-parameter`.
+    pub fn validate(&self) -> Result<(), Error> {
+        let bad = |what: &str, why: &str| Error::BadParameter {
+            name: what.into(),
+            why: why.into(),
+        };
+        if self.nets == 0 || self.width == 0 || self.depth == 0 {
+            return Err(bad("nets/width/depth", "must be positive"));
+        }
+        if self.augment == 0 || self.batch == 0 || self.nets_per_iteration == 0 {
+            return Err(bad("augment/batch/nets_per_iteration", "must be positive"));
+        }
+        if !(self.lr > 0.0 && self.lr.is_finite() && self.init_std > 0.0) {
+            return Err(bad("lr", "must be positive"));
+        }
+        if !(self.count_weight > 0.0 && self.count_weight < 1.0) {
+            return Err(bad("count_weight", "must be in (0, 1)"));
+        }
+        if !(self.clip_norm > 0.0 && self.clip_norm.is_finite()) {
+            return Err(bad("clip_norm", "must be positive"));
+        }
+        Ok(())
+    }
+
+    fn arch(&self, shape: Shape, classes: usize) -> Arch {
+        Arch::ConvNet(ConvNetConfig {
+            channels: shape.c,
+            height: shape.h,
+            width: shape.w,
+            classes: classes.max(2),
+            net_width: self.width,
+            depth: self.depth,
+            activation: self.activation,
+        })
+    }
+}
+
+fn nn_err(e: crate::nn::Error) -> Error {
+    Error::Compute {
+        what: e.to_string(),
+    }
+}
+
+/// The feature nets of a run (public: from the initialisation seed only).
+///
+/// # Errors
+/// `distill-compute` if the architecture cannot be built for this shape.
+pub fn nets(p: &DmParams, shape: Shape, classes: usize, seed: u64) -> Result<Vec<Net>, Error> {
+    (0..p.nets as u64)
+        .map(|k| {
+            let mut rng =
+                ChaCha8Rng::seed_from_u64(seed ^ (k + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+            Net::new(p.arch(shape, classes), &mut rng).map_err(nn_err)
+        })
+        .collect()
+}
+
+/// Normalise each `f`-long row of `e` to L2 norm `scale` in place; returns the original norms.
+fn normalise_rows(e: &mut [f32], f: usize, scale: f32) -> Vec<f32> {
+    e.chunks_mut(f)
+        .map(|row| {
+            let n = row.iter().map(|x| x * x).sum::<f32>().sqrt();
+            let k = if n > 0.0 { scale / n } else { 0.0 };
+            row.iter_mut().for_each(|x| *x *= k);
+            n
+        })
+        .collect()
+}
+
+/// The noisy release after post-processing: per class, the noisy mean of the normalised
+/// embeddings and the noisy count.
+#[derive(Debug, Clone)]
+pub struct Release {
+    /// `classes × dim` noisy means (row-major).
+    pub means: Vec<f64>,
+    /// Noisy class counts (clamped to at least 1, post-processing).
+    pub counts: Vec<f64>,
+    /// Embedding dimension.
+    pub dim: usize,
+}
+
+/// Clipped per-class sums of the records' vectors (before noise), `classes × (dim + 1)`.
+/// Private: crate-only.
+pub(crate) fn class_sums(
+    train: &Images,
+    classes: usize,
+    p: &DmParams,
+    nets: &[Net],
+    aug_seed: u64,
+    sink: Sink<'_>,
+) -> Result<(Vec<f64>, usize), Error> {
+    let shape = train.shape;
+    let d = shape.len();
+    let feat: Vec<usize> = nets.iter().map(|n| n.feature_len()).collect();
+    let dim: usize = feat.iter().sum();
+    let width = dim + 1;
+    let alpha = (1.0 - p.count_weight * p.count_weight).sqrt();
+    let per_net = 1.0 / (nets.len() as f32).sqrt();
+    let mut sums = vec![0f64; classes * width];
+    let mut rng = ChaCha8Rng::seed_from_u64(aug_seed);
+    let n = train.len();
+    sink(Event::Start {
+        label: "embedding (private)",
+        total: n as u64,
+    });
+    let mut start = 0;
+    let mut x = Vec::new();
+    while start < n {
+        progress::check().map_err(|_| Error::Cancelled)?;
+        let end = (start + p.batch).min(n);
+        let b = end - start;
+        let mut raw = Vec::with_capacity(b * d);
+        for i in start..end {
+            raw.extend(train.image(i).iter().map(|&v| v as f32 / 255.0 - 0.5));
+        }
+        let mut u = vec![0f32; b * dim];
+        for _ in 0..p.augment {
+            let offs: Vec<(i64, i64)> = (0..b)
+                .map(|_| augment::draw(&mut rng, p.max_shift))
+                .collect();
+            x.clear();
+            x.extend(augment::shift_each(&raw, shape, &offs));
+            let mut off = 0;
+            for (net, &f) in nets.iter().zip(&feat) {
+                let mut e = net.embed(&x).map_err(nn_err)?;
+                normalise_rows(&mut e, f, per_net);
+                for i in 0..b {
+                    let dst = &mut u[i * dim + off..i * dim + off + f];
+                    for (a, v) in dst.iter_mut().zip(&e[i * f..(i + 1) * f]) {
+                        *a += v / p.augment as f32;
+                    }
+                }
+                off += f;
+            }
+        }
+        for i in 0..b {
+            let mut v: Vec<f32> = u[i * dim..(i + 1) * dim]
+                .iter()
+                .map(|x| x * alpha as f32)
+                .collect();
+            v.push(p.count_weight as f32);
+            crate::dp::clip::clip_in_place(&mut v, p.clip_norm);
+            let c = train.labels[start + i] as usize;
+            for (s, x) in sums[c * width..(c + 1) * width].iter_mut().zip(&v) {
+                *s += *x as f64;
+            }
+        }
+        sink(Event::Advance(b as u64));
+        start = end;
+    }
+    sink(Event::Finish);
+    Ok((sums, dim))
+}
+
+/// The private release: clipped class sums plus one draw of N(0, σ²C²) per coordinate.
+///
+/// # Privacy
+/// One Gaussian mechanism with L2 sensitivity `p.clip_norm` under add/remove-one-image; the
+/// caller must have reserved `{"kind":"gaussian","sigma":σ,"count":1}` in the ledger. Releases
+/// of at most `p.exact_max_coords` coordinates use opendp's exact discrete Gaussian
+/// ([`crate::dp::exact::gaussian_release`], immune to floating-point attacks); larger ones the
+/// OS-keyed ChaCha20 floating-point sampler ([`crate::dp::noise::SecureGaussian`]).
+///
+/// # Errors
+/// `distill-cancelled`, `distill-compute`, `distill-rng`.
+pub fn release(
+    train: &Images,
+    classes: usize,
+    p: &DmParams,
+    nets: &[Net],
+    sigma: f64,
+    aug_seed: u64,
+    sink: Sink<'_>,
+) -> Result<(Release, &'static str), Error> {
+    let (mut sums, dim) = class_sums(train, classes, p, nets, aug_seed, sink)?;
+    let sampler = if sums.len() <= p.exact_max_coords {
+        sums = crate::dp::exact::gaussian_release(&sums, p.clip_norm, sigma).map_err(|e| {
+            Error::Compute {
+                what: format!("exact Gaussian release: {e}"),
+            }
+        })?;
+        "opendp-exact-discrete-gaussian"
+    } else {
+        let mut noise = crate::dp::noise::SecureGaussian::from_os().map_err(|_| Error::Rng)?;
+        noise.add_noise_f64(&mut sums, sigma * p.clip_norm);
+        "chacha20-float-gaussian"
+    };
+    Ok((post_process(&sums, classes, dim, p), sampler))
+}
+
+/// Noisy sums → noisy means and counts (post-processing only).
+pub fn post_process(sums: &[f64], classes: usize, dim: usize, p: &DmParams) -> Release {
+    let alpha = (1.0 - p.count_weight * p.count_weight).sqrt();
+    let width = dim + 1;
+    let mut means = vec![0f64; classes * dim];
+    let mut counts = vec![0f64; classes];
+    for c in 0..classes {
+        let row = &sums[c * width..(c + 1) * width];
+        let count = (row[dim] / p.count_weight).max(1.0);
+        counts[c] = count;
+        for j in 0..dim {
+            means[c * dim + j] = row[j] / (alpha * count);
+        }
+    }
+    Release { means, counts, dim }
+}
+
+/// The matching loss Σ_c ‖mean_i normalise(f(x_ci)) − t_c‖² of one net and its gradient
+/// w.r.t. the (shifted) synthetic inputs `x` (class-major, `ipc` per class).
+fn net_loss_grad(
+    net: &Net,
+    x: &[f32],
+    target: &[f64],
+    classes: usize,
+    ipc: usize,
+    scale: f32,
+) -> Result<(f64, Vec<f32>), Error> {
+    let f = net.feature_len();
+    let mut e = net.embed(x).map_err(nn_err)?;
+    let norms = normalise_rows(&mut e, f, scale);
+    let mut loss = 0f64;
+    let mut d_feat = vec![0f32; e.len()];
+    for c in 0..classes {
+        let mut diff = vec![0f64; f];
+        for i in 0..ipc {
+            for (j, v) in e[(c * ipc + i) * f..(c * ipc + i + 1) * f]
+                .iter()
+                .enumerate()
+            {
+                diff[j] += *v as f64 / ipc as f64;
+            }
+        }
+        for (j, dj) in diff.iter_mut().enumerate() {
+            *dj -= target[c * f + j];
+            loss += *dj * *dj;
+        }
+        // dL/du_i = 2 diff / ipc; u = s·f/|f| ⇒ dL/df = (s/|f|)(g − û(û·g)), û = u/s.
+        for i in 0..ipc {
+            let r = c * ipc + i;
+            let u = &e[r * f..(r + 1) * f];
+            let nrm = norms[r];
+            if nrm <= 0.0 {
+                continue;
+            }
+            let g: Vec<f64> = diff.iter().map(|v| 2.0 * v / ipc as f64).collect();
+            let ug: f64 = u.iter().zip(&g).map(|(a, b)| *a as f64 * b).sum::<f64>() / scale as f64;
+            for j in 0..f {
+                let uh = u[j] as f64 / scale as f64;
+                d_feat[r * f + j] = ((scale as f64 / nrm as f64) * (g[j] - uh * ug)) as f32;
+            }
+        }
+    }
+    let (_, dx) = net.embed_vjp(x, &d_feat).map_err(nn_err)?;
+    Ok((loss, dx))
+}
+
+/// Optimise `ipc` synthetic images per class to match the released means (post-processing).
+/// Returns the set and the per-iteration matching losses.
+///
+/// # Errors
+/// `distill-cancelled`, `distill-compute`.
+#[allow(clippy::too_many_arguments)]
+pub fn synthesise(
+    rel: &Release,
+    shape: Shape,
+    classes: usize,
+    ipc: usize,
+    p: &DmParams,
+    nets: &[Net],
+    seed: u64,
+    sink: Sink<'_>,
+) -> Result<(SyntheticSet, Vec<f64>), Error> {
+    use rand_distr::Distribution;
+    let mut rng = ChaCha8Rng::seed_from_u64(seed.wrapping_add(0x51_7e_5e));
+    let n_syn = classes * ipc;
+    let d = shape.len();
+    let normal =
+        rand_distr::Normal::new(0.5f32, p.init_std as f32).map_err(|_| Error::BadParameter {
+            name: "init_std".into(),
+            why: "must be positive and finite".into(),
+        })?;
+    // Synthetic pixels start from noise, never from real images.
+    let mut syn: Vec<f32> = (0..n_syn * d)
+        .map(|_| normal.sample(&mut rng).clamp(0.0, 1.0))
+        .collect();
+    let (mut m1, mut m2) = (vec![0f32; syn.len()], vec![0f32; syn.len()]);
+    let (b1, b2, eps) = (0.9f32, 0.999f32, 1e-8f32);
+    let feat: Vec<usize> = nets.iter().map(|n| n.feature_len()).collect();
+    let offs: Vec<usize> = feat
+        .iter()
+        .scan(0, |s, &f| {
+            let o = *s;
+            *s += f;
+            Some(o)
+        })
+        .collect();
+    let scale = 1.0 / (nets.len() as f32).sqrt();
+    let k_iter = p.nets_per_iteration.min(nets.len());
+    let mut losses = Vec::with_capacity(p.iterations);
+    sink(Event::Start {
+        label: "synthesis (post-processing)",
+        total: p.iterations as u64,
+    });
+    for it in 0..p.iterations {
+        progress::check().map_err(|_| Error::Cancelled)?;
+        let lr =
+            (p.lr * 0.5 * (1.0 + (std::f64::consts::PI * it as f64 / p.iterations as f64).cos()))
+                as f32;
+        let shifts: Vec<(i64, i64)> = (0..n_syn)
+            .map(|_| augment::draw(&mut rng, p.max_shift))
+            .collect();
+        let x: Vec<f32> = augment::shift_each(&syn, shape, &shifts)
+            .into_iter()
+            .map(|v| v - 0.5)
+            .collect();
+        let mut grad_x = vec![0f32; x.len()];
+        let mut loss = 0f64;
+        for k in rand::seq::index::sample(&mut rng, nets.len(), k_iter).iter() {
+            let f = feat[k];
+            let target: Vec<f64> = (0..classes)
+                .flat_map(|c| {
+                    rel.means[c * rel.dim + offs[k]..c * rel.dim + offs[k] + f]
+                        .iter()
+                        .copied()
+                })
+                .collect();
+            let (l, dx) = net_loss_grad(&nets[k], &x, &target, classes, ipc, scale)?;
+            loss += l;
+            grad_x.iter_mut().zip(&dx).for_each(|(a, b)| *a += b);
+        }
+        losses.push(loss);
+        let g = augment::shift_each_adjoint(&grad_x, shape, &shifts);
+        let t = (it + 1) as i32;
+        let (c1, c2) = (1.0 - b1.powi(t), 1.0 - b2.powi(t));
+        for (((s, a), v), gi) in syn.iter_mut().zip(&mut m1).zip(&mut m2).zip(&g) {
+            *a = b1 * *a + (1.0 - b1) * gi;
+            *v = b2 * *v + (1.0 - b2) * gi * gi;
+            *s = (*s - lr * (*a / c1) / ((*v / c2).sqrt() + eps)).clamp(0.0, 1.0);
+        }
+        sink(Event::Advance(1));
+    }
+    sink(Event::Finish);
+    let labels = (0..n_syn).map(|i| (i / ipc) as u32).collect();
+    Ok((
+        SyntheticSet {
+            shape,
+            data: syn,
+            labels,
+        },
+        losses,
+    ))
+}
+
+/// Estimated seconds for a run: time the embedding of random images under one net and two
+/// synthesis iterations, then scale to the planned work.
+///
+/// # Errors
+/// `distill-compute`.
+pub fn estimate_seconds(
+    p: &DmParams,
+    shape: Shape,
+    records: usize,
+    classes: usize,
+    ipc: usize,
+) -> Result<f64, Error> {
+    let b = 64usize;
+    let x: Vec<f32> = (0..b * shape.len())
+        .map(|j| ((j * 7919) % 256) as f32 / 255.0 - 0.5)
+        .collect();
+    let mut q = p.clone();
+    q.nets = p.nets_per_iteration.min(p.nets);
+    q.iterations = 2;
+    let nets = nets(&q, shape, classes, 1)?;
+    nets[0].embed(&x[..shape.len()]).map_err(nn_err)?; // warm-up
+    let t = std::time::Instant::now();
+    nets[0].embed(&x).map_err(nn_err)?;
+    let per_image_net = t.elapsed().as_secs_f64() / b as f64;
+    let embed = per_image_net * records as f64 * (p.nets * p.augment) as f64;
+    let dim: usize = nets.iter().map(|n| n.feature_len()).sum();
+    let rel = Release {
+        means: vec![0.0; classes * dim],
+        counts: vec![1.0; classes],
+        dim,
+    };
+    let t = std::time::Instant::now();
+    synthesise(&rel, shape, classes, ipc, &q, &nets, 1, &progress::silent)?;
+    let per_iter = t.elapsed().as_secs_f64() / 2.0;
+    Ok(embed + per_iter * p.iterations as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn toy(n_per: usize) -> Images {
+        // Two classes: bright left half vs bright right half.
+        let shape = Shape { c: 1, h: 12, w: 12 };
+        let mut im = Images::new(shape);
+        for i in 0..2 * n_per {
+            let c = (i % 2) as u32;
+            let px: Vec<u8> = (0..144)
+                .map(|j| {
+                    let x = j % 12;
+                    let on = if c == 0 { x < 6 } else { x >= 6 };
+                    if on {
+                        200 + (i % 50) as u8
+                    } else {
+                        (i % 30) as u8
+                    }
+                })
+                .collect();
+            im.push(&px, c);
+        }
+        im
+    }
+
+    fn params() -> DmParams {
+        DmParams {
+            nets: 3,
+            width: 8,
+            depth: 2,
+            augment: 2,
+            max_shift: 1,
+            iterations: 40,
+            nets_per_iteration: 2,
+            lr: 0.03,
+            init_std: 0.1,
+            count_weight: 0.3,
+            clip_norm: 1.0,
+            batch: 7,
+            exact_max_coords: 10_000,
+            activation: Activation::Relu,
+        }
+    }
+
+    #[test]
+    fn every_record_vector_is_within_the_clip_norm() {
+        // One record alone: its class sum is its vector; the norm must be <= C.
+        let im = toy(1).select(&[0]);
+        let p = params();
+        let nets = nets(&p, im.shape, 2, 3).unwrap();
+        let (sums, dim) = class_sums(&im, 2, &p, &nets, 1, &progress::silent).unwrap();
+        let norm: f64 = sums.iter().map(|x| x * x).sum::<f64>().sqrt();
+        assert!(norm <= p.clip_norm + 1e-6, "norm {norm}");
+        assert!(
+            norm > 0.9,
+            "the vector should be nearly unit length, got {norm}"
+        );
+        // The other class's sum is untouched: the record touches only its class.
+        assert!(sums[dim + 1..].iter().all(|&x| x == 0.0));
+    }
+
+    #[test]
+    fn sums_of_neighbours_differ_by_at_most_c() {
+        // Augmentations are i.i.d. per record, so neighbours are compared under the same
+        // (coupled) augmentation draws; with shifts off the coupling is the identity.
+        let im = toy(5);
+        let mut p = params();
+        p.max_shift = 0;
+        let nets = nets(&p, im.shape, 2, 3).unwrap();
+        let (a, _) = class_sums(&im, 2, &p, &nets, 9, &progress::silent).unwrap();
+        for drop in [0, 4, im.len() - 1] {
+            let idx: Vec<usize> = (0..im.len()).filter(|&i| i != drop).collect();
+            let (b, _) = class_sums(&im.select(&idx), 2, &p, &nets, 9, &progress::silent).unwrap();
+            let d: f64 = a
+                .iter()
+                .zip(&b)
+                .map(|(x, y)| (x - y).powi(2))
+                .sum::<f64>()
+                .sqrt();
+            assert!(d <= p.clip_norm + 1e-6, "sensitivity exceeded: {d}");
+        }
+    }
+
+    #[test]
+    fn matching_gradient_matches_finite_difference() {
+        // GELU: smooth, so finite differences converge (ReLU kinks make them unreliable).
+        let mut p = params();
+        p.activation = Activation::Gelu;
+        let shape = Shape { c: 1, h: 12, w: 12 };
+        let nets = nets(&p, shape, 2, 5).unwrap();
+        let net = &nets[0];
+        let f = net.feature_len();
+        let target: Vec<f64> = (0..2 * f).map(|j| ((j % 7) as f64 - 3.0) * 0.01).collect();
+        let x: Vec<f32> = (0..4 * 144)
+            .map(|j| ((j * 37 % 101) as f32) / 101.0 - 0.5)
+            .collect();
+        let (_, g) = net_loss_grad(net, &x, &target, 2, 2, 0.5).unwrap();
+        // Directional derivatives along a few fixed directions (robust to ReLU kinks).
+        for k in 0..4 {
+            let r: Vec<f32> = (0..x.len())
+                .map(|j| (((j * 131 + k * 977) % 17) as f32 - 8.0) / 8.0)
+                .collect();
+            let h = 1e-3f32;
+            let at = |t: f32| {
+                let xs: Vec<f32> = x.iter().zip(&r).map(|(a, b)| a + t * b).collect();
+                net_loss_grad(net, &xs, &target, 2, 2, 0.5).unwrap().0
+            };
+            let fd = (at(h) - at(-h)) / (2.0 * h as f64);
+            let an: f64 = g.iter().zip(&r).map(|(a, b)| *a as f64 * *b as f64).sum();
+            assert!(
+                (fd - an).abs() <= 0.05 * fd.abs().max(an.abs()) + 1e-6,
+                "direction {k}: analytic {an} vs finite difference {fd}"
+            );
+        }
+    }
+
+    #[test]
+    fn noiseless_counts_are_recovered_and_synthesis_lowers_the_loss() {
+        let im = toy(6);
+        let p = params();
+        let nets = nets(&p, im.shape, 2, 3).unwrap();
+        let (sums, dim) = class_sums(&im, 2, &p, &nets, 9, &progress::silent).unwrap();
+        let rel = post_process(&sums, 2, dim, &p);
+        assert!((rel.counts[0] - 6.0).abs() < 1e-4 && (rel.counts[1] - 6.0).abs() < 1e-4);
+        let (set, losses) =
+            synthesise(&rel, im.shape, 2, 2, &p, &nets, 5, &progress::silent).unwrap();
+        assert_eq!(set.labels, vec![0, 0, 1, 1]);
+        assert!(set.data.iter().all(|&x| (0.0..=1.0).contains(&x)));
+        let first: f64 = losses[..5].iter().sum();
+        let last: f64 = losses[losses.len() - 5..].iter().sum();
+        assert!(
+            last < 0.7 * first,
+            "loss did not fall enough: {first} -> {last}"
+        );
+    }
+
+    #[test]
+    fn exact_release_is_used_for_small_releases() {
+        let im = toy(3);
+        let p = params();
+        let nets = nets(&p, im.shape, 2, 3).unwrap();
+        let (_, sampler) = release(&im, 2, &p, &nets, 1.0, 1, &progress::silent).unwrap();
+        assert_eq!(sampler, "opendp-exact-discrete-gaussian");
+    }
+}
