@@ -61,8 +61,11 @@ pub fn write_png_folder(ds: &NewDataset, root: &std::path::Path) -> crate::Resul
                 .expect("invariant: demo images are SIDE x SIDE grayscale");
             let path = dir.join(format!("{n:05}.png"));
             let mut bytes = Vec::new();
-            img.write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png)
-                .map_err(|e| crate::error::IoError::new("encoding", &path, std::io::Error::other(e)))?;
+            img.write_to(
+                &mut std::io::Cursor::new(&mut bytes),
+                image::ImageFormat::Png,
+            )
+            .map_err(|e| crate::error::IoError::new("encoding", &path, std::io::Error::other(e)))?;
             crate::workspace::atomic_write(&path, &bytes)?;
             n += 1;
         }

@@ -164,7 +164,13 @@ mod tests {
     fn floats_survive_a_parse_and_reserialize() {
         // serde_json needs `float_roundtrip` for this: without it "0.00001" parses to a
         // neighbouring f64 and a re-serialized record no longer matches its own bytes.
-        for x in [1e-5, 0.9998373760159455, 5.276691436767578, 1e-300, 123456.789] {
+        for x in [
+            1e-5,
+            0.9998373760159455,
+            5.276691436767578,
+            1e-300,
+            123456.789,
+        ] {
             let v = serde_json::json!({ "x": x });
             let s = canonical_json(&v);
             let back: serde_json::Value = serde_json::from_str(&s).unwrap();

@@ -35,7 +35,11 @@ const PARTNER: &str = "demo-partner";
 
 /// Run one real command inside the demo's workspace and return its JSON report.
 fn stage(ctx: &Ctx, root: &Path, args: &[&str]) -> Result<serde_json::Value> {
-    let mut argv: Vec<String> = vec!["retort".into(), "--workspace".into(), root.display().to_string()];
+    let mut argv: Vec<String> = vec![
+        "retort".into(),
+        "--workspace".into(),
+        root.display().to_string(),
+    ];
     argv.extend(args.iter().map(|s| s.to_string()));
     let cli = Cli::try_parse_from(&argv).map_err(|e| {
         super::usage(
@@ -91,8 +95,17 @@ fn pipeline(
 
     // 1. A fresh workspace.
     let init = stage(ctx, root, &["init", "--site", "retort-demo"])?;
-    say(ctx, format!("[1/9 {}] workspace   {}", secs(), root.display()));
-    say(ctx, format!("            package-signing key SHA256 {}", init["package_key_sha256"].as_str().unwrap_or("?")));
+    say(
+        ctx,
+        format!("[1/9 {}] workspace   {}", secs(), root.display()),
+    );
+    say(
+        ctx,
+        format!(
+            "            package-signing key SHA256 {}",
+            init["package_key_sha256"].as_str().unwrap_or("?")
+        ),
+    );
 
     // 2. The embedded phantom images, written as a PNG folder and ingested like real data.
     let data = crate::demo::generate(args.train_per_class, args.test_per_class);
@@ -102,7 +115,16 @@ fn pipeline(
         stage(
             ctx,
             root,
-            &["ingest", &src.display().to_string(), "--name", DATASET, "--format", "images", "--test-fraction", "0.25"],
+            &[
+                "ingest",
+                &src.display().to_string(),
+                "--name",
+                DATASET,
+                "--format",
+                "images",
+                "--test-fraction",
+                "0.25",
+            ],
         )
     });
     let _ = std::fs::remove_dir_all(&src);
@@ -120,12 +142,43 @@ fn pipeline(
     );
 
     // 3. A demo partner in the active policy (an audited policy change).
-    stage(ctx, root, &["policy", "add-partner", PARTNER, "--description", "demo partner (retort demo)"])?;
-    say(ctx, format!("[3/9 {}] partner     {PARTNER} added to {}", secs(), root.join("policies/active.toml").display()));
+    stage(
+        ctx,
+        root,
+        &[
+            "policy",
+            "add-partner",
+            PARTNER,
+            "--description",
+            "demo partner (retort demo)",
+        ],
+    )?;
+    say(
+        ctx,
+        format!(
+            "[3/9 {}] partner     {PARTNER} added to {}",
+            secs(),
+            root.join("policies/active.toml").display()
+        ),
+    );
 
     // 4. Plan (spends nothing), then 5. distill (charges the ledger first).
     let eps = format!("{}", args.epsilon);
-    let plan = stage(ctx, root, &["plan", "--dataset", DATASET, "--epsilon", &eps, "--delta", "1e-5", "--ipc", "10"])?;
+    let plan = stage(
+        ctx,
+        root,
+        &[
+            "plan",
+            "--dataset",
+            DATASET,
+            "--epsilon",
+            &eps,
+            "--delta",
+            "1e-5",
+            "--ipc",
+            "10",
+        ],
+    )?;
     say(
         ctx,
         format!(
@@ -133,10 +186,27 @@ fn pipeline(
             secs(),
             plan["method"].as_str().unwrap_or("?"),
             plan["noise_multiplier"],
-            plan["decision"]["decision"].as_str().or(plan["decision"].as_str()).unwrap_or("allow")
+            plan["decision"]["decision"]
+                .as_str()
+                .or(plan["decision"].as_str())
+                .unwrap_or("allow")
         ),
     );
-    let distill = stage(ctx, root, &["distill", "--dataset", DATASET, "--epsilon", &eps, "--delta", "1e-5", "--ipc", "10"])?;
+    let distill = stage(
+        ctx,
+        root,
+        &[
+            "distill",
+            "--dataset",
+            DATASET,
+            "--epsilon",
+            &eps,
+            "--delta",
+            "1e-5",
+            "--ipc",
+            "10",
+        ],
+    )?;
     let run = distill["run"].as_str().unwrap_or_default().to_string();
     say(
         ctx,
@@ -151,7 +221,22 @@ fn pipeline(
     );
 
     // 6. Evaluate on the held-out split (small settings so the demo stays quick).
-    let eval = stage(ctx, root, &["eval", &run, "--models", "2", "--epochs", "60", "--width", "32", "--ceiling-steps", "60"])?;
+    let eval = stage(
+        ctx,
+        root,
+        &[
+            "eval",
+            &run,
+            "--models",
+            "2",
+            "--epochs",
+            "60",
+            "--width",
+            "32",
+            "--ceiling-steps",
+            "60",
+        ],
+    )?;
     say(
         ctx,
         format!(
@@ -168,10 +253,16 @@ fn pipeline(
     let package = stage(ctx, root, &["package", &run, "--partner", PARTNER])?;
     let pkg_id = package["package"].as_str().unwrap_or_default().to_string();
     let pkg_path = package["path"].as_str().unwrap_or_default().to_string();
-    say(ctx, format!("[7/9 {}] package     {pkg_id}  ({pkg_path})", secs()));
+    say(
+        ctx,
+        format!("[7/9 {}] package     {pkg_id}  ({pkg_path})", secs()),
+    );
 
     // 8. Verify it as a partner would, pinning the key's fingerprint.
-    let fp = init["package_key_sha256"].as_str().unwrap_or_default().to_string();
+    let fp = init["package_key_sha256"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     let verify = stage(ctx, root, &["verify", &pkg_path, "--key", &fp])?;
     let steps = verify["steps"].as_array().map(|s| s.len()).unwrap_or(0);
     say(ctx, format!("[8/9 {}] verify      ok: {steps} checks passed (signature, digests, SHA256SUMS, claims)", secs()));
@@ -184,8 +275,15 @@ fn pipeline(
             "[9/9 {}] audit       {}: {} records, {} checkpoints",
             secs(),
             audit["verdict"].as_str().unwrap_or("PASS"),
-            audit["records"].as_u64().or(audit["count"].as_u64()).map(|n| n.to_string()).unwrap_or_else(|| "?".into()),
-            audit["checkpoints"].as_array().map(|c| c.len()).unwrap_or(0)
+            audit["records"]
+                .as_u64()
+                .or(audit["count"].as_u64())
+                .map(|n| n.to_string())
+                .unwrap_or_else(|| "?".into()),
+            audit["checkpoints"]
+                .as_array()
+                .map(|c| c.len())
+                .unwrap_or(0)
         ),
     );
     say(ctx, format!("done in {:.1} s", t0.elapsed().as_secs_f64()));

@@ -32,8 +32,10 @@ pub struct RunPrivacy {
     pub accountant: String,
     /// Noise multiplier sigma (std = sigma × clip norm).
     pub noise_multiplier: f64,
-    /// Poisson sampling rate q.
-    pub sampling_rate: f64,
+    /// Poisson sampling rate q; `None` for a one-shot release over the whole dataset (no
+    /// subsampling, the `dm` method's default).
+    #[serde(default)]
+    pub sampling_rate: Option<f64>,
     /// Number of noisy steps.
     pub steps: u64,
     /// Per-sample clipping norm C.
@@ -145,8 +147,7 @@ impl RunJson {
         }
         if !(pos(p.noise_multiplier)
             && pos(p.clip_norm)
-            && pos(p.sampling_rate)
-            && p.sampling_rate <= 1.0)
+            && p.sampling_rate.is_none_or(|q| pos(q) && q <= 1.0))
         {
             return Err(bad(
                 "noise multiplier, clip norm and sampling rate must be positive (rate at most 1)"
@@ -251,10 +252,16 @@ pub fn privacy_report(run: &RunJson, eval: Option<&Value>, budget: Option<&Value
             p.epsilon.exp(),
             fmt_delta(run.delta)
         ),
-        format!(
-            "Mechanism: DP-SGD ({}) — each step samples every training image independently with probability {}, clips each image's gradient to L2 norm {}, adds Gaussian noise with standard deviation {} × {} to the sum; {} steps. Epsilon is the {} accountant's bound (RDP and PLD are both sound upper bounds; the smaller is reported).",
-            run.method, p.sampling_rate, p.clip_norm, p.noise_multiplier, p.clip_norm, p.steps, p.accountant
-        ),
+        match p.sampling_rate {
+            Some(q) => format!(
+                "Mechanism: DP-SGD ({}) — each step samples every training image independently with probability {}, clips each image's contribution to L2 norm {}, adds Gaussian noise with standard deviation {} × {} to the sum; {} steps. Epsilon is the {} accountant's bound (RDP and PLD are both sound upper bounds; the smaller is reported).",
+                run.method, q, p.clip_norm, p.noise_multiplier, p.clip_norm, p.steps, p.accountant
+            ),
+            None => format!(
+                "Mechanism: a one-shot Gaussian release ({}) — each training image's contribution (a vector of random-network features) is clipped to L2 norm {}, the contributions are summed per class, and Gaussian noise with standard deviation {} × {} is added once to all class sums together ({} release(s)); the synthetic images are then fitted to the noisy sums without touching the data again. Epsilon is the {} accountant's bound (RDP and PLD are both sound upper bounds; the smaller is reported).",
+                run.method, p.clip_norm, p.noise_multiplier, p.clip_norm, p.steps, p.accountant
+            ),
+        },
         "The synthetic images start from random noise, never from real images; the noise comes from an OS-seeded generator whose seed is never stored or published.".to_string(),
         match budget {
             Some(b) => format!(

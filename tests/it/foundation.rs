@@ -101,3 +101,70 @@ fn json_error_is_last_line() {
     r.expect(1);
     assert_eq!(r.json()["error"]["code"], "workspace-missing");
 }
+
+/// The README's main job, end to end (small sizes so the test stays quick): every stage runs,
+/// the package verifies with the pinned key, and the audit log verifies afterwards.
+#[test]
+fn demo_runs_end_to_end_and_everything_verifies() {
+    let t = TestWs::new();
+    let r = t.run(&[
+        "--json",
+        "demo",
+        "--train-per-class",
+        "40",
+        "--test-per-class",
+        "10",
+    ]);
+    r.expect(0);
+    let j = r.json();
+    assert_eq!(j["dataset"], "phantoms");
+    let run = j["run"].as_str().unwrap();
+    let pkg = j["package"].as_str().unwrap();
+    assert!(t
+        .ws
+        .join("runs")
+        .join(run)
+        .join("synthetic.parquet")
+        .exists());
+    assert!(t
+        .ws
+        .join("packages")
+        .join(pkg)
+        .join("provenance.intoto.jsonl")
+        .exists());
+    assert!(j["epsilon"].as_f64().unwrap() <= 1.0 + 1e-9);
+    // A partner verifies the package with the key exported from the workspace.
+    let key = t.path("retort.pub.pem");
+    std::fs::write(
+        &key,
+        t.run(&["keys", "export-public"])
+            .expect(0)
+            .stdout
+            .as_bytes(),
+    )
+    .unwrap();
+    let pkg_dir = t.ws.join("packages").join(pkg);
+    retort(&[
+        "verify",
+        pkg_dir.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+    ])
+    .expect(0);
+    // The budget shows the run, and the audit log (with its checkpoints) is intact.
+    let b = t.run(&["--json", "budget", "phantoms"]);
+    assert!(b.expect(0).json()["total"].as_f64().unwrap() > 0.0);
+    t.run(&["audit", "verify"]).expect(0);
+    let recs = t.audit_records();
+    for action in [
+        "workspace.init",
+        "dataset.ingest",
+        "distill.run",
+        "package.create",
+    ] {
+        assert!(
+            recs.iter().any(|r| r["action"] == action),
+            "no {action} record"
+        );
+    }
+}
