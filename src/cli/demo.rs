@@ -71,13 +71,21 @@ pub fn run(args: Args, ctx: &mut Ctx) -> Result<Report> {
     if !given && !args.keep {
         let _ = std::fs::remove_dir_all(&root);
     }
-    let (mut lines, json) = result?;
-    lines.push(if given || args.keep {
+    // The stage lines went to stderr as they happened; stdout gets the summary.
+    let (_lines, json) = result?;
+    let last = if given || args.keep {
         format!("workspace kept at {}", root.display())
     } else {
         "the temporary workspace was removed (use --workspace DIR or --keep to keep it)".into()
-    });
-    Ok(Report::new(lines.join("\n") + "\n", json))
+    };
+    Ok(Report::new(
+        format!(
+            "demo: run {} packaged as {} and verified\n{last}\n",
+            json["run"].as_str().unwrap_or("?"),
+            json["package"].as_str().unwrap_or("?")
+        ),
+        json,
+    ))
 }
 
 fn pipeline(
