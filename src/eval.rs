@@ -113,19 +113,39 @@ pub fn score(
     seed: u64,
     progress: Sink<'_>,
 ) -> crate::Result<Score> {
+    let (accs, per, present, secs) = train_and_test(test, classes, models, seed, |s| {
+        train(recipe, train_set, classes, s, progress)
+    })?;
+    Ok(summarise(
+        accs,
+        per,
+        present,
+        train_set.len(),
+        recipe.steps_for(train_set.len()),
+        secs,
+    ))
+}
+
+/// Accuracies, per-class accuracy sums, which classes the test set has, training seconds.
+type Trained = (Vec<f64>, Vec<f64>, Vec<bool>, f64);
+
+/// Train `models` networks with `train_one(seed)` (seeds `seed`, `seed+1`, …), test each on
+/// `test`; returns the accuracies, the per-class sums, which classes the test set has, and the
+/// training seconds.
+fn train_and_test(
+    test: &FloatImages,
+    classes: usize,
+    models: usize,
+    seed: u64,
+    mut train_one: impl FnMut(u64) -> crate::Result<crate::nn::Net>,
+) -> crate::Result<Trained> {
     let mut accs = Vec::new();
     let mut per = vec![0f64; classes];
     let mut present = vec![true; classes];
     let mut secs = 0f64;
     for m in 0..models.max(1) {
         let t = Instant::now();
-        let net = train(
-            recipe,
-            train_set,
-            classes,
-            seed.wrapping_add(m as u64),
-            progress,
-        )?;
+        let net = train_one(seed.wrapping_add(m as u64))?;
         secs += t.elapsed().as_secs_f64();
         let (acc, pc) = accuracy(&net, test, classes)?;
         accs.push(acc);
@@ -137,14 +157,7 @@ pub fn score(
             }
         }
     }
-    Ok(summarise(
-        accs,
-        per,
-        present,
-        train_set.len(),
-        recipe.steps_for(train_set.len()),
-        secs,
-    ))
+    Ok((accs, per, present, secs))
 }
 
 pub(crate) fn summarise(
@@ -240,31 +253,9 @@ pub fn dp_baseline(
     seed: u64,
     progress: Sink<'_>,
 ) -> crate::Result<Score> {
-    let mut accs = Vec::new();
-    let mut per = vec![0f64; classes];
-    let mut present = vec![true; classes];
-    let mut secs = 0f64;
-    for m in 0..models.max(1) {
-        let t = Instant::now();
-        let net = train_dp(
-            model,
-            &plan.dp,
-            train_set,
-            classes,
-            seed.wrapping_add(m as u64),
-            progress,
-        )?;
-        secs += t.elapsed().as_secs_f64();
-        let (acc, pc) = accuracy(&net, test, classes)?;
-        accs.push(acc);
-        for (k, v) in pc.into_iter().enumerate() {
-            if v.is_nan() {
-                present[k] = false;
-            } else {
-                per[k] += v;
-            }
-        }
-    }
+    let (accs, per, present, secs) = train_and_test(test, classes, models, seed, |s| {
+        train_dp(model, &plan.dp, train_set, classes, s, progress)
+    })?;
     Ok(summarise(
         accs,
         per,
