@@ -294,6 +294,22 @@ impl Model for ConvNet {
         &s.logits
     }
 
+    fn means_len(&self) -> usize {
+        self.cfg.net_width * (self.blocks.len() - 1)
+    }
+
+    fn block_means(&self, s: &Scratch, out: &mut [f32]) {
+        let k = self.cfg.net_width;
+        for (l, b) in self.blocks[..self.blocks.len() - 1].iter().enumerate() {
+            let (h2, w2) = kernels::pooled(b.h, b.w);
+            let hw2 = h2 * w2;
+            for ch in 0..k {
+                let m = s.pooled[l][ch * hw2..(ch + 1) * hw2].iter().sum::<f32>();
+                out[l * k + ch] = m / hw2 as f32;
+            }
+        }
+    }
+
     fn backward(
         &self,
         p: &[f32],
@@ -306,6 +322,10 @@ impl Model for ConvNet {
         let act = self.cfg.activation;
         let depth = self.blocks.len();
         // dL/dfeatures into s.dpool
+        let d_means: Option<&[f32]> = match up {
+            Upstream::FeaturesMeans(_, dm) => Some(dm),
+            _ => None,
+        };
         match up {
             Upstream::Logits(dl) => {
                 let feat = &s.pooled[depth - 1][..self.feat];
@@ -323,7 +343,7 @@ impl Model for ConvNet {
                     }
                 }
             }
-            Upstream::Features(df) => {
+            Upstream::Features(df) | Upstream::FeaturesMeans(df, _) => {
                 s.dpool[..self.feat].copy_from_slice(df);
                 if let Some(dp) = dp.as_deref_mut() {
                     dp[self.fc_w..self.n_params].fill(0.0);
@@ -334,6 +354,17 @@ impl Model for ConvNet {
         for l in (0..depth).rev() {
             let b = self.blocks[l];
             let hw = b.h * b.w;
+            if let (Some(dm), true) = (d_means, l + 1 < depth) {
+                // mean over the pooled map: each pooled value gets dm / (h2·w2)
+                let (h2, w2) = kernels::pooled(b.h, b.w);
+                let hw2 = h2 * w2;
+                for ch in 0..k {
+                    let g = dm[l * k + ch] / hw2 as f32;
+                    s.dpool[ch * hw2..(ch + 1) * hw2]
+                        .iter_mut()
+                        .for_each(|v| *v += g);
+                }
+            }
             let dy = &mut s.dy[..k * hw];
             kernels::act_pool_backward(&s.dpool, &s.y[l], k, b.h, b.w, act, dy);
             let (mut dg, mut db) = (vec![0f32; 0], vec![0f32; 0]);

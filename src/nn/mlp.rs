@@ -205,7 +205,7 @@ impl Model for Mlp {
                 s.d[..dl.len()].copy_from_slice(dl);
                 n - 1
             }
-            Upstream::Features(df) => {
+            Upstream::Features(df) | Upstream::FeaturesMeans(df, _) => {
                 let l = self.layers[n - 2];
                 for (o, d) in s.d[..l.fan_out].iter_mut().enumerate() {
                     *d = df[o] * self.cfg.activation.df(s.pre[n - 2][o]);

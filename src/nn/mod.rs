@@ -152,6 +152,8 @@ pub(crate) enum Upstream<'a> {
     Logits(&'a [f32]),
     /// dL/dfeatures (the classifier gets zero gradient).
     Features(&'a [f32]),
+    /// dL/dfeatures and dL/d(block means) ([`Model::block_means`]).
+    FeaturesMeans(&'a [f32], &'a [f32]),
 }
 
 /// A network's one-sample forward and backward passes over flat buffers.
@@ -168,6 +170,13 @@ pub(crate) trait Model: Sync {
     fn forward(&self, p: &[f32], x: &[f32], s: &mut Self::Scratch, logits: bool);
     fn features<'s>(&self, s: &'s Self::Scratch) -> &'s [f32];
     fn logits<'s>(&self, s: &'s Self::Scratch) -> &'s [f32];
+    /// Length of [`Model::block_means`].
+    fn means_len(&self) -> usize {
+        0
+    }
+    /// Per-channel spatial means of every block's output but the last (after
+    /// [`Model::forward`]); empty for models without blocks.
+    fn block_means(&self, _s: &Self::Scratch, _out: &mut [f32]) {}
     /// Backward after [`Model::forward`] of the same sample: overwrites `dp` with the whole
     /// parameter gradient and `dx` with the input gradient, if given.
     fn backward(
@@ -292,6 +301,11 @@ impl Net {
     /// Length of one feature vector ([`Net::embed`]).
     pub fn feature_len(&self) -> usize {
         with_model!(self, m => m.feat_len())
+    }
+
+    /// Length of the block means appended by [`Net::embed_with_means`] (0 for the MLP).
+    pub fn means_len(&self) -> usize {
+        with_model!(self, m => m.means_len())
     }
 
     /// Number of classes.

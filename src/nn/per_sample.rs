@@ -359,6 +359,74 @@ impl Net {
         self.forward_batch(x, false)
     }
 
+    /// Features of a batch followed, per image, by the per-channel means of every block but
+    /// the last ([`Net::means_len`] values; none for the MLP): `n × (feature_len + means_len)`.
+    ///
+    /// # Errors
+    /// `nn-shape`.
+    pub fn embed_with_means(&self, x: &[f32]) -> Result<Vec<f32>> {
+        let n = check_batch(self, x, None, 0)?;
+        Ok(with_model!(self, m => {
+            let d = m.in_len();
+            let (f, ml) = (m.feat_len(), m.means_len());
+            let parts: Vec<Vec<f32>> = chunks(n)
+                .into_par_iter()
+                .map(|r| {
+                    let mut s = m.scratch();
+                    let mut out = vec![0f32; r.len() * (f + ml)];
+                    for (j, i) in r.enumerate() {
+                        m.forward(&self.params, &x[i * d..(i + 1) * d], &mut s, false);
+                        let row = &mut out[j * (f + ml)..(j + 1) * (f + ml)];
+                        row[..f].copy_from_slice(m.features(&s));
+                        m.block_means(&s, &mut row[f..]);
+                    }
+                    out
+                })
+                .collect();
+            parts.concat()
+        }))
+    }
+
+    /// [`Net::embed_with_means`] and the input gradient of a loss on it: given `d_out`
+    /// (`n × (feature_len + means_len)`), returns `(embedding, dLoss/dx)`.
+    ///
+    /// # Errors
+    /// `nn-shape`.
+    pub fn embed_with_means_vjp(&self, x: &[f32], d_out: &[f32]) -> Result<(Vec<f32>, Vec<f32>)> {
+        let n = check_batch(self, x, None, 0)?;
+        let w = self.feature_len() + self.means_len();
+        check_len("embedding gradients", n * w, d_out.len())?;
+        Ok(with_model!(self, m => {
+            let d = m.in_len();
+            let f = m.feat_len();
+            let parts: Vec<(Vec<f32>, Vec<f32>)> = chunks(n)
+                .into_par_iter()
+                .map(|r| {
+                    let mut s = m.scratch();
+                    let mut emb = vec![0f32; r.len() * w];
+                    let mut dxs = vec![0f32; r.len() * d];
+                    for (j, i) in r.enumerate() {
+                        m.forward(&self.params, &x[i * d..(i + 1) * d], &mut s, false);
+                        let row = &mut emb[j * w..(j + 1) * w];
+                        row[..f].copy_from_slice(m.features(&s));
+                        m.block_means(&s, &mut row[f..]);
+                        let g = &d_out[i * w..(i + 1) * w];
+                        let up = Upstream::FeaturesMeans(&g[..f], &g[f..]);
+                        m.backward(&self.params, &mut s, up, None, Some(&mut dxs[j * d..(j + 1) * d]));
+                    }
+                    (emb, dxs)
+                })
+                .collect();
+            let mut emb = Vec::with_capacity(n * w);
+            let mut dxs = Vec::with_capacity(n * d);
+            for (a, b) in parts {
+                emb.extend(a);
+                dxs.extend(b);
+            }
+            (emb, dxs)
+        }))
+    }
+
     fn forward_batch(&self, x: &[f32], logits: bool) -> Result<Vec<f32>> {
         let n = check_batch(self, x, None, 0)?;
         Ok(with_model!(self, m => {

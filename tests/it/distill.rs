@@ -361,15 +361,35 @@ fn measure_dm_fashion() {
             epsilon: eps,
             delta: 1e-5,
             ipc: 10,
-            method: None,
+            method: match std::env::var("METHOD").as_deref() {
+                Ok("gm") => Some(retort::distill::Method::Gm),
+                _ => None,
+            },
             iterations,
             seed: Some(1),
         },
     )
     .unwrap();
+    let mut plan = plan;
+    // DM='{"nets":20,...}' overrides dm parameters (a JSON object merged into the plan's).
+    if let (Ok(patch), retort::distill::plan::Params::Dm(p)) =
+        (std::env::var("DM"), &mut plan.params)
+    {
+        let mut v = serde_json::to_value(&*p).unwrap();
+        let patch: serde_json::Value = serde_json::from_str(&patch).expect("DM must be JSON");
+        for (k, x) in patch.as_object().expect("DM must be an object") {
+            assert!(v.get(k).is_some(), "unknown dm parameter {k}");
+            v[k] = x.clone();
+        }
+        *p = serde_json::from_value(v).unwrap();
+    }
+    eprintln!("params: {}", serde_json::to_string(&plan.params).unwrap());
     let t = std::time::Instant::now();
     let out = retort::distill::run(&plan, &sub, &retort::progress::silent).unwrap();
     let secs = t.elapsed().as_secs_f64();
+    if let Ok(path) = std::env::var("SAVE") {
+        save_set(&out.synthetic, std::path::Path::new(&path));
+    }
     let recipe =
         retort::eval::Recipe::standard(retort::eval::Model::ConvNet { width: 128 }, epochs);
     let testf = test.to_float();
@@ -383,26 +403,32 @@ fn measure_dm_fashion() {
         &retort::progress::silent,
     )
     .unwrap();
-    let real = retort::eval::random_per_class(&sub, &[10; 10], 7);
-    let b = retort::eval::score(
-        &recipe,
-        &real,
-        &testf,
-        10,
-        models,
-        0,
-        &retort::progress::silent,
-    )
-    .unwrap();
+    let b = if std::env::var("SKIP_REAL").is_ok() {
+        None
+    } else {
+        let real = retort::eval::random_per_class(&sub, &[10; 10], 7);
+        Some(
+            retort::eval::score(
+                &recipe,
+                &real,
+                &testf,
+                10,
+                models,
+                0,
+                &retort::progress::silent,
+            )
+            .unwrap(),
+        )
+    };
     eprintln!(
         "dm fashion {per_class}/class eps {eps}: sigma {:.3}, distill {secs:.0} s (private {:.0} s), \
-         accuracy {:.4} (per model {:?}); random real 10/class {:.4} (per model {:?}); {} epochs x {models} models; diag {}",
+         accuracy {:.4} (per model {:?}); random real 10/class {:?} (per model {:?}); {} epochs x {models} models; diag {}",
         plan.noise_multiplier,
         out.private_seconds,
         s.accuracy,
         s.accuracies,
-        b.accuracy,
-        b.accuracies,
+        b.as_ref().map(|b| b.accuracy),
+        b.as_ref().map(|b| &b.accuracies),
         epochs,
         out.diagnostics
     );
@@ -433,4 +459,56 @@ fn plan_gm_shows_poisson_sampling_and_steps() {
     assert_eq!(j["events"][0]["kind"], "poisson-sampled-gaussian");
     assert!(j["epsilon"].as_f64().unwrap() <= 2.0 + 1e-9);
     assert!(j["estimated_seconds"].is_null());
+}
+
+/// Raw dump of a synthetic set for [`measure_eval_saved`]: JSON `{"shape","labels","data"}`.
+fn save_set(set: &retort::dataset::FloatImages, path: &std::path::Path) {
+    let v = serde_json::json!({"shape": set.shape, "labels": set.labels, "data": set.data});
+    std::fs::write(path, serde_json::to_vec(&v).unwrap()).unwrap();
+}
+
+/// Measurement, not a test: re-evaluate a set saved by `SAVE=path measure_dm_fashion`
+/// (`SET=path MODELS=3 EPOCHS=1000 cargo test --test it distill::measure_eval_saved -- --ignored
+/// --nocapture`).
+#[test]
+#[ignore]
+fn measure_eval_saved() {
+    let Some((_, test)) = fashion() else {
+        eprintln!("SKIPPED: fashion-mnist absent");
+        return;
+    };
+    let env = |k: &str, d: usize| {
+        std::env::var(k)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(d)
+    };
+    let v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(std::env::var("SET").unwrap()).unwrap()).unwrap();
+    let set = retort::dataset::FloatImages {
+        shape: serde_json::from_value(v["shape"].clone()).unwrap(),
+        labels: serde_json::from_value(v["labels"].clone()).unwrap(),
+        data: serde_json::from_value(v["data"].clone()).unwrap(),
+    };
+    let mut recipe = retort::eval::Recipe::standard(
+        retort::eval::Model::ConvNet {
+            width: env("WIDTH", 128),
+        },
+        env("EPOCHS", 300),
+    );
+    recipe.batch = env("BATCH", 256);
+    let s = retort::eval::score(
+        &recipe,
+        &set,
+        &test.to_float(),
+        10,
+        env("MODELS", 2),
+        0,
+        &retort::progress::silent,
+    )
+    .unwrap();
+    eprintln!(
+        "saved set: accuracy {:.4} ± {:.4} (per model {:?}), {} epochs, {:.0} s",
+        s.accuracy, s.accuracy_std, s.accuracies, recipe.epochs, s.train_seconds
+    );
 }

@@ -409,3 +409,48 @@ proptest! {
         prop_assert!(norm(&s.sums[0]) <= 2.0 * clip as f64);
     }
 }
+
+/// `embed_with_means` starts with `embed`, ends with the block means, and its VJP is the
+/// directional derivative of `<d_out, embedding(x)>` (central differences, smooth GELU net).
+#[test]
+fn embed_with_means_and_its_vjp_are_consistent() {
+    let net = net(
+        Arch::ConvNet(ConvNetConfig {
+            channels: 1,
+            height: 12,
+            width: 12,
+            classes: 3,
+            net_width: 5,
+            depth: 3,
+            activation: Activation::Gelu,
+        }),
+        5,
+    );
+    let (n, d, f, m) = (2, net.input_len(), net.feature_len(), net.means_len());
+    assert_eq!(m, 5 * 2);
+    let x = images(n, d, 4);
+    let e = net.embed_with_means(&x).unwrap();
+    let plain = net.embed(&x).unwrap();
+    for i in 0..n {
+        assert_eq!(&e[i * (f + m)..i * (f + m) + f], &plain[i * f..(i + 1) * f]);
+    }
+    let g: Vec<f32> = (0..n * (f + m))
+        .map(|i| ((i as f32) * 0.53).cos())
+        .collect();
+    let (e2, dx) = net.embed_with_means_vjp(&x, &g).unwrap();
+    assert_eq!(e, e2);
+    let v: Vec<f32> = (0..n * d).map(|i| ((i as f32) * 1.31).sin()).collect();
+    let loss = |x: &[f32]| -> f64 {
+        let e = net.embed_with_means(x).unwrap();
+        e.iter().zip(&g).map(|(a, b)| *a as f64 * *b as f64).sum()
+    };
+    let h = 1e-2f32;
+    let xp: Vec<f32> = x.iter().zip(&v).map(|(a, b)| a + h * b).collect();
+    let xm: Vec<f32> = x.iter().zip(&v).map(|(a, b)| a - h * b).collect();
+    let fd = (loss(&xp) - loss(&xm)) / (2.0 * h as f64);
+    let an: f64 = dx.iter().zip(&v).map(|(a, b)| *a as f64 * *b as f64).sum();
+    assert!(
+        (fd - an).abs() <= 1e-2 * an.abs().max(1e-3),
+        "fd {fd} vs vjp {an}"
+    );
+}
