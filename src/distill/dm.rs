@@ -130,7 +130,15 @@ impl DmParams {
             } else {
                 600
             },
-            nets_per_iteration: if n <= 2000 { 2 } else { 4 },
+            // All nets every iteration on large sets: +1.2 points on full Fashion-MNIST at
+            // epsilon 1 together with the affine augmentation and block means (docs/distill.md).
+            nets_per_iteration: if n <= 2000 {
+                2
+            } else if n <= 10_000 {
+                4
+            } else {
+                nets
+            },
             lr: 0.01,
             init_std: 0.1,
             count_weight: 0.3,

@@ -390,6 +390,13 @@ fn measure_dm_fashion() {
     if let Ok(path) = std::env::var("SAVE") {
         save_set(&out.synthetic, std::path::Path::new(&path));
     }
+    if std::env::var("NO_EVAL").is_ok() {
+        eprintln!(
+            "{} fashion {per_class}/class eps {eps}: distill {secs:.0} s (private {:.0} s, synthesis {:.0} s), not evaluated",
+            plan.method, out.private_seconds, out.synthesis_seconds
+        );
+        return;
+    }
     let recipe =
         retort::eval::Recipe::standard(retort::eval::Model::ConvNet { width: 128 }, epochs);
     let testf = test.to_float();
@@ -421,8 +428,9 @@ fn measure_dm_fashion() {
         )
     };
     eprintln!(
-        "dm fashion {per_class}/class eps {eps}: sigma {:.3}, distill {secs:.0} s (private {:.0} s), \
+        "{} fashion {per_class}/class eps {eps}: sigma {:.3}, distill {secs:.0} s (private {:.0} s), \
          accuracy {:.4} (per model {:?}); random real 10/class {:?} (per model {:?}); {} epochs x {models} models; diag {}",
+        plan.method,
         plan.noise_multiplier,
         out.private_seconds,
         s.accuracy,
