@@ -245,11 +245,17 @@ impl Server {
 
     /// Peak resident memory of the server so far (VmHWM), in KiB.
     fn peak_rss_kib(&self) -> u64 {
-        let s = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        self.try_peak_rss_kib()
+            .expect("server process has no memory figures (exited?)")
+    }
+
+    /// [`Server::peak_rss_kib`], or `None` once the process has exited (a zombie's status
+    /// has no memory lines).
+    fn try_peak_rss_kib(&self) -> Option<u64> {
+        let s = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
         s.lines()
             .find_map(|l| l.strip_prefix("VmHWM:"))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap()
     }
 
     fn sigterm(&self) {
@@ -795,6 +801,7 @@ fn sigterm_finishes_inflight_download_and_memory_stays_bounded() {
     let srv = f.start(&[]);
     let addr = srv.addr;
     let before = srv.peak_rss_kib();
+    let mut peak = before;
     let alpha = f.client("alpha");
     let got = rt().block_on(async {
         let mut s = alpha.connect(addr).await.unwrap();
@@ -812,6 +819,11 @@ fn sigterm_finishes_inflight_download_and_memory_stays_bounded() {
             if let Ok(d) = frame.unwrap().into_data() {
                 n += d.len();
             }
+            // Sample the high-water mark while the server runs: after SIGTERM it exits as soon
+            // as this download ends, and an exited process has no memory figures.
+            if let Some(v) = srv.try_peak_rss_kib() {
+                peak = peak.max(v);
+            }
             if !signalled && n > (1 << 20) {
                 // Mid-download: ask the server to stop; it must finish this download.
                 srv.sigterm();
@@ -822,7 +834,7 @@ fn sigterm_finishes_inflight_download_and_memory_stays_bounded() {
         n
     });
     assert!(got > BIG, "download cut short: {got} bytes");
-    let peak = srv.peak_rss_kib();
+    let peak = srv.try_peak_rss_kib().unwrap_or(0).max(peak);
     let summary = srv.stop();
     eprintln!(
         "serve: 48 MiB tar streamed; server peak RSS {peak} KiB (before the download {before} KiB)"
