@@ -161,8 +161,8 @@ impl Method {
             Method::Dm,
             "dm spends the whole budget on ONE Gaussian release of per-class embedding sums, so its \
              noise does not grow with the number of optimisation steps (gm pays per Poisson-sampled \
-             step); on Fashion-MNIST the one-shot release costs nothing measurable at epsilon 1 \
-             (dm-feasibility.md), and it is several times cheaper to run",
+             step); measured on a 5,000-image Fashion-MNIST subset at epsilon 1: dm 0.699 vs gm \
+             0.555 test accuracy, 79 s vs 428 s (docs/distill.md)",
         )
     }
 }
