@@ -7,12 +7,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
 
-use arrow_array::{
-    ArrayRef, FixedSizeListArray, Float32Array, Int32Array, RecordBatch, StringArray,
-};
-use arrow_schema::{DataType, Field, Schema};
 use base64::Engine as _;
 use retort::package::dsse::{Envelope, PAYLOAD_TYPE};
 
@@ -23,45 +18,9 @@ const SHAPE: [usize; 3] = [1, 4, 4];
 const CLASSES: [&str; 3] = ["circle", "square", "triangle"];
 const IPC: usize = 2;
 
-/// A synthetic.parquet in the partner format (DESIGN §4), written with arrow directly.
+/// A synthetic.parquet in the partner format (DESIGN §4).
 fn synthetic_parquet() -> Vec<u8> {
-    let n = CLASSES.len() * IPC;
-    let len = SHAPE.iter().product::<usize>();
-    let labels: Vec<i32> = (0..n).map(|i| (i / IPC) as i32).collect();
-    let names: Vec<&str> = labels.iter().map(|&l| CLASSES[l as usize]).collect();
-    let values: Vec<f32> = (0..n * len).map(|i| (i % 17) as f32 / 16.0).collect();
-    let item = Arc::new(Field::new("item", DataType::Float32, false));
-    let image = FixedSizeListArray::new(
-        item.clone(),
-        len as i32,
-        Arc::new(Float32Array::from(values)),
-        None,
-    );
-    let schema = Arc::new(Schema::new(vec![
-        Field::new("label", DataType::Int32, false),
-        Field::new("label_name", DataType::Utf8, false),
-        Field::new("image", DataType::FixedSizeList(item, len as i32), false),
-    ]));
-    let batch = RecordBatch::try_new(
-        schema.clone(),
-        vec![
-            Arc::new(Int32Array::from(labels)) as ArrayRef,
-            Arc::new(StringArray::from(names)),
-            Arc::new(image),
-        ],
-    )
-    .unwrap();
-    let props = parquet::file::properties::WriterProperties::builder()
-        .set_key_value_metadata(Some(vec![
-            parquet::file::metadata::KeyValue::new("retort.shape".into(), "1,4,4".to_string()),
-            parquet::file::metadata::KeyValue::new("retort.version".into(), "0.1.0".to_string()),
-        ]))
-        .build();
-    let mut out = Vec::new();
-    let mut w = parquet::arrow::ArrowWriter::try_new(&mut out, schema, Some(props)).unwrap();
-    w.write(&batch).unwrap();
-    w.close().unwrap();
-    out
+    crate::util::synthetic_parquet(&CLASSES, IPC, SHAPE, 16)
 }
 
 fn png() -> Vec<u8> {

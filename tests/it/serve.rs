@@ -955,57 +955,12 @@ fn load_32_clients_x_20_downloads() {
 mod real {
     //! A package made by `retort package` (issue 6) from a fixture run, fetched over mutual
     //! TLS and checked with `retort verify`. The run fixture mirrors tests/it/package.rs.
-    use std::sync::Arc;
-
-    use arrow_array::{
-        ArrayRef, FixedSizeListArray, Float32Array, Int32Array, RecordBatch, StringArray,
-    };
-    use arrow_schema::{DataType, Field, Schema};
-
     use super::*;
 
     pub(super) const RUN_ID: &str = "run-20261129-5e55e55e";
 
     fn synthetic_parquet() -> Vec<u8> {
-        let (n, len) = (4usize, 16usize);
-        let labels: Vec<i32> = (0..n).map(|i| (i / 2) as i32).collect();
-        let names: Vec<&str> = labels.iter().map(|&l| ["a", "b"][l as usize]).collect();
-        let values: Vec<f32> = (0..n * len).map(|i| (i % 9) as f32 / 8.0).collect();
-        let item = Arc::new(Field::new("item", DataType::Float32, false));
-        let image = FixedSizeListArray::new(
-            item.clone(),
-            len as i32,
-            Arc::new(Float32Array::from(values)),
-            None,
-        );
-        let schema = Arc::new(Schema::new(vec![
-            Field::new("label", DataType::Int32, false),
-            Field::new("label_name", DataType::Utf8, false),
-            Field::new("image", DataType::FixedSizeList(item, len as i32), false),
-        ]));
-        let batch = RecordBatch::try_new(
-            schema.clone(),
-            vec![
-                Arc::new(Int32Array::from(labels)) as ArrayRef,
-                Arc::new(StringArray::from(names)),
-                Arc::new(image),
-            ],
-        )
-        .unwrap();
-        let props = parquet::file::properties::WriterProperties::builder()
-            .set_key_value_metadata(Some(vec![
-                parquet::file::metadata::KeyValue::new("retort.shape".into(), "1,4,4".to_string()),
-                parquet::file::metadata::KeyValue::new(
-                    "retort.version".into(),
-                    "0.1.0".to_string(),
-                ),
-            ]))
-            .build();
-        let mut out = Vec::new();
-        let mut w = parquet::arrow::ArrowWriter::try_new(&mut out, schema, Some(props)).unwrap();
-        w.write(&batch).unwrap();
-        w.close().unwrap();
-        out
+        crate::util::synthetic_parquet(&["a", "b"], 2, [1, 4, 4], 8)
     }
 
     fn png() -> Vec<u8> {

@@ -164,3 +164,61 @@ pub fn retort(args: &[&str]) -> Run {
     c.args(args).env_remove("RETORT_WORKSPACE");
     Run::from(c.output().expect("run retort"))
 }
+
+/// A `synthetic.parquet` in the partner format (DESIGN §4), written with arrow directly:
+/// `ipc` images per class of `shape` (C,H,W), class-major, pixel `i` = `(i % (levels+1)) / levels`.
+pub fn synthetic_parquet(
+    classes: &[&str],
+    ipc: usize,
+    shape: [usize; 3],
+    levels: usize,
+) -> Vec<u8> {
+    use std::sync::Arc;
+
+    use arrow_array::{
+        ArrayRef, FixedSizeListArray, Float32Array, Int32Array, RecordBatch, StringArray,
+    };
+    use arrow_schema::{DataType, Field, Schema};
+    use parquet::file::metadata::KeyValue;
+
+    let n = classes.len() * ipc;
+    let len = shape.iter().product::<usize>();
+    let labels: Vec<i32> = (0..n).map(|i| (i / ipc) as i32).collect();
+    let names: Vec<&str> = labels.iter().map(|&l| classes[l as usize]).collect();
+    let values: Vec<f32> = (0..n * len)
+        .map(|i| (i % (levels + 1)) as f32 / levels as f32)
+        .collect();
+    let item = Arc::new(Field::new("item", DataType::Float32, false));
+    let image = FixedSizeListArray::new(
+        item.clone(),
+        len as i32,
+        Arc::new(Float32Array::from(values)),
+        None,
+    );
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("label", DataType::Int32, false),
+        Field::new("label_name", DataType::Utf8, false),
+        Field::new("image", DataType::FixedSizeList(item, len as i32), false),
+    ]));
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            Arc::new(Int32Array::from(labels)) as ArrayRef,
+            Arc::new(StringArray::from(names)),
+            Arc::new(image),
+        ],
+    )
+    .unwrap();
+    let shape_s = format!("{},{},{}", shape[0], shape[1], shape[2]);
+    let props = parquet::file::properties::WriterProperties::builder()
+        .set_key_value_metadata(Some(vec![
+            KeyValue::new("retort.shape".into(), shape_s),
+            KeyValue::new("retort.version".into(), "0.1.0".to_string()),
+        ]))
+        .build();
+    let mut out = Vec::new();
+    let mut w = parquet::arrow::ArrowWriter::try_new(&mut out, schema, Some(props)).unwrap();
+    w.write(&batch).unwrap();
+    w.close().unwrap();
+    out
+}
