@@ -393,9 +393,14 @@ impl Net {
     /// # Errors
     /// `nn-shape`.
     pub fn embed_with_means_vjp(&self, x: &[f32], d_out: &[f32]) -> Result<(Vec<f32>, Vec<f32>)> {
+        self.vjp(x, d_out, true)
+    }
+
+    /// Embedding (with the block means if `with_means`) and the input gradient of a loss on it.
+    fn vjp(&self, x: &[f32], d_out: &[f32], with_means: bool) -> Result<(Vec<f32>, Vec<f32>)> {
         let n = check_batch(self, x, None, 0)?;
-        let w = self.feature_len() + self.means_len();
-        check_len("embedding gradients", n * w, d_out.len())?;
+        let w = self.feature_len() + if with_means { self.means_len() } else { 0 };
+        check_len("feature gradients", n * w, d_out.len())?;
         Ok(with_model!(self, m => {
             let d = m.in_len();
             let f = m.feat_len();
@@ -409,9 +414,13 @@ impl Net {
                         m.forward(&self.params, &x[i * d..(i + 1) * d], &mut s, false);
                         let row = &mut emb[j * w..(j + 1) * w];
                         row[..f].copy_from_slice(m.features(&s));
-                        m.block_means(&s, &mut row[f..]);
                         let g = &d_out[i * w..(i + 1) * w];
-                        let up = Upstream::FeaturesMeans(&g[..f], &g[f..]);
+                        let up = if with_means {
+                            m.block_means(&s, &mut row[f..]);
+                            Upstream::FeaturesMeans(&g[..f], &g[f..])
+                        } else {
+                            Upstream::Features(g)
+                        };
                         m.backward(&self.params, &mut s, up, None, Some(&mut dxs[j * d..(j + 1) * d]));
                     }
                     (emb, dxs)
@@ -454,38 +463,7 @@ impl Net {
     /// # Errors
     /// `nn-shape`.
     pub fn embed_vjp(&self, x: &[f32], d_features: &[f32]) -> Result<(Vec<f32>, Vec<f32>)> {
-        let n = check_batch(self, x, None, 0)?;
-        check_len(
-            "feature gradients",
-            n * self.feature_len(),
-            d_features.len(),
-        )?;
-        Ok(with_model!(self, m => {
-            let d = m.in_len();
-            let f = m.feat_len();
-            let parts: Vec<(Vec<f32>, Vec<f32>)> = chunks(n)
-                .into_par_iter()
-                .map(|r| {
-                    let mut s = m.scratch();
-                    let mut feats = Vec::with_capacity(r.len() * f);
-                    let mut dxs = vec![0f32; r.len() * d];
-                    for (j, i) in r.enumerate() {
-                        m.forward(&self.params, &x[i * d..(i + 1) * d], &mut s, false);
-                        feats.extend_from_slice(m.features(&s));
-                        let up = Upstream::Features(&d_features[i * f..(i + 1) * f]);
-                        m.backward(&self.params, &mut s, up, None, Some(&mut dxs[j * d..(j + 1) * d]));
-                    }
-                    (feats, dxs)
-                })
-                .collect();
-            let mut feats = Vec::with_capacity(n * f);
-            let mut dxs = Vec::with_capacity(n * d);
-            for (a, b) in parts {
-                feats.extend(a);
-                dxs.extend(b);
-            }
-            (feats, dxs)
-        }))
+        self.vjp(x, d_features, false)
     }
 }
 
