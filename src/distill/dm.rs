@@ -116,7 +116,7 @@ impl DmParams {
             augment: 1,
             max_shift: 2,
             // Measured on a 500/class Fashion-MNIST subset at epsilon 1 (docs/distill.md): block
-            // means +3.7 points over the final map alone; a half-resolution parametrisation and
+            // means +2.7 points over the final map alone (mean of two runs); a half-resolution parametrisation and
             // a heavier means weight (3) were worse.
             augmentation: augment::Family::Affine,
             block_means: true,
