@@ -115,9 +115,9 @@ impl DmParams {
             depth: 3,
             augment: 1,
             max_shift: 2,
-            // Measured on a 500/class Fashion-MNIST subset at epsilon 1 (docs/distill.md): block
-            // means +2.7 points over the final map alone (mean of two runs); a half-resolution parametrisation and
-            // a heavier means weight (3) were worse.
+            // Measured on a 500/class Fashion-MNIST subset at epsilon 1 (docs/distill.md):
+            // block means +2.7 points over the final map alone (mean of two runs); a
+            // half-resolution parametrisation and a heavier means weight (3) were worse.
             augmentation: augment::Family::Affine,
             block_means: true,
             means_weight: 1.0,
