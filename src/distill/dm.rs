@@ -3,15 +3,15 @@
 //! 1. **Release (private, ONE Gaussian mechanism).** A fixed, public set of `nets` randomly
 //!    initialised ConvNets (never trained; weights from the non-private initialisation seed)
 //!    embeds every training image ([`crate::nn::Net::embed`]: the flattened final feature map,
-//!    followed when `block_means` is set by the per-channel spatial means of the earlier blocks,
-//!    [`crate::nn::Net::embed_with_means`]), averaged over `augment` random augmentations (shifts,
-//!    or one of shift / scale / rotate: [`augment::Family`]). Each net's embedding is normalised to L2 norm
-//!    `1/sqrt(nets)`, so their concatenation `u` has norm at most 1; the record's vector is
-//!    `v = [alpha·u, beta]` with `alpha² + beta² = 1`, then clipped to `C` (a no-op by
-//!    construction, kept as the rule says). The vectors are summed per class. Adding or
-//!    removing one image changes exactly one class sum by a vector of norm at most `C`, so the
-//!    whole matrix of class sums (classes × (D+1)) has L2 sensitivity `C`, and adding
-//!    N(0, σ²C²) to every coordinate **once** is one Gaussian mechanism:
+//!    followed when `block_means` is set by the per-channel spatial means of the earlier
+//!    blocks, [`crate::nn::Net::embed_with_means`]), averaged over `augment` random
+//!    augmentations (shifts, or one of shift / scale / rotate: [`augment::Family`]). Each net's
+//!    embedding is normalised to L2 norm `1/sqrt(nets)`, so their concatenation `u` has norm at
+//!    most 1; the record's vector is `v = [alpha·u, beta]` with `alpha² + beta² = 1`, then
+//!    clipped to `C` (a no-op by construction, kept as the rule says). The vectors are summed
+//!    per class. Adding or removing one image changes exactly one class sum by a vector of norm
+//!    at most `C`, so the whole matrix of class sums (classes × (D+1)) has L2 sensitivity `C`,
+//!    and adding N(0, σ²C²) to every coordinate **once** is one Gaussian mechanism:
 //!    `{"kind":"gaussian","sigma":σ,"count":1}`.
 //! 2. **Post-processing (free).** The last coordinate of a noisy class sum divided by `beta` is
 //!    a noisy class count released by the same mechanism; the noisy class mean of `u` is the
@@ -23,8 +23,8 @@
 //!    size). The pixel gradient is first order ([`crate::nn::Net::embed_vjp`]).
 //!
 //! # Privacy
-//! Neighbouring relation: add or remove one image. The random augmentations are drawn i.i.d. per
-//! record, independently of the data; conditioned on them the sensitivity is `C`, and a mixture
+//! Neighbouring relation: add or remove one image. The random augmentations are drawn i.i.d.
+//! per record, independently of the data; conditioned on them the sensitivity is `C`, and a mixture
 //! over the same data-independent augmentation distribution keeps the (ε, δ) bound. Noise:
 //! [`crate::dp::noise::SecureGaussian`] (OS-keyed ChaCha20), or opendp's exact Gaussian when
 //! the release is small enough (see [`release`]).
@@ -580,9 +580,9 @@ pub fn estimate_seconds(
     q.nets = p.nets_per_iteration.min(p.nets);
     q.iterations = 2;
     let nets = nets(&q, shape, classes, 1)?;
-    nets[0].embed(&x[..shape.len()]).map_err(nn_err)?; // warm-up
+    embed(&nets[0], &x[..shape.len()], &q)?; // warm-up
     let t = std::time::Instant::now();
-    nets[0].embed(&x).map_err(nn_err)?;
+    embed(&nets[0], &x, &q)?;
     let per_image_net = t.elapsed().as_secs_f64() / b as f64;
     let embed = per_image_net * records as f64 * (p.nets * p.augment) as f64;
     let dim: usize = nets.iter().map(|n| emb_len(n, p)).sum();
