@@ -400,17 +400,7 @@ fn rt() -> tokio::runtime::Runtime {
 
 /// The audit chain: seq from 0 without gaps, each `prev` the SHA-256 of the previous line.
 fn assert_audit_chain_intact(ws: &Path) {
-    let mut segs: Vec<_> = std::fs::read_dir(ws.join("audit"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| {
-            p.file_name()
-                .unwrap()
-                .to_string_lossy()
-                .starts_with("segment-")
-        })
-        .collect();
-    segs.sort();
+    let segs = crate::util::audit_segments(ws);
     let mut prev = "0".repeat(64);
     let mut seq = 0u64;
     for s in segs {

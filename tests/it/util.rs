@@ -134,19 +134,8 @@ impl TestWs {
     }
     /// All audit records of the workspace, parsed.
     pub fn audit_records(&self) -> Vec<serde_json::Value> {
-        let mut segs: Vec<_> = std::fs::read_dir(self.ws.join("audit"))
-            .unwrap()
-            .filter_map(|e| e.ok())
-            .map(|e| e.path())
-            .filter(|p| {
-                p.file_name()
-                    .unwrap()
-                    .to_string_lossy()
-                    .starts_with("segment-")
-            })
-            .collect();
-        segs.sort();
-        segs.iter()
+        audit_segments(&self.ws)
+            .iter()
             .flat_map(|p| {
                 std::fs::read_to_string(p)
                     .unwrap()
@@ -221,4 +210,21 @@ pub fn synthetic_parquet(
     w.write(&batch).unwrap();
     w.close().unwrap();
     out
+}
+
+/// The audit log's segment files of workspace `ws`, in order.
+pub fn audit_segments(ws: &Path) -> Vec<PathBuf> {
+    let mut segs: Vec<_> = std::fs::read_dir(ws.join("audit"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("segment-")
+        })
+        .collect();
+    segs.sort();
+    segs
 }
