@@ -137,6 +137,13 @@ pub fn describe(c: &Checked, estimate: Option<f64>) -> String {
         p.shape.w
     ));
     match p.sampling_rate {
+        Some(q) if p.method == crate::distill::Method::Dm => line(format!(
+            "  mechanism: {} feature nets, each released over its own Poisson sample at q = {:.5} (expected {:.0} records): clipped per-class embedding sums (C = {}), one Gaussian mechanism per net",
+            p.steps,
+            q,
+            q * p.records as f64,
+            p.clip_norm
+        )),
         Some(q) => line(format!(
             "  mechanism: {} Poisson-sampled steps at q = {:.5} (expected batch {:.0}), per-class clipped sums (C = {}), one Gaussian mechanism per step",
             p.steps,

@@ -1,21 +1,29 @@
 //! Distribution matching under differential privacy (`dm`).
 //!
-//! 1. **Release (private, ONE Gaussian mechanism).** A fixed, public set of `nets` randomly
-//!    initialised ConvNets (never trained; weights from the non-private initialisation seed)
-//!    embeds every training image ([`crate::nn::Net::embed`]: the flattened final feature map,
-//!    followed when `block_means` is set by the per-channel spatial means of the earlier
-//!    blocks, [`crate::nn::Net::embed_with_means`]), averaged over `augment` random
-//!    augmentations (shifts, or one of shift / scale / rotate: [`augment::Family`]). Each net's
-//!    embedding is normalised to L2 norm `1/sqrt(nets)`, so their concatenation `u` has norm at
-//!    most 1; the record's vector is `v = [alpha·u, beta]` with `alpha² + beta² = 1`, then
-//!    clipped to `C` (a no-op by construction, kept as the rule says). The vectors are summed
-//!    per class. Adding or removing one image changes exactly one class sum by a vector of norm
-//!    at most `C`, so the whole matrix of class sums (classes × (D+1)) has L2 sensitivity `C`,
-//!    and adding N(0, σ²C²) to every coordinate **once** is one Gaussian mechanism:
-//!    `{"kind":"gaussian","sigma":σ,"count":1}`.
+//! 1. **Release (private).** A fixed, public set of `nets` randomly initialised ConvNets
+//!    (never trained; weights from the non-private initialisation seed) embeds training
+//!    images ([`crate::nn::Net::embed`]: the flattened final feature map, followed when
+//!    `block_means` is set by the per-channel spatial means of the earlier blocks,
+//!    [`crate::nn::Net::embed_with_means`]), averaged over `augment` random augmentations
+//!    (shifts, or one of shift / scale / rotate: [`augment::Family`]). A record's vector is
+//!    `v = [alpha·u, beta]` with `alpha² + beta² = 1`, clipped to `C` (a no-op by
+//!    construction, kept as the rule says), and the vectors are summed per class. Adding or
+//!    removing one image changes exactly one class sum by a vector of norm at most `C`, so the
+//!    matrix of class sums has L2 sensitivity `C`. Two ways to release it:
+//!    - **per net** (`sample_rate = Some(q)`, the default): each net's release is over its own
+//!      Poisson sample of the records (rate `q`, OS-keyed), with that net's embedding
+//!      normalised to norm 1 as `u`, plus N(0, σ²C²) per coordinate: `nets` Poisson-sampled
+//!      Gaussian mechanisms, accounted exactly as DP-SGD steps,
+//!      `{"kind":"poisson-sampled-gaussian","q":q,"sigma":σ,"steps":nets}` ([`release_per_net`]).
+//!      Hundreds of feature nets for the private compute of a few full passes.
+//!    - **one shot** (`sample_rate = None`): every record under all nets at once, each net's
+//!      part normalised to `1/sqrt(nets)` so their concatenation `u` has norm at most 1, plus
+//!      N(0, σ²C²) per coordinate **once**: one Gaussian mechanism,
+//!      `{"kind":"gaussian","sigma":σ,"count":1}` ([`release`]).
 //! 2. **Post-processing (free).** The last coordinate of a noisy class sum divided by `beta` is
-//!    a noisy class count released by the same mechanism; the noisy class mean of `u` is the
-//!    noisy sum divided by `alpha` × that count (never by a private count). Synthetic images
+//!    a noisy class count released by the same mechanism (per net: pooled over the nets); the
+//!    noisy class mean of `u` is the noisy sum divided by `alpha` × that count (never by a
+//!    private count). Synthetic images
 //!    (from noise, never from real images) are optimised with Adam so that the mean of their
 //!    normalised embeddings under the same nets, with fresh random augmentations of the same
 //!    family (siamese augmentation), matches the noisy means; pixels are clamped to [0, 1] and
@@ -23,9 +31,12 @@
 //!    size). The pixel gradient is first order ([`crate::nn::Net::embed_vjp`]).
 //!
 //! # Privacy
-//! Neighbouring relation: add or remove one image. The random augmentations are drawn i.i.d.
-//! per record, independently of the data; conditioned on them the sensitivity is `C`, and a mixture
-//! over the same data-independent augmentation distribution keeps the (ε, δ) bound. Noise:
+//! Neighbouring relation: add or remove one image. The real side's random augmentations are
+//! drawn i.i.d. per record from an OS-keyed generator (never from the public `--seed`: with a
+//! known seed, removing a record would shift the draws of every later record and the
+//! sensitivity argument would fail). Coupling neighbours so that common records get the same
+//! draw, the sensitivity conditioned on the draws is `C`, and the mixture over the
+//! data-independent augmentation distribution keeps the (ε, δ) bound. Noise:
 //! [`crate::dp::noise::SecureGaussian`] (OS-keyed ChaCha20), or opendp's exact Gaussian when
 //! the release is small enough (see [`release`]).
 
@@ -42,7 +53,8 @@ use crate::progress::{self, Event, Sink};
 /// Hyper-parameters of `dm` (all public; recorded in `run.json`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct DmParams {
-    /// Number of random feature nets in the release.
+    /// Number of random feature nets in the release (per-net releases: one Poisson-sampled
+    /// Gaussian mechanism each).
     pub nets: usize,
     /// Channels of each feature net.
     pub width: usize,
@@ -68,6 +80,16 @@ pub struct DmParams {
     /// to the stored size): fewer free pixels to absorb noise; 1 = full resolution.
     #[serde(default = "one")]
     pub downscale: usize,
+    /// Also release (and match) the per-class means of the squared normalised features
+    /// (diagonal second moments): the spread of each class, not only its centre.
+    #[serde(default)]
+    pub second_moments: bool,
+    /// `None`: ONE release over every record and all nets together (one Gaussian mechanism).
+    /// `Some(q)`: one release per net, each over its own Poisson sample of the records at rate
+    /// `q` (the nets' releases compose as `nets` Poisson-sampled Gaussian steps, as in DP-SGD):
+    /// many more feature nets for the same private compute.
+    #[serde(default)]
+    pub sample_rate: Option<f64>,
     /// Synthesis iterations (post-processing).
     pub iterations: usize,
     /// Nets used per synthesis iteration (drawn at random among `nets`).
@@ -97,18 +119,29 @@ fn one_f() -> f64 {
     1.0
 }
 
+/// Feature nets of the default release on large sets (≥ 3,000 records per class).
+const NETS_LARGE: usize = 512;
+/// Expected records in each net's Poisson sample under the defaults.
+const RECORDS_PER_NET: f64 = 2500.0;
+
 impl DmParams {
     /// The defaults, sized to the public record count `n` and class count.
     pub fn defaults(n: usize, classes: usize) -> DmParams {
         let per_class = n / classes.max(1);
-        // Small cohorts: fewer feature coordinates (noise on a class mean grows as sqrt(D)/n).
-        let nets = if per_class >= 3000 {
-            16
+        // One release per net over a Poisson sample (docs/distill.md, "Measured"): many more
+        // feature nets for the same private compute. Each net's release costs noise ∝ sqrt(nets)
+        // relative to the class sizes, so small cohorts get fewer nets.
+        let nets = if n <= 2000 {
+            64
+        } else if per_class >= 3000 {
+            NETS_LARGE
         } else if per_class >= 1000 {
-            10
+            256
         } else {
-            6
+            128
         };
+        // About RECORDS_PER_NET records per net's sample (at most all of them).
+        let q = (RECORDS_PER_NET / n.max(1) as f64).min(1.0);
         DmParams {
             nets,
             width: 32,
@@ -122,22 +155,22 @@ impl DmParams {
             block_means: true,
             means_weight: 1.0,
             downscale: 1,
+            second_moments: false,
+            sample_rate: Some(q),
             // Small sets (e.g. the demo) get a short synthesis so a run stays well under a minute.
             iterations: if n <= 2000 {
                 150
             } else if n <= 10_000 {
-                300
-            } else {
                 600
+            } else {
+                1500
             },
-            // All nets every iteration on large sets: +1.2 points on full Fashion-MNIST at
-            // epsilon 1 together with the affine augmentation and block means (docs/distill.md).
             nets_per_iteration: if n <= 2000 {
                 2
             } else if n <= 10_000 {
                 4
             } else {
-                nets
+                8
             },
             lr: 0.01,
             init_std: 0.1,
@@ -166,6 +199,11 @@ impl DmParams {
         }
         if !(1..=4).contains(&self.downscale) {
             return Err(bad("downscale", "must be 1 to 4"));
+        }
+        if let Some(q) = self.sample_rate {
+            if !(q > 0.0 && q <= 1.0) {
+                return Err(bad("sample_rate", "must be in (0, 1]"));
+            }
         }
         if self.augment == 0 || self.batch == 0 || self.nets_per_iteration == 0 {
             return Err(bad("augment/batch/nets_per_iteration", "must be positive"));
@@ -217,7 +255,29 @@ pub fn nets(p: &DmParams, shape: Shape, classes: usize, seed: u64) -> Result<Vec
 
 /// Length of one net's embedding under `p`.
 fn emb_len(net: &Net, p: &DmParams) -> usize {
+    base_len(net, p) * if p.second_moments { 2 } else { 1 }
+}
+
+/// Length of one net's raw embedding (before the optional squares).
+fn base_len(net: &Net, p: &DmParams) -> usize {
     net.feature_len() + if p.block_means { net.means_len() } else { 0 }
+}
+
+/// Normalise each raw embedding row of `e` (length `b`) to norm `scale` and, with second
+/// moments, append its squares divided by `scale`, the whole row times 1/√2: every output
+/// row has norm at most `scale`. Returns the rows and the raw norms.
+fn lift(e: &mut [f32], b: usize, scale: f32, p: &DmParams) -> (Vec<f32>, Vec<f32>) {
+    let norms = normalise_rows(e, b, scale);
+    if !p.second_moments {
+        return (e.to_vec(), norms);
+    }
+    let h = std::f32::consts::FRAC_1_SQRT_2;
+    let mut out = Vec::with_capacity(e.len() * 2);
+    for row in e.chunks(b) {
+        out.extend(row.iter().map(|v| v * h));
+        out.extend(row.iter().map(|v| v * v / scale * h));
+    }
+    (out, norms)
 }
 
 /// One net's embedding of a batch under `p`.
@@ -288,41 +348,61 @@ pub(crate) fn class_sums(
     aug_seed: u64,
     sink: Sink<'_>,
 ) -> Result<(Vec<f64>, usize), Error> {
+    let n = train.len();
+    let all: Vec<usize> = (0..n).collect();
+    let mut rng = ChaCha8Rng::seed_from_u64(aug_seed);
+    sink(Event::Start {
+        label: "embedding (private)",
+        total: n as u64,
+    });
+    let per_net = 1.0 / (nets.len() as f32).sqrt();
+    let out = sums_over(train, &all, classes, p, nets, per_net, &mut rng, &mut |b| {
+        sink(Event::Advance(b))
+    })?;
+    sink(Event::Finish);
+    Ok(out)
+}
+
+/// Clipped per-class sums over the records `idx`: each record's embedding under every net of
+/// `nets`, each net's part normalised to `per_net`, as `[alpha·u, beta]` clipped to `C`.
+/// `tick(b)` is called after each batch of `b` records.
+#[allow(clippy::too_many_arguments)]
+fn sums_over(
+    train: &Images,
+    idx: &[usize],
+    classes: usize,
+    p: &DmParams,
+    nets: &[Net],
+    per_net: f32,
+    rng: &mut ChaCha8Rng,
+    tick: &mut dyn FnMut(u64),
+) -> Result<(Vec<f64>, usize), Error> {
     let shape = train.shape;
     let d = shape.len();
     let feat: Vec<usize> = nets.iter().map(|n| emb_len(n, p)).collect();
     let dim: usize = feat.iter().sum();
     let width = dim + 1;
     let alpha = (1.0 - p.count_weight * p.count_weight).sqrt();
-    let per_net = 1.0 / (nets.len() as f32).sqrt();
     let mut sums = vec![0f64; classes * width];
-    let mut rng = ChaCha8Rng::seed_from_u64(aug_seed);
-    let n = train.len();
-    sink(Event::Start {
-        label: "embedding (private)",
-        total: n as u64,
-    });
-    let mut start = 0;
     let mut x = Vec::new();
-    while start < n {
+    for chunk in idx.chunks(p.batch) {
         progress::check().map_err(|_| Error::Cancelled)?;
-        let end = (start + p.batch).min(n);
-        let b = end - start;
+        let b = chunk.len();
         let mut raw = Vec::with_capacity(b * d);
-        for i in start..end {
+        for &i in chunk {
             raw.extend(train.image(i).iter().map(|&v| v as f32 / 255.0 - 0.5));
         }
         let mut u = vec![0f32; b * dim];
         for _ in 0..p.augment {
             let warps: Vec<augment::Warp> = (0..b)
-                .map(|_| augment::Warp::draw(&mut rng, p.augmentation, p.max_shift))
+                .map(|_| augment::Warp::draw(rng, p.augmentation, p.max_shift))
                 .collect();
             x.clear();
             x.extend(augment::warp_each(&raw, shape, &warps));
             let mut off = 0;
             for (net, &f) in nets.iter().zip(&feat) {
                 let mut e = embed(net, &x, p)?;
-                normalise_rows(&mut e, f, per_net);
+                let (e, _) = lift(&mut e, base_len(net, p), per_net, p);
                 for i in 0..b {
                     let dst = &mut u[i * dim + off..i * dim + off + f];
                     for (a, v) in dst.iter_mut().zip(&e[i * f..(i + 1) * f]) {
@@ -332,23 +412,107 @@ pub(crate) fn class_sums(
                 off += f;
             }
         }
-        for i in 0..b {
+        for (i, &rec) in chunk.iter().enumerate() {
             let mut v: Vec<f32> = u[i * dim..(i + 1) * dim]
                 .iter()
                 .map(|x| x * alpha as f32)
                 .collect();
             v.push(p.count_weight as f32);
             crate::dp::clip::clip_in_place(&mut v, p.clip_norm);
-            let c = train.labels[start + i] as usize;
+            let c = train.labels[rec] as usize;
             for (s, x) in sums[c * width..(c + 1) * width].iter_mut().zip(&v) {
                 *s += *x as f64;
             }
         }
-        sink(Event::Advance(b as u64));
-        start = end;
+        tick(b as u64);
+    }
+    Ok((sums, dim))
+}
+
+/// The per-net private release (`sample_rate = Some(q)`): for each net, a fresh Poisson sample
+/// of the records at rate `q` (OS-keyed), the clipped class sums of that net's normalised
+/// embeddings (`[alpha·u, beta]`, norm ≤ `C`), plus N(0, σ²C²) on every coordinate.
+///
+/// # Privacy
+/// Each net's release is one Poisson-sampled Gaussian mechanism with L2 sensitivity `C` under
+/// add/remove-one-image (a record touches one class sum of that net, by a vector of norm at
+/// most `C`); the `nets` releases compose exactly as `nets` DP-SGD steps. The caller must have
+/// reserved `{"kind":"poisson-sampled-gaussian","q":q,"sigma":σ,"steps":nets}`.
+/// Post-processing: the class counts are pooled over every net's noisy count coordinate (each
+/// estimates `q·n_c`), and each net's noisy mean is its noisy sum over `alpha` × that pooled
+/// count — no private count is used.
+///
+/// # Errors
+/// `distill-cancelled`, `distill-compute`, `distill-rng`.
+#[allow(clippy::too_many_arguments)]
+pub fn release_per_net(
+    train: &Images,
+    classes: usize,
+    p: &DmParams,
+    nets: &[Net],
+    q: f64,
+    sigma: f64,
+    sink: Sink<'_>,
+) -> Result<(Release, &'static str), Error> {
+    // The real side's augmentations are part of the mechanism: drawn from an OS-keyed
+    // generator (never the public seed), so they are i.i.d. per record and unknown.
+    let mut rng =
+        ChaCha8Rng::from_seed(crate::keys::try_random_bytes::<32>().map_err(|_| Error::Rng)?);
+    let mut sampler = crate::dp::sample::PoissonSampler::from_os().map_err(|_| Error::Rng)?;
+    let mut noise = crate::dp::noise::SecureGaussian::from_os().map_err(|_| Error::Rng)?;
+    sink(Event::Start {
+        label: "embedding (private, one Poisson sample per net)",
+        total: nets.len() as u64,
+    });
+    let mut noisy: Vec<(Vec<f64>, usize)> = Vec::with_capacity(nets.len());
+    for net in nets {
+        progress::check().map_err(|_| Error::Cancelled)?;
+        let idx = sampler.sample(train.len(), q);
+        let (mut sums, f) = sums_over(
+            train,
+            &idx,
+            classes,
+            p,
+            std::slice::from_ref(net),
+            1.0,
+            &mut rng,
+            &mut |_| {},
+        )?;
+        noise.add_noise_f64(&mut sums, sigma * p.clip_norm);
+        noisy.push((sums, f));
+        sink(Event::Advance(1));
     }
     sink(Event::Finish);
-    Ok((sums, dim))
+    Ok((
+        post_process_per_net(&noisy, classes, p),
+        "chacha20-float-gaussian",
+    ))
+}
+
+/// Per-net noisy sums → pooled noisy counts and per-net noisy means, concatenated in net order
+/// and scaled by `1/sqrt(nets)` to the layout [`synthesise`] matches (post-processing only).
+pub fn post_process_per_net(noisy: &[(Vec<f64>, usize)], classes: usize, p: &DmParams) -> Release {
+    let alpha = (1.0 - p.count_weight * p.count_weight).sqrt();
+    let k = noisy.len().max(1) as f64;
+    let counts: Vec<f64> = (0..classes)
+        .map(|c| {
+            let s: f64 = noisy.iter().map(|(v, f)| v[c * (f + 1) + f]).sum();
+            (s / (p.count_weight * k)).max(1.0)
+        })
+        .collect();
+    let dim: usize = noisy.iter().map(|(_, f)| f).sum();
+    let scale = 1.0 / k.sqrt();
+    let mut means = vec![0f64; classes * dim];
+    for c in 0..classes {
+        let mut off = 0;
+        for (v, f) in noisy {
+            for j in 0..*f {
+                means[c * dim + off + j] = v[c * (f + 1) + j] / (alpha * counts[c]) * scale;
+            }
+            off += f;
+        }
+    }
+    Release { means, counts, dim }
 }
 
 /// The private release: clipped class sums plus one draw of N(0, σ²C²) per coordinate.
@@ -368,9 +532,12 @@ pub fn release(
     p: &DmParams,
     nets: &[Net],
     sigma: f64,
-    aug_seed: u64,
     sink: Sink<'_>,
 ) -> Result<(Release, &'static str), Error> {
+    // The real side's augmentations are part of the mechanism: keyed from the OS, never from
+    // the public seed (see the module's Privacy section).
+    let aug_seed =
+        u64::from_le_bytes(crate::keys::try_random_bytes::<8>().map_err(|_| Error::Rng)?);
     let (mut sums, dim) = class_sums(train, classes, p, nets, aug_seed, sink)?;
     let sampler = if sums.len() <= p.exact_max_coords {
         sums = crate::dp::exact::gaussian_release(&sums, p.clip_norm, sigma).map_err(|e| {
@@ -415,37 +582,48 @@ fn net_loss_grad(
     p: &DmParams,
 ) -> Result<(f64, Vec<f32>), Error> {
     let f = emb_len(net, p);
+    let b = base_len(net, p);
     let mut e = embed(net, x, p)?;
-    let norms = normalise_rows(&mut e, f, scale);
+    let (v, norms) = lift(&mut e, b, scale, p);
+    // `e` now holds the normalised rows u (norm `scale`); `v` the matched rows.
     let mut loss = 0f64;
     let mut d_feat = vec![0f32; e.len()];
+    let h = std::f64::consts::FRAC_1_SQRT_2;
     for c in 0..classes {
         let mut diff = vec![0f64; f];
         for i in 0..ipc {
-            for (j, v) in e[(c * ipc + i) * f..(c * ipc + i + 1) * f]
+            for (j, val) in v[(c * ipc + i) * f..(c * ipc + i + 1) * f]
                 .iter()
                 .enumerate()
             {
-                diff[j] += *v as f64 / ipc as f64;
+                diff[j] += *val as f64 / ipc as f64;
             }
         }
         for (j, dj) in diff.iter_mut().enumerate() {
             *dj -= target[c * f + j];
             loss += *dj * *dj;
         }
-        // dL/du_i = 2 diff / ipc; u = s·f/|f| ⇒ dL/df = (s/|f|)(g − û(û·g)), û = u/s.
+        // dL/dv_i = 2 diff / ipc; with squares, v = [u, u∘u/s]/√2 ⇒ dL/du = (g₁ + 2u∘g₂/s)/√2.
+        // u = s·e/|e| ⇒ dL/de = (s/|e|)(g − û(û·g)), û = u/s.
+        let gv: Vec<f64> = diff.iter().map(|d| 2.0 * d / ipc as f64).collect();
         for i in 0..ipc {
             let r = c * ipc + i;
-            let u = &e[r * f..(r + 1) * f];
+            let u = &e[r * b..(r + 1) * b];
             let nrm = norms[r];
             if nrm <= 0.0 {
                 continue;
             }
-            let g: Vec<f64> = diff.iter().map(|v| 2.0 * v / ipc as f64).collect();
+            let g: Vec<f64> = if p.second_moments {
+                (0..b)
+                    .map(|j| h * (gv[j] + 2.0 * u[j] as f64 * gv[b + j] / scale as f64))
+                    .collect()
+            } else {
+                gv.clone()
+            };
             let ug: f64 = u.iter().zip(&g).map(|(a, b)| *a as f64 * b).sum::<f64>() / scale as f64;
-            for j in 0..f {
+            for j in 0..b {
                 let uh = u[j] as f64 / scale as f64;
-                d_feat[r * f + j] = ((scale as f64 / nrm as f64) * (g[j] - uh * ug)) as f32;
+                d_feat[r * b + j] = ((scale as f64 / nrm as f64) * (g[j] - uh * ug)) as f32;
             }
         }
     }
@@ -584,7 +762,8 @@ pub fn estimate_seconds(
     let t = std::time::Instant::now();
     embed(&nets[0], &x, &q)?;
     let per_image_net = t.elapsed().as_secs_f64() / b as f64;
-    let embed = per_image_net * records as f64 * (p.nets * p.augment) as f64;
+    let embed =
+        per_image_net * records as f64 * p.sample_rate.unwrap_or(1.0) * (p.nets * p.augment) as f64;
     let dim: usize = nets.iter().map(|n| emb_len(n, p)).sum();
     let rel = Release {
         means: vec![0.0; classes * dim],
@@ -634,6 +813,8 @@ mod tests {
             block_means: true,
             means_weight: 2.0,
             downscale: 1,
+            second_moments: false,
+            sample_rate: None,
             iterations: 40,
             nets_per_iteration: 2,
             lr: 0.03,
@@ -688,8 +869,15 @@ mod tests {
 
     #[test]
     fn matching_gradient_matches_finite_difference() {
+        for second_moments in [false, true] {
+            check_matching_gradient(second_moments);
+        }
+    }
+
+    fn check_matching_gradient(second_moments: bool) {
         // GELU: smooth, so finite differences converge (ReLU kinks make them unreliable).
         let mut p = params();
+        p.second_moments = second_moments;
         p.activation = Activation::Gelu;
         let shape = Shape { c: 1, h: 12, w: 12 };
         let nets = nets(&p, shape, 2, 5).unwrap();
@@ -740,11 +928,81 @@ mod tests {
     }
 
     #[test]
+    fn per_net_release_without_noise_recovers_counts_and_the_one_shot_means() {
+        // q = 1 and sigma = 0: every net sees every record, so the per-net release must equal
+        // the one-shot release's means and counts (same nets, same per-net scale 1/sqrt(K)).
+        let im = toy(6);
+        let mut p = params();
+        p.augmentation = augment::Family::Shift;
+        p.max_shift = 0;
+        let nets = nets(&p, im.shape, 2, 3).unwrap();
+        let (per, sampler) =
+            release_per_net(&im, 2, &p, &nets, 1.0, 0.0, &progress::silent).unwrap();
+        assert_eq!(sampler, "chacha20-float-gaussian");
+        let (sums, dim) = class_sums(&im, 2, &p, &nets, 1, &progress::silent).unwrap();
+        let one = post_process(&sums, 2, dim, &p);
+        assert_eq!(per.dim, one.dim);
+        for c in 0..2 {
+            assert!((per.counts[c] - 6.0).abs() < 1e-4, "{:?}", per.counts);
+        }
+        for (a, b) in per.means.iter().zip(&one.means) {
+            assert!((a - b).abs() < 1e-4, "{a} vs {b}");
+        }
+    }
+
+    #[test]
+    fn real_side_augmentations_are_keyed_from_the_os_not_the_seed() {
+        // Same nets, same data, no noise, every record: only the augmentation draws can differ
+        // between two releases, and they must (they are part of the mechanism).
+        let im = toy(6);
+        let p = params();
+        let nets = nets(&p, im.shape, 2, 3).unwrap();
+        let run = || {
+            release_per_net(&im, 2, &p, &nets, 1.0, 0.0, &progress::silent)
+                .unwrap()
+                .0
+                .means
+        };
+        assert_ne!(run(), run());
+    }
+
+    #[test]
+    fn per_net_release_samples_each_net_independently() {
+        // q = 1/2: each net's noiseless count estimates q·n_c; the pooled count is near it and
+        // the nets' sample sizes differ (independent Poisson samples, not one shared batch).
+        let im = toy(200);
+        let mut p = params();
+        p.nets = 4;
+        p.batch = 64;
+        let nets = nets(&p, im.shape, 2, 3).unwrap();
+        let mut sampler = crate::dp::sample::PoissonSampler::from_os().unwrap();
+        let sizes: Vec<usize> = (0..8).map(|_| sampler.sample(400, 0.5).len()).collect();
+        assert!(sizes.iter().any(|&s| s != sizes[0]), "{sizes:?}");
+        let (rel, _) = release_per_net(&im, 2, &p, &nets, 0.5, 0.0, &progress::silent).unwrap();
+        for c in 0..2 {
+            assert!(
+                (70.0..130.0).contains(&rel.counts[c]),
+                "pooled count {} far from q·n_c = 100",
+                rel.counts[c]
+            );
+        }
+        // Every net's noiseless mean has norm at most 1/sqrt(K) (normalised embeddings).
+        let f = rel.dim / p.nets;
+        for c in 0..2 {
+            for k in 0..p.nets {
+                let m = &rel.means[c * rel.dim + k * f..c * rel.dim + (k + 1) * f];
+                let n: f64 = m.iter().map(|x| x * x).sum::<f64>().sqrt();
+                assert!(n <= 0.5 * 1.15 + 1e-6 && n > 0.1, "net {k} class {c}: {n}");
+            }
+        }
+    }
+
+    #[test]
     fn exact_release_is_used_for_small_releases() {
         let im = toy(3);
         let p = params();
         let nets = nets(&p, im.shape, 2, 3).unwrap();
-        let (_, sampler) = release(&im, 2, &p, &nets, 1.0, 1, &progress::silent).unwrap();
+        let (_, sampler) = release(&im, 2, &p, &nets, 1.0, &progress::silent).unwrap();
         assert_eq!(sampler, "opendp-exact-discrete-gaussian");
     }
 }

@@ -63,7 +63,7 @@ pub struct Plan {
     pub noise_multiplier: f64,
     /// Poisson sampling rate q (gm; `None` for dm's full-data release).
     pub sampling_rate: Option<f64>,
-    /// Noisy releases (gm: Poisson-sampled steps; dm: 1).
+    /// Noisy releases (gm: Poisson-sampled steps; dm: 1, or one per net when per-net sampled).
     pub steps: u64,
     /// Clip norm C.
     pub clip_norm: f64,
@@ -146,29 +146,9 @@ pub fn plan(meta: &Meta, req: &Request) -> Result<Plan, Error> {
                 p.iterations = it;
             }
             p.validate()?;
-            // Tight calibration through the dp accountants (PLD for one Gaussian = the exact
-            // analytic curve, cross-checked in tests against [`accounting`]).
-            let fail = || Error::Calibration {
-                epsilon: req.epsilon,
-                delta: req.delta,
-                steps: 1,
-            };
-            let sigma = crate::dp::calibrate::gaussian_noise_multiplier(req.epsilon, req.delta, 1)
-                .map_err(|_| fail())?;
-            let eps = crate::dp::accountant::epsilon(&[DpEvent::gaussian(sigma, 1)], req.delta)
-                .map_err(|_| fail())?
-                .epsilon;
+            let (sigma, q, steps, events, eps, acct) = dm_privacy(&p, req.epsilon, req.delta)?;
             let clip = p.clip_norm;
-            (
-                Params::Dm(p),
-                sigma,
-                None,
-                1,
-                clip,
-                vec![DpEvent::gaussian(sigma, 1)],
-                eps,
-                "pld".to_string(),
-            )
+            (Params::Dm(p), sigma, q, steps, clip, events, eps, acct)
         }
         Method::Gm => {
             let mut p = gm::GmParams::defaults(n, k, req.ipc);
@@ -221,7 +201,71 @@ pub fn plan(meta: &Meta, req: &Request) -> Result<Plan, Error> {
     })
 }
 
+/// σ, q, steps, events, achieved ε and accountant of a `dm` release.
+type DmPrivacy = (f64, Option<f64>, u64, Vec<DpEvent>, f64, String);
+
+fn dm_privacy(p: &dm::DmParams, epsilon: f64, delta: f64) -> Result<DmPrivacy, Error> {
+    match p.sample_rate {
+        // One release per net over its own Poisson sample: `nets` Poisson-sampled steps.
+        Some(q) => {
+            let steps = p.nets as u64;
+            let (sigma, eps, acct) = gm::calibrate(epsilon, delta, q, steps)?;
+            Ok((
+                sigma,
+                Some(q),
+                steps,
+                vec![DpEvent::poisson_gaussian(q, sigma, steps)],
+                eps,
+                acct,
+            ))
+        }
+        None => {
+            // Tight calibration through the dp accountants (PLD for one Gaussian = the exact
+            // analytic curve, cross-checked in tests against [`accounting`]).
+            let fail = || Error::Calibration {
+                epsilon,
+                delta,
+                steps: 1,
+            };
+            let sigma = crate::dp::calibrate::gaussian_noise_multiplier(epsilon, delta, 1)
+                .map_err(|_| fail())?;
+            let eps = crate::dp::accountant::epsilon(&[DpEvent::gaussian(sigma, 1)], delta)
+                .map_err(|_| fail())?
+                .epsilon;
+            Ok((
+                sigma,
+                None,
+                1,
+                vec![DpEvent::gaussian(sigma, 1)],
+                eps,
+                "pld".to_string(),
+            ))
+        }
+    }
+}
+
 impl Plan {
+    /// Re-derive the privacy fields (σ, q, steps, events, ε) after `dm` parameters were
+    /// changed programmatically (measurement harnesses); gm plans are unchanged.
+    ///
+    /// # Errors
+    /// `distill-bad-parameter`, `distill-calibration`.
+    pub fn recalibrate(&mut self) -> Result<(), Error> {
+        if let Params::Dm(p) = &self.params {
+            p.validate()?;
+            let (sigma, q, steps, events, eps, acct) =
+                dm_privacy(p, self.epsilon_target, self.delta)?;
+            self.clip_norm = p.clip_norm;
+            self.noise_multiplier = sigma;
+            self.sampling_rate = q;
+            self.steps = steps;
+            self.events = events;
+            self.epsilon = eps;
+            self.accountant = acct;
+        }
+        Ok(())
+    }
+
     /// The hyper-parameters as JSON (for run.json and the manifest).
     pub fn hyperparameters(&self) -> serde_json::Value {
         serde_json::to_value(&self.params).expect("invariant: params serialize")
@@ -277,9 +321,31 @@ mod tests {
     }
 
     #[test]
-    fn dm_plan_is_one_gaussian_calibrated_to_the_target() {
+    fn default_dm_plan_is_one_poisson_sampled_release_per_net() {
         let p = plan(&meta(30_000), &req(None)).unwrap();
         assert_eq!(p.method, Method::Dm);
+        let Params::Dm(dm) = &p.params else {
+            panic!("dm plan expected")
+        };
+        let q = dm.sample_rate.expect("per-net release by default");
+        assert_eq!(p.sampling_rate, Some(q));
+        assert_eq!(p.steps, dm.nets as u64);
+        assert_eq!(
+            p.events,
+            vec![DpEvent::poisson_gaussian(q, p.noise_multiplier, p.steps)]
+        );
+        assert!(p.epsilon <= 1.0 + 1e-9 && p.epsilon > 0.99, "{}", p.epsilon);
+    }
+
+    #[test]
+    fn one_shot_dm_plan_is_one_gaussian_calibrated_to_the_target() {
+        let mut p = plan(&meta(30_000), &req(None)).unwrap();
+        if let Params::Dm(dm) = &mut p.params {
+            dm.sample_rate = None;
+        }
+        p.recalibrate().unwrap();
+        assert_eq!(p.method, Method::Dm);
+        assert_eq!(p.sampling_rate, None);
         assert_eq!(p.steps, 1);
         assert_eq!(p.events, vec![DpEvent::gaussian(p.noise_multiplier, 1)]);
         assert!(p.epsilon <= 1.0 + 1e-9, "{}", p.epsilon);
@@ -307,6 +373,33 @@ mod tests {
             vec![DpEvent::poisson_gaussian(q, p.noise_multiplier, p.steps)]
         );
         assert!(p.epsilon <= 1.0 + 1e-9);
+    }
+
+    #[test]
+    fn per_net_dm_plan_is_poisson_sampled_steps_one_per_net() {
+        let mut p = plan(&meta(30_000), &req(Some(Method::Dm))).unwrap();
+        let Params::Dm(dm) = &mut p.params else {
+            panic!("dm plan expected")
+        };
+        dm.sample_rate = Some(0.1);
+        dm.nets = 40;
+        p.recalibrate().unwrap();
+        assert_eq!(p.sampling_rate, Some(0.1));
+        assert_eq!(p.steps, 40);
+        assert_eq!(
+            p.events,
+            vec![DpEvent::poisson_gaussian(0.1, p.noise_multiplier, 40)]
+        );
+        assert!(p.epsilon <= 1.0 + 1e-9 && p.epsilon > 0.99, "{}", p.epsilon);
+        // Amplification by sampling: 40 releases at q = 0.1 need less noise per release than
+        // 40 full-data releases composed.
+        let full = crate::dp::calibrate::noise_multiplier(1.0, 1e-5, 1.0, 40).unwrap();
+        assert!(p.noise_multiplier < full);
+        // A bad rate is refused.
+        if let Params::Dm(dm) = &mut p.params {
+            dm.sample_rate = Some(1.5);
+        }
+        assert!(p.recalibrate().is_err());
     }
 
     #[test]

@@ -97,7 +97,13 @@ fn distill_charges_the_ledger_and_writes_a_loadable_run() {
     assert_eq!(rec["method"], "dm");
     assert_eq!(rec["ipc"], 2);
     assert_eq!(rec["privacy"]["neighbouring"], "add-remove-one-image");
-    assert_eq!(rec["events"][0]["kind"], "gaussian");
+    // Default dm: one Poisson-sampled Gaussian release per feature net.
+    assert_eq!(rec["events"][0]["kind"], "poisson-sampled-gaussian");
+    assert_eq!(
+        rec["events"][0]["steps"], rec["hyperparameters"]["nets"],
+        "{}",
+        rec["events"]
+    );
     assert_eq!(rec["shape"], serde_json::json!([1, 28, 28]));
     // The synthetic set loads with the partner-format reader: 4 classes x 2 images in [0, 1].
     let (set, classes) =
@@ -281,7 +287,7 @@ fn measure_dm_timing() {
     p.iterations = 5;
     let nets = dm::nets(&p, sub.shape, 10, 1).unwrap();
     let t = std::time::Instant::now();
-    let (rel, _) = dm::release(&sub, 10, &p, &nets, 3.7, 1, &retort::progress::silent).unwrap();
+    let (rel, _) = dm::release(&sub, 10, &p, &nets, 3.7, &retort::progress::silent).unwrap();
     let emb = t.elapsed().as_secs_f64();
     let t = std::time::Instant::now();
     dm::synthesise(
@@ -382,6 +388,7 @@ fn measure_dm_fashion() {
             v[k] = x.clone();
         }
         *p = serde_json::from_value(v).unwrap();
+        plan.recalibrate().unwrap();
     }
     eprintln!("params: {}", serde_json::to_string(&plan.params).unwrap());
     let t = std::time::Instant::now();
@@ -428,9 +435,11 @@ fn measure_dm_fashion() {
         )
     };
     eprintln!(
-        "{} fashion {per_class}/class eps {eps}: sigma {:.3}, distill {secs:.0} s (private {:.0} s), \
+        "{} fashion {per_class}/class eps {eps} (q {:?}, steps {}): sigma {:.3}, distill {secs:.0} s (private {:.0} s), \
          accuracy {:.4} (per model {:?}); random real 10/class {:?} (per model {:?}); {} epochs x {models} models; diag {}",
         plan.method,
+        plan.sampling_rate,
+        plan.steps,
         plan.noise_multiplier,
         out.private_seconds,
         s.accuracy,
