@@ -51,7 +51,10 @@ fn plan_reads_metadata_only_and_spends_nothing() {
     let j = r.json();
     assert_eq!(j["method"], "dm");
     assert_eq!(j["records"], 80);
-    assert_eq!(j["steps"], 1);
+    // One Poisson-sampled release per feature net (64 nets on a set this small).
+    assert_eq!(j["steps"], 64);
+    assert_eq!(j["events"][0]["kind"], "poisson-sampled-gaussian");
+    assert_eq!(j["sampling_rate"], 1.0);
     assert!(j["noise_multiplier"].as_f64().unwrap() > 3.0);
     let eps = j["epsilon"].as_f64().unwrap();
     assert!(eps <= 1.0 + 1e-9 && eps > 0.9, "epsilon {eps}");
