@@ -225,24 +225,10 @@ pub fn run(plan: &Plan, train: &Images, sink: Sink<'_>) -> Result<Outcome, Error
         plan::Params::Dm(p) => {
             let t0 = std::time::Instant::now();
             let nets = dm::nets(p, plan.shape, plan.classes.len(), plan.seed)?;
+            let (k, sigma) = (plan.classes.len(), plan.noise_multiplier);
             let (rel, sampler) = match p.sample_rate {
-                None => dm::release(
-                    train,
-                    plan.classes.len(),
-                    p,
-                    &nets,
-                    plan.noise_multiplier,
-                    sink,
-                )?,
-                Some(q) => dm::release_per_net(
-                    train,
-                    plan.classes.len(),
-                    p,
-                    &nets,
-                    q,
-                    plan.noise_multiplier,
-                    sink,
-                )?,
+                None => dm::release(train, k, p, &nets, sigma, sink)?,
+                Some(q) => dm::release_per_net(train, k, p, &nets, q, sigma, sink)?,
             };
             let private_seconds = t0.elapsed().as_secs_f64();
             let t1 = std::time::Instant::now();
