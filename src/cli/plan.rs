@@ -137,13 +137,33 @@ pub fn describe(c: &Checked, estimate: Option<f64>) -> String {
         p.shape.w
     ));
     match p.sampling_rate {
-        Some(q) if p.method == crate::distill::Method::Dm => line(format!(
-            "  mechanism: {} feature nets, each released over its own Poisson sample at q = {:.5} (expected {:.0} records): clipped per-class embedding sums (C = {}), one Gaussian mechanism per net",
-            p.steps,
-            q,
-            q * p.records as f64,
-            p.clip_norm
-        )),
+        Some(q) if p.method == crate::distill::Method::Dm => {
+            let (nets, warmup) = match &p.params {
+                crate::distill::plan::Params::Dm(d) => (d.nets, d.warmup.clone()),
+                _ => (p.steps as usize, None),
+            };
+            if let Some(w) = warmup {
+                line(format!(
+                    "  mechanism: DP-SGD warm-up of {} feature nets, {} steps each (Poisson q = {:.5}, expected batch {:.0}, per-sample gradients clipped to C = {}, one Gaussian mechanism per step); then {} feature nets ({:.0}% DP-SGD snapshots, the rest random), each released over its own Poisson sample at the same q: clipped per-class embedding sums, one Gaussian mechanism per net; {} steps in all",
+                    w.trajectories,
+                    w.steps,
+                    q,
+                    q * p.records as f64,
+                    p.clip_norm,
+                    nets,
+                    100.0 * w.trained_fraction,
+                    p.steps
+                ));
+            } else {
+                line(format!(
+                    "  mechanism: {} feature nets, each released over its own Poisson sample at q = {:.5} (expected {:.0} records): clipped per-class embedding sums (C = {}), one Gaussian mechanism per net",
+                    p.steps,
+                    q,
+                    q * p.records as f64,
+                    p.clip_norm
+                ));
+            }
+        }
         Some(q) => line(format!(
             "  mechanism: {} Poisson-sampled steps at q = {:.5} (expected batch {:.0}), per-class clipped sums (C = {}), one Gaussian mechanism per step",
             p.steps,

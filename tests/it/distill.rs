@@ -300,6 +300,7 @@ fn measure_dm_timing() {
         10,
         &p,
         &nets,
+        &[],
         1,
         &retort::progress::silent,
     )
@@ -394,6 +395,10 @@ fn measure_dm_fashion() {
         plan.recalibrate().unwrap();
     }
     eprintln!("params: {}", serde_json::to_string(&plan.params).unwrap());
+    if std::env::var("PROBE_WARMUP").is_ok() {
+        probe_warmup(&plan, &sub, &test);
+        return;
+    }
     let t = std::time::Instant::now();
     let out = retort::distill::run(&plan, &sub, &retort::progress::silent).unwrap();
     let secs = t.elapsed().as_secs_f64();
@@ -530,5 +535,45 @@ fn measure_eval_saved() {
     eprintln!(
         "saved set: accuracy {:.4} ± {:.4} (per model {:?}), {} epochs, {:.0} s",
         s.accuracy, s.accuracy_std, s.accuracies, recipe.epochs, s.train_seconds
+    );
+}
+
+/// PROBE_WARMUP=1 with a `warmup` in DM: run only the DP-SGD warm-up of the plan and print each
+/// snapshot's test accuracy (how discriminative the trained feature nets are) and the time.
+fn probe_warmup(
+    plan: &retort::distill::Plan,
+    sub: &retort::dataset::Images,
+    test: &retort::dataset::Images,
+) {
+    use retort::distill::dm;
+    let retort::distill::plan::Params::Dm(p) = &plan.params else {
+        panic!("PROBE_WARMUP needs a dm plan");
+    };
+    let q = p.sample_rate.expect("per-net releases");
+    let mut nets = dm::nets(p, plan.shape, 10, plan.seed).unwrap();
+    let t = std::time::Instant::now();
+    let trained = dm::warm_up(
+        sub,
+        p,
+        &mut nets,
+        q,
+        plan.noise_multiplier,
+        &retort::progress::silent,
+    )
+    .unwrap();
+    let secs = t.elapsed().as_secs_f64();
+    let mut testf = test.to_float();
+    testf.data.iter_mut().for_each(|v| *v -= 0.5);
+    let accs: Vec<String> = nets
+        .iter()
+        .zip(&trained)
+        .filter(|(_, &t)| t)
+        .map(|(n, _)| format!("{:.3}", retort::eval::accuracy(n, &testf, 10).unwrap().0))
+        .collect();
+    eprintln!(
+        "warmup sigma {:.3} q {q:.4} steps {}: {secs:.0} s; snapshot test accuracies {}",
+        plan.noise_multiplier,
+        plan.steps,
+        accs.join(" ")
     );
 }
