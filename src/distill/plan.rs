@@ -495,34 +495,40 @@ mod tests {
         assert_eq!(p.warnings.len(), 1);
     }
 
-    #[test]
-    fn gm_runs_end_to_end_on_a_tiny_set() {
-        // 2 classes of 12x12 images; a tiny network and few steps: checks the mechanics
-        // (sampling, per-class clipped sums, noise, matching, shapes), not utility.
+    /// A tiny two-class set of 40 12x12 images and a plan for it (`iterations`, ipc 2).
+    fn tiny(method: Method, iterations: usize) -> (Plan, crate::dataset::Images) {
         let mut m = meta(40);
         m.shape = Shape { c: 1, h: 12, w: 12 };
         m.classes = vec!["a".into(), "b".into()];
-        let mut p = plan(
+        let p = plan(
             &m,
             &Request {
-                iterations: Some(2),
+                iterations: Some(iterations),
                 ipc: 2,
-                ..req(Some(Method::Gm))
+                ..req(Some(method))
             },
         )
         .unwrap();
-        if let Params::Gm(g) = &mut p.params {
-            g.width = 4;
-            g.depth = 2;
-            g.inner = 2;
-            g.net_steps = 2;
-        }
         let mut train = crate::dataset::Images::new(m.shape);
         for i in 0..40u32 {
             let px: Vec<u8> = (0..144u32)
                 .map(|j| ((i * 7 + j * (i % 2 + 1)) % 256) as u8)
                 .collect();
             train.push(&px, i % 2);
+        }
+        (p, train)
+    }
+
+    #[test]
+    fn gm_runs_end_to_end_on_a_tiny_set() {
+        // 2 classes of 12x12 images; a tiny network and few steps: checks the mechanics
+        // (sampling, per-class clipped sums, noise, matching, shapes), not utility.
+        let (mut p, train) = tiny(Method::Gm, 2);
+        if let Params::Gm(g) = &mut p.params {
+            g.width = 4;
+            g.depth = 2;
+            g.inner = 2;
+            g.net_steps = 2;
         }
         let out = super::super::run(&p, &train, &crate::progress::silent).unwrap();
         assert_eq!(out.synthetic.labels, vec![0, 0, 1, 1]);
@@ -540,18 +546,7 @@ mod tests {
     fn dm_with_warm_up_and_class_term_runs_end_to_end_on_a_tiny_set() {
         // The warm-up path of `run` (DP-SGD snapshots as feature nets, the class term in the
         // synthesis): mechanics and accounting, not utility.
-        let mut m = meta(40);
-        m.shape = Shape { c: 1, h: 12, w: 12 };
-        m.classes = vec!["a".into(), "b".into()];
-        let mut p = plan(
-            &m,
-            &Request {
-                iterations: Some(3),
-                ipc: 2,
-                ..req(Some(Method::Dm))
-            },
-        )
-        .unwrap();
+        let (mut p, train) = tiny(Method::Dm, 3);
         if let Params::Dm(d) = &mut p.params {
             d.nets = 4;
             d.width = 4;
@@ -567,13 +562,6 @@ mod tests {
         }
         p.recalibrate().unwrap();
         assert_eq!(p.steps, 4 + 2 * 3);
-        let mut train = crate::dataset::Images::new(m.shape);
-        for i in 0..40u32 {
-            let px: Vec<u8> = (0..144u32)
-                .map(|j| ((i * 7 + j * (i % 2 + 1)) % 256) as u8)
-                .collect();
-            train.push(&px, i % 2);
-        }
         let out = super::super::run(&p, &train, &crate::progress::silent).unwrap();
         assert_eq!(out.synthetic.labels, vec![0, 0, 1, 1]);
         assert!(out.synthetic.data.iter().all(|x| (0.0..=1.0).contains(x)));
