@@ -20,6 +20,7 @@
 
 mod train;
 
+pub(crate) use train::noisy_clipped_mean;
 pub use train::{accuracy, train, train_dp, DpSgd, Model, Recipe};
 
 use std::time::Instant;

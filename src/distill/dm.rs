@@ -614,24 +614,19 @@ pub fn warm_up(
         for step in 1..=w.steps {
             progress::check().map_err(|_| Error::Cancelled)?;
             let idx = sampler.sample(n, q);
-            let mut g = vec![0f32; net.num_params()];
-            for chunk in idx.chunks(p.batch) {
-                let mut x = Vec::with_capacity(chunk.len() * d);
-                let mut y = Vec::with_capacity(chunk.len());
-                for &i in chunk {
-                    x.extend(train.image(i).iter().map(|&v| v as f32 / 255.0 - 0.5));
-                    y.push(train.labels[i]);
-                }
-                let s =
-                    crate::nn::clipped_grad_sums(&net, &x, &y, clip, crate::nn::Grouping::Single)
-                        .map_err(nn_err)?;
-                g.iter_mut().zip(&s.sums[0]).for_each(|(a, b)| *a += b);
+            let mut x = Vec::with_capacity(idx.len() * d);
+            for &i in &idx {
+                x.extend(train.image(i).iter().map(|&v| v as f32 / 255.0 - 0.5));
             }
-            noise.add_noise(&mut g, sigma * p.clip_norm);
+            let y: Vec<u32> = idx.iter().map(|&i| train.labels[i]).collect();
+            let g = crate::eval::noisy_clipped_mean(
+                &net, &x, &y, clip, sigma, expected, &mut noise, p.batch,
+            )
+            .map_err(nn_err)?;
             let lr = w.lr as f32;
             let mom = w.momentum as f32;
             for ((v, gi), th) in velocity.iter_mut().zip(&g).zip(net.params_mut()) {
-                *v = mom * *v + gi / expected;
+                *v = mom * *v + gi;
                 *th -= lr * *v;
             }
             while next < at.len() && at[next] == step {

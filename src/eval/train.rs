@@ -242,20 +242,48 @@ pub fn train_dp(
             x.extend_from_slice(set.image(i));
             y.push(set.labels[i]);
         }
-        let mut s = clipped_grad_sums(&net, &x, &y, dp.clip, Grouping::Single)?;
-        let g = &mut s.sums[0];
-        noise.add_noise(g, dp.sigma * dp.clip as f64);
-        g.iter_mut().for_each(|v| *v /= expected);
+        let g = noisy_clipped_mean(&net, &x, &y, dp.clip, dp.sigma, expected, &mut noise, n)?;
         let lr = if step * 2 < dp.steps {
             dp.lr
         } else {
             dp.lr * 0.1
         };
-        sgd.step(net.params_mut(), g, lr);
+        sgd.step(net.params_mut(), &g, lr);
         progress(Event::Advance(1));
     }
     progress(Event::Finish);
     Ok(net)
+}
+
+/// One DP-SGD gradient: the per-sample gradients of the records `x` (labels `y`) clipped to
+/// `clip` and summed (`chunk` records at a time, to bound memory), plus N(0, σ²·clip²) per
+/// coordinate from `noise`, divided by the *expected* batch size (never the realised one).
+///
+/// # Privacy
+/// One Poisson-sampled Gaussian mechanism when `x` is a Poisson sample: the caller accounts it.
+///
+/// # Errors
+/// `nn-*` for shapes and labels.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn noisy_clipped_mean(
+    net: &Net,
+    x: &[f32],
+    y: &[u32],
+    clip: f32,
+    sigma: f64,
+    expected: f32,
+    noise: &mut crate::dp::noise::SecureGaussian,
+    chunk: usize,
+) -> crate::nn::Result<Vec<f32>> {
+    let d = net.input_len();
+    let mut g = vec![0f32; net.num_params()];
+    for (xs, ys) in x.chunks(chunk.max(1) * d).zip(y.chunks(chunk.max(1))) {
+        let s = clipped_grad_sums(net, xs, ys, clip, Grouping::Single)?;
+        g.iter_mut().zip(&s.sums[0]).for_each(|(a, b)| *a += b);
+    }
+    noise.add_noise(&mut g, sigma * clip as f64);
+    g.iter_mut().for_each(|v| *v /= expected);
+    Ok(g)
 }
 
 /// Augment one image: one of a random crop (shift up to 4 px), scale (±20 %) or rotation
