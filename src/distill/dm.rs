@@ -287,6 +287,12 @@ impl DmParams {
         if !(self.lr > 0.0 && self.lr.is_finite() && self.init_std > 0.0) {
             return Err(bad("lr", "must be positive"));
         }
+        if !(0.0..=8.0).contains(&self.init_smooth) {
+            return Err(bad(
+                "init_smooth",
+                "must be a blur of 0 (white noise) to 8 pixels",
+            ));
+        }
         if !(self.count_weight > 0.0 && self.count_weight < 1.0) {
             return Err(bad("count_weight", "must be in (0, 1)"));
         }
@@ -1198,6 +1204,11 @@ mod tests {
             }
             (corr, sd)
         };
+        let mut bad = params();
+        bad.init_smooth = 1e9;
+        assert!(bad.validate().is_err());
+        bad.init_smooth = f64::NAN;
+        assert!(bad.validate().is_err());
         let (c_white, s_white) = stats(&start(0.0));
         let (c_smooth, s_smooth) = stats(&start(2.0));
         assert!(c_white.abs() < 0.25, "white noise correlation {c_white}");
