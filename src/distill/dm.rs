@@ -869,23 +869,27 @@ pub fn synthesise(
         w: shape.w.div_ceil(p.downscale),
     };
     // Synthetic pixels start from noise, never from real images.
-    let mut syn: Vec<f32> = (0..n_syn * low.len())
-        .map(|_| normal.sample(&mut rng).clamp(0.0, 1.0))
-        .collect();
-    if p.init_smooth > 0.0 {
-        for img in syn.chunks_mut(low.len()) {
-            let white: Vec<f32> = (0..img.len())
-                .map(|_| rand_distr::StandardNormal.sample(&mut rng))
-                .collect();
-            let field = blur(&white, low, p.init_smooth);
-            let mean = field.iter().sum::<f32>() / field.len() as f32;
-            let var = field.iter().map(|v| (v - mean).powi(2)).sum::<f32>() / field.len() as f32;
-            let k = p.init_std as f32 / var.sqrt().max(1e-6);
-            for (s, f) in img.iter_mut().zip(&field) {
-                *s = (0.5 + k * (f - mean)).clamp(0.0, 1.0);
-            }
-        }
-    }
+    let mut syn: Vec<f32> = if p.init_smooth > 0.0 {
+        (0..n_syn)
+            .flat_map(|_| {
+                let white: Vec<f32> = (0..low.len())
+                    .map(|_| rand_distr::StandardNormal.sample(&mut rng))
+                    .collect();
+                let field = blur(&white, low, p.init_smooth);
+                let mean = field.iter().sum::<f32>() / field.len() as f32;
+                let var =
+                    field.iter().map(|v| (v - mean).powi(2)).sum::<f32>() / field.len() as f32;
+                let k = p.init_std as f32 / var.sqrt().max(1e-6);
+                field
+                    .into_iter()
+                    .map(move |f| (0.5 + k * (f - mean)).clamp(0.0, 1.0))
+            })
+            .collect()
+    } else {
+        (0..n_syn * low.len())
+            .map(|_| normal.sample(&mut rng).clamp(0.0, 1.0))
+            .collect()
+    };
     let (mut m1, mut m2) = (vec![0f32; syn.len()], vec![0f32; syn.len()]);
     let (b1, b2, eps) = (0.9f32, 0.999f32, 1e-8f32);
     let feat: Vec<usize> = nets.iter().map(|n| emb_len(n, p)).collect();
