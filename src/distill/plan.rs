@@ -342,6 +342,8 @@ mod tests {
         assert_eq!(small.steps, sdm.nets as u64);
         // Large sets start the synthesis from smooth noise, small ones from white noise.
         assert!(dm.init_smooth > 0.0 && sdm.init_smooth == 0.0);
+        // ... and get a dark floor on the finished images.
+        assert!(dm.floor > 0.0 && sdm.floor == 0.0);
         assert_eq!(
             p.events,
             vec![DpEvent::poisson_gaussian(q, p.noise_multiplier, p.steps)]
