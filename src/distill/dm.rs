@@ -237,8 +237,9 @@ impl DmParams {
             // class (blur 2) it was within the noise, so small sets keep white noise.
             init_std: if large { 0.35 } else { 0.1 },
             init_smooth: if large { 3.0 } else { 0.0 },
-            // Large sets: a dark floor of 0.1 on the finished images (+0.7 points on a saved full
-            // Fashion-MNIST set at epsilon 1, docs/distill.md); neutral on 500 per class, so off.
+            // Large sets: a dark floor of 0.1 on the finished images (+0.7 and +0.5 points on two
+            // saved full Fashion-MNIST sets at epsilon 1, docs/distill.md); neutral on 500 per
+            // class, so off there.
             floor: if large { FLOOR } else { 0.0 },
             count_weight: 0.3,
             clip_norm: 1.0,
