@@ -340,10 +340,19 @@ mod tests {
         };
         assert!(sdm.warmup.is_none());
         assert_eq!(small.steps, sdm.nets as u64);
-        // Large sets start the synthesis from smooth noise, small ones from white noise.
-        assert!(dm.init_smooth > 0.0 && sdm.init_smooth == 0.0);
-        // ... and get a dark floor on the finished images.
+        // Large sets start the synthesis from smoother noise than mid-sized ones, and get a
+        // dark floor on the finished images.
+        assert!(dm.init_smooth > sdm.init_smooth && sdm.init_smooth > 0.0);
         assert!(dm.floor > 0.0 && sdm.floor == 0.0);
+        // Both match random Fourier features and synthesise at length; demo-sized sets start
+        // from white noise, without Fourier features, with a short synthesis.
+        assert!(dm.rff > 0 && sdm.rff > 0);
+        assert_eq!(sdm.iterations, dm.iterations);
+        let demo = plan(&meta(1_200), &req(None)).unwrap();
+        let Params::Dm(ddm) = &demo.params else {
+            panic!("dm plan expected")
+        };
+        assert!(ddm.rff == 0 && ddm.init_smooth == 0.0 && ddm.iterations < sdm.iterations);
         assert_eq!(
             p.events,
             vec![DpEvent::poisson_gaussian(q, p.noise_multiplier, p.steps)]

@@ -25,7 +25,7 @@
 
 pub mod bench;
 mod convnet;
-mod gemm;
+pub(crate) mod gemm;
 mod kernels;
 mod mlp;
 mod per_sample;

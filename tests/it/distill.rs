@@ -577,3 +577,59 @@ fn probe_warmup(
         accs.join(" ")
     );
 }
+
+/// Distances between the unit-normalised embeddings (final map + block means) of 200 random
+/// Fashion-MNIST training images under a few default random feature nets: the scale the
+/// random Fourier features' bandwidth (`rff_bandwidth`) is compared with. Prints quantiles
+/// within and across classes.
+#[test]
+#[ignore]
+fn measure_embedding_distances() {
+    let Some((train, _)) = fashion() else {
+        eprintln!("SKIPPED: fashion-mnist absent");
+        return;
+    };
+    let p = retort::distill::dm::DmParams::defaults(60_000, 10);
+    let nets = retort::distill::dm::nets(&p, train.shape, 10, 1).unwrap();
+    let idx: Vec<usize> = (0..200).map(|i| i * 293 % train.len()).collect();
+    let mut x = Vec::new();
+    for &i in &idx {
+        x.extend(train.image(i).iter().map(|&v| v as f32 / 255.0 - 0.5));
+    }
+    for net in nets.iter().take(3) {
+        let e = net.embed_with_means(&x).unwrap();
+        let f = e.len() / idx.len();
+        let rows: Vec<Vec<f32>> = e
+            .chunks(f)
+            .map(|r| {
+                let n = r.iter().map(|v| v * v).sum::<f32>().sqrt();
+                r.iter().map(|v| v / n).collect()
+            })
+            .collect();
+        let (mut same, mut diff) = (Vec::new(), Vec::new());
+        for i in 0..rows.len() {
+            for j in i + 1..rows.len() {
+                let d: f32 = rows[i]
+                    .iter()
+                    .zip(&rows[j])
+                    .map(|(a, b)| (a - b) * (a - b))
+                    .sum::<f32>()
+                    .sqrt();
+                if train.labels[idx[i]] == train.labels[idx[j]] {
+                    same.push(d);
+                } else {
+                    diff.push(d);
+                }
+            }
+        }
+        let q = |v: &mut Vec<f32>| {
+            v.sort_by(f32::total_cmp);
+            [0.1, 0.5, 0.9].map(|t| v[(t * (v.len() - 1) as f64) as usize])
+        };
+        eprintln!(
+            "embedding distance quantiles (10/50/90%): same class {:?}, different {:?}",
+            q(&mut same),
+            q(&mut diff)
+        );
+    }
+}
