@@ -99,6 +99,11 @@ pub struct DmParams {
     /// `sqrt(1 - rff_weight²)`).
     #[serde(default = "half_sqrt")]
     pub rff_weight: f64,
+    /// Bandwidths of the Fourier features: the projection's rows are shared in turn among
+    /// `rff_scales` kernels whose bandwidths step by factors of two around `rff_bandwidth`
+    /// (3: ℓ/2, ℓ, 2ℓ), a sum of Gaussian kernels that sees both fine and coarse structure.
+    #[serde(default = "one")]
+    pub rff_scales: usize,
     /// `None`: ONE release over every record and all nets together (one Gaussian mechanism).
     /// `Some(q)`: one release per net, each over its own Poisson sample of the records at rate
     /// `q` (the nets' releases compose as `nets` Poisson-sampled Gaussian steps, as in DP-SGD):
@@ -235,6 +240,7 @@ impl DmParams {
             rff: if small { 0 } else { RFF },
             rff_bandwidth: half(),
             rff_weight: half_sqrt(),
+            rff_scales: 1,
             sample_rate: Some(q),
             // Large sets: a DP-SGD warm-up trains 4 feature nets for 100 steps each at the
             // releases' q and σ, and half the feature nets are their snapshots. Measured on
@@ -352,6 +358,12 @@ impl DmParams {
             if !(self.rff_weight > 0.0 && self.rff_weight < 1.0) {
                 return Err(bad("rff_weight", "must be in (0, 1)"));
             }
+            if self.rff_scales == 0 || self.rff_scales > 8 || self.rff_scales > self.rff {
+                return Err(bad(
+                    "rff_scales",
+                    "must be between 1 and 8 and at most the number of features",
+                ));
+            }
         }
         if !(0.0..=0.5).contains(&self.floor) {
             return Err(bad("floor", "must be in [0, 0.5]"));
@@ -404,26 +416,29 @@ fn emb_len(net: &Net, p: &DmParams) -> usize {
 }
 
 /// The public projection of the random Fourier features: `rff × b` entries drawn from
-/// N(0, 1/bandwidth²) by a fixed generator (data-independent; cached per shape).
+/// N(0, 1/ℓ_r²) by a fixed generator (data-independent; cached per shape), row r's bandwidth
+/// ℓ_r = `rff_bandwidth` · 2^(r mod scales − (scales − 1)/2).
 fn rff_matrix(b: usize, p: &DmParams) -> std::sync::Arc<Vec<f32>> {
     use rand_distr::Distribution;
     use std::collections::HashMap;
     use std::sync::{Arc, Mutex, OnceLock};
-    type Cache = Mutex<HashMap<(usize, usize, u64), Arc<Vec<f32>>>>;
+    type Cache = Mutex<HashMap<(usize, usize, u64, usize), Arc<Vec<f32>>>>;
     static CACHE: OnceLock<Cache> = OnceLock::new();
-    let key = (b, p.rff, p.rff_bandwidth.to_bits());
+    let key = (b, p.rff, p.rff_bandwidth.to_bits(), p.rff_scales);
     let cache = CACHE.get_or_init(|| Mutex::new(HashMap::new()));
     let mut map = cache.lock().unwrap_or_else(|e| e.into_inner());
     map.entry(key)
         .or_insert_with(|| {
             let mut rng =
                 ChaCha8Rng::seed_from_u64(0x0f0f_f1e5 ^ ((b as u64) << 32) ^ p.rff as u64);
-            let k = 1.0 / p.rff_bandwidth as f32;
+            let scales = p.rff_scales.max(1);
+            let centre = (scales as f64 - 1.0) / 2.0;
             Arc::new(
                 (0..p.rff * b)
-                    .map(|_| {
+                    .map(|i| {
+                        let ell = p.rff_bandwidth * 2f64.powf((i / b % scales) as f64 - centre);
                         let z: f32 = rand_distr::StandardNormal.sample(&mut rng);
-                        z * k
+                        z / ell as f32
                     })
                     .collect(),
             )
@@ -1264,6 +1279,7 @@ mod tests {
             rff: 0,
             rff_bandwidth: 0.5,
             rff_weight: 0.7,
+            rff_scales: 1,
             sample_rate: None,
             warmup: None,
             iterations: 40,
@@ -1450,6 +1466,7 @@ mod tests {
         let mut p = params();
         p.second_moments = second_moments;
         p.rff = rff;
+        p.rff_scales = if rff > 0 { 2 } else { 1 };
         p.activation = Activation::Gelu;
         let shape = Shape { c: 1, h: 12, w: 12 };
         let nets = nets(&p, shape, 2, 5).unwrap();
@@ -1537,6 +1554,44 @@ mod tests {
         }
         // The projection is public and fixed: the same for every call.
         assert_eq!(*rff_matrix(10, &p), *rff_matrix(10, &p));
+        // Several bandwidths: rows take ℓ/2, ℓ, 2ℓ in turn (spread 1/ℓ_r), norms still kept.
+        for bad_scales in [0, 9, 33] {
+            let mut bad = p.clone();
+            bad.rff_scales = bad_scales;
+            assert!(bad.validate().is_err(), "{bad_scales}");
+        }
+        let mut m = p.clone();
+        (m.rff, m.rff_scales) = (300, 3);
+        m.validate().unwrap();
+        let w = rff_matrix(40, &m);
+        for (k, ell) in [0.25f64, 0.5, 1.0].into_iter().enumerate() {
+            let (mut ss, mut count) = (0.0f64, 0usize);
+            for row in w.chunks(40).skip(k).step_by(3) {
+                ss += row.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>();
+                count += row.len();
+            }
+            let sd = (ss / count as f64).sqrt();
+            assert!(
+                (sd * ell - 1.0).abs() < 0.05,
+                "scale {k}: sd {sd}, bandwidth {ell}"
+            );
+        }
+        assert_ne!(
+            *w,
+            *rff_matrix(
+                40,
+                &DmParams {
+                    rff_scales: 1,
+                    ..m.clone()
+                }
+            )
+        );
+        let mut e: Vec<f32> = (0..3 * 40).map(|j| ((j * 13 % 7) as f32) - 2.5).collect();
+        let (v, _) = lift(&mut e, 40, 0.5, &m);
+        for row in v.chunks(40 + 2 * 300) {
+            let n = row.iter().map(|x| x * x).sum::<f32>().sqrt();
+            assert!((n - 0.5).abs() < 1e-5, "{n}");
+        }
     }
 
     #[test]
