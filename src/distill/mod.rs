@@ -164,7 +164,7 @@ impl Method {
              Gaussian release per feature net; on large sets some nets are first trained with a \
              short DP-SGD warm-up at the same q and sigma), so the synthesis that follows is free \
              post-processing; gm pays for every matching step. Measured on Fashion-MNIST at \
-             epsilon 1: dm 0.78 vs gm 0.67 test accuracy on 60,000 images, \
+             epsilon 1: dm 0.79 vs gm 0.67 test accuracy on 60,000 images, \
              0.69 vs 0.555 on a 5,000-image subset (docs/distill.md)",
         )
     }

@@ -344,10 +344,11 @@ mod tests {
         // dark floor on the finished images.
         assert!(dm.init_smooth > sdm.init_smooth && sdm.init_smooth > 0.0);
         assert!(dm.floor > 0.0 && sdm.floor == 0.0);
-        // Both match random Fourier features and synthesise at length; demo-sized sets start
-        // from white noise, without Fourier features, with a short synthesis.
+        // Both match random Fourier features and synthesise at length (large sets longest);
+        // demo-sized sets start from white noise, without Fourier features, with a short
+        // synthesis.
         assert!(dm.rff > 0 && sdm.rff > 0);
-        assert_eq!(sdm.iterations, dm.iterations);
+        assert!(dm.iterations >= sdm.iterations && sdm.iterations >= 1500);
         let demo = plan(&meta(1_200), &req(None)).unwrap();
         let Params::Dm(ddm) = &demo.params else {
             panic!("dm plan expected")
