@@ -25,8 +25,8 @@ pub use sheet::{contact_sheet_png, SheetImages, MAX_COLUMNS, MAX_PER_CLASS};
 #[allow(unused_imports)]
 pub(crate) use synthetic::string_values;
 pub use synthetic::{
-    parse_shape, read_synthetic_parquet, synthetic_schema, unit_to_u8, write_synthetic_parquet,
-    FloatImages, CLASSES_KEY, SHAPE_KEY, VERSION_KEY,
+    parquet_columns_and_metadata, parse_shape, read_synthetic_parquet, synthetic_schema,
+    unit_to_u8, write_synthetic_parquet, FloatImages, CLASSES_KEY, SHAPE_KEY, VERSION_KEY,
 };
 
 /// Dataset errors.

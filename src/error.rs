@@ -141,6 +141,9 @@ pub enum Error {
     /// The mutual-TLS package server.
     #[error(transparent)]
     Serve(#[from] crate::serve::Error),
+    /// The run lifecycle (plan, reserve, distill, completed runs).
+    #[error(transparent)]
+    Run(#[from] crate::run::Error),
     /// The operation was cancelled (Ctrl-C).
     #[error("cancelled by the user")]
     Cancelled,
@@ -172,6 +175,7 @@ impl Error {
             Error::Verify(e) => e,
             Error::Audit(e) => e,
             Error::Serve(e) => e,
+            Error::Run(e) => e,
             Error::Cancelled | Error::Usage { .. } => return None,
         })
     }
@@ -228,6 +232,18 @@ impl Error {
     }
 }
 
+impl Coded for Error {
+    fn code(&self) -> &'static str {
+        Error::code(self)
+    }
+    fn hint(&self) -> Option<String> {
+        Error::hint(self)
+    }
+    fn class(&self) -> Class {
+        Error::class(self)
+    }
+}
+
 /// Result with the crate's error.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -255,6 +271,7 @@ pub fn all_codes() -> Vec<(&'static str, &'static str)> {
     add("verify", crate::package::VerifyError::CODES);
     add("audit", crate::audit::Error::CODES);
     add("serve", crate::serve::Error::CODES);
+    add("run", crate::run::Error::CODES);
     v
 }
 

@@ -45,6 +45,12 @@ pub enum Error {
         /// What is wrong.
         why: String,
     },
+    /// Training or testing a model failed.
+    #[error("evaluation failed: {what}")]
+    Engine {
+        /// What failed.
+        what: String,
+    },
     /// The synthetic set does not fit the dataset it claims to come from.
     #[error("run {run:?}: the synthetic set does not match dataset {dataset:?}: {why}")]
     Mismatch {
@@ -59,7 +65,7 @@ pub enum Error {
 
 impl Error {
     /// Stable codes of this module.
-    pub const CODES: &'static [&'static str] = &["eval-run", "eval-mismatch"];
+    pub const CODES: &'static [&'static str] = &["eval-run", "eval-mismatch", "eval-engine"];
 }
 
 impl Coded for Error {
@@ -67,12 +73,14 @@ impl Coded for Error {
         match self {
             Error::Run { .. } => "eval-run",
             Error::Mismatch { .. } => "eval-mismatch",
+            Error::Engine { .. } => "eval-engine",
         }
     }
     fn hint(&self) -> Option<String> {
         Some(match self {
             Error::Run { .. } => "list runs in the workspace's runs/ directory; only a completed `retort distill` run can be evaluated".into(),
             Error::Mismatch { .. } => "the run directory was modified or belongs to another dataset; re-run `retort distill`".into(),
+            Error::Engine { .. } => "check the model options (--model, --width); if they are valid this is a bug, please report it".into(),
         })
     }
     fn class(&self) -> Class {
@@ -81,7 +89,7 @@ impl Coded for Error {
 }
 
 /// Accuracy of several fresh models trained on one training set.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Score {
     /// Mean test accuracy over the models (0..1).
     pub accuracy: f64,
@@ -125,6 +133,107 @@ pub fn score(
         recipe.steps_for(train_set.len()),
         secs,
     ))
+}
+
+/// Train `models` fresh networks (seeds `seed`, `seed+1`, …) on `train_set` with `recipe`, and
+/// return them with the mean training seconds per model.
+///
+/// # Errors
+/// `nn-*`, `cancelled`.
+pub fn train_models(
+    recipe: &Recipe,
+    train_set: &FloatImages,
+    classes: usize,
+    models: usize,
+    seed: u64,
+    progress: Sink<'_>,
+    mut on_model: impl FnMut(usize),
+) -> crate::Result<(Vec<crate::nn::Net>, f64)> {
+    let mut nets = Vec::with_capacity(models.max(1));
+    let t = Instant::now();
+    for m in 0..models.max(1) {
+        on_model(m);
+        nets.push(train(
+            recipe,
+            train_set,
+            classes,
+            seed.wrapping_add(m as u64),
+            progress,
+        )?);
+    }
+    Ok((nets, t.elapsed().as_secs_f64() / models.max(1) as f64))
+}
+
+/// Test trained `nets` on `test`: their [`Score`] (mean ± std over the nets, per class).
+///
+/// # Errors
+/// `nn-shape`.
+pub fn score_nets(
+    nets: &[crate::nn::Net],
+    train_images: usize,
+    steps: usize,
+    train_seconds: f64,
+    test: &FloatImages,
+    classes: usize,
+) -> crate::Result<Score> {
+    let mut accs = Vec::new();
+    let mut per = vec![0f64; classes];
+    let mut present = vec![true; classes];
+    for net in nets {
+        let (acc, pc) = accuracy(net, test, classes)?;
+        accs.push(acc);
+        for (k, v) in pc.into_iter().enumerate() {
+            if v.is_nan() {
+                present[k] = false;
+            } else {
+                per[k] += v;
+            }
+        }
+    }
+    let n = nets.len().max(1) as f64;
+    Ok(summarise(
+        accs,
+        per,
+        present,
+        train_images,
+        steps,
+        train_seconds * n,
+    ))
+}
+
+/// For each image of `pixels` (row-major, `nets`' input shape), the fraction of `nets` that
+/// classify it as `labels[i]`.
+///
+/// # Errors
+/// `nn-shape`.
+pub fn correct_fractions(
+    nets: &[crate::nn::Net],
+    pixels: &[f32],
+    labels: &[u32],
+) -> crate::Result<Vec<f32>> {
+    let mut right = vec![0u32; labels.len()];
+    for net in nets {
+        let logits = net.logits(pixels)?;
+        let k = net.classes().max(1);
+        for (i, row) in logits.chunks_exact(k).enumerate() {
+            let pred = row
+                .iter()
+                .enumerate()
+                .fold((0, f32::NEG_INFINITY), |(bi, bv), (j, &v)| {
+                    if v > bv {
+                        (j, v)
+                    } else {
+                        (bi, bv)
+                    }
+                })
+                .0;
+            if labels.get(i).is_some_and(|&l| l as usize == pred) {
+                right[i] += 1;
+            }
+        }
+    }
+    let n = nets.len().max(1) as f32;
+    Ok(right.into_iter().map(|r| r as f32 / n).collect())
 }
 
 /// Accuracies, per-class accuracy sums, which classes the test set has, training seconds.

@@ -12,12 +12,14 @@ pub mod merkle;
 pub mod read;
 pub mod record;
 pub mod report;
+pub mod session;
 pub mod show;
 pub mod verify;
 
 pub use chain::AuditLog;
 pub use checkpoint::Checkpoint;
 pub use record::{NewRecord, Outcome, Record};
+pub use session::{Ended, Session};
 
 use std::path::PathBuf;
 

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand};
 
-use crate::audit::{AuditLog, NewRecord, Outcome};
+use crate::audit::{AuditLog, Ended, NewRecord, Outcome, Session};
 use crate::workspace::Workspace;
 use crate::{Error, Result};
 
@@ -27,6 +27,7 @@ pub mod package;
 pub mod plan;
 pub mod policy;
 pub mod privacy;
+pub mod progress;
 pub mod render;
 pub mod serve;
 pub mod verify;
@@ -140,15 +141,6 @@ impl Report {
     }
 }
 
-/// What the final audit record of a command will say.
-#[derive(Debug, Clone)]
-struct AuditTarget {
-    root: PathBuf,
-    action: String,
-    object: String,
-    details: serde_json::Map<String, serde_json::Value>,
-}
-
 /// Shared state of one command invocation.
 #[derive(Debug)]
 pub struct Ctx {
@@ -164,7 +156,7 @@ pub struct Ctx {
     pub policy: Option<PathBuf>,
     /// Who runs this (`user:<login>`).
     pub actor: String,
-    audit: Option<AuditTarget>,
+    session: Option<Session>,
 }
 
 impl Ctx {
@@ -177,7 +169,7 @@ impl Ctx {
             verbose: 0,
             policy: None,
             actor: current_actor(),
-            audit: None,
+            session: None,
         }
     }
 
@@ -188,40 +180,50 @@ impl Ctx {
             .unwrap_or_else(|| PathBuf::from(DEFAULT_WORKSPACE))
     }
 
-    /// Open the workspace and register this command for auditing: when it ends, a record with
+    /// Open the workspace and begin this command's audit session: when it ends, a record with
     /// `action`, `object`, the outcome and the details set with [`Ctx::detail`] is appended.
     ///
     /// # Errors
-    /// Workspace errors.
+    /// Workspace errors; audit errors (fail closed: a command whose outcome could not be
+    /// recorded is refused before acting).
     pub fn open_audited(&mut self, action: &str, object: &str) -> Result<Workspace> {
         let ws = Workspace::open(&self.workspace_path())?;
-        // Fail closed: a command whose outcome could not be recorded is refused before acting.
-        crate::audit::preflight(&ws)?;
-        self.audit_in(&ws, action, object);
+        self.session = Some(Session::begin(&ws, &self.actor, action, object)?);
         Ok(ws)
     }
 
-    /// Register auditing for an already open workspace.
+    /// Begin auditing in an already open workspace (whose log the caller checked or creates).
     pub fn audit_in(&mut self, ws: &Workspace, action: &str, object: &str) {
-        self.audit = Some(AuditTarget {
-            root: ws.root().to_path_buf(),
-            action: action.into(),
-            object: object.into(),
-            details: Default::default(),
-        });
+        self.session = Some(Session::new(ws, &self.actor, action, object));
+    }
+
+    /// The audit session of this command, if a workspace was opened for auditing.
+    pub fn session(&mut self) -> Option<&mut Session> {
+        self.session.as_mut()
+    }
+
+    /// The audit session, which a command that acts on private data or budget must have.
+    ///
+    /// # Errors
+    /// `usage` when the command did not open its workspace with [`Ctx::open_audited`] (a bug).
+    pub fn session_required(&mut self) -> Result<&mut Session> {
+        self.session.as_mut().ok_or_else(|| Error::Usage {
+            message: "internal: this command needs an audit session".into(),
+            hint: Some("this is a bug; please report it with the command line".into()),
+        })
     }
 
     /// Change the object of the final audit record (e.g. once a run id is known).
     pub fn set_object(&mut self, object: &str) {
-        if let Some(t) = &mut self.audit {
-            t.object = object.into();
+        if let Some(s) = &mut self.session {
+            s.set_object(object);
         }
     }
 
     /// Add a detail to the final audit record (no PHI!).
     pub fn detail(&mut self, key: &str, value: impl Into<serde_json::Value>) {
-        if let Some(t) = &mut self.audit {
-            t.details.insert(key.into(), value.into());
+        if let Some(s) = &mut self.session {
+            s.detail(key, value);
         }
     }
 
@@ -237,9 +239,14 @@ impl Ctx {
         object: &str,
         details: serde_json::Value,
     ) -> Result<()> {
-        AuditLog::new(ws.audit_dir()).append(
-            NewRecord::new(&self.actor, action, object, Outcome::Intent).details(details),
-        )?;
+        match &self.session {
+            Some(s) => s.intent(action, object, details)?,
+            None => {
+                AuditLog::new(ws.audit_dir()).append(
+                    NewRecord::new(&self.actor, action, object, Outcome::Intent).details(details),
+                )?;
+            }
+        }
         Ok(())
     }
 
@@ -264,46 +271,28 @@ impl Ctx {
         self.quiet == 0 && !self.json
     }
 
-    /// Append the final audit record (if a workspace was opened) and the end-of-command
+    /// Append the final audit record (if a session was begun) and the end-of-command
     /// checkpoint. An audit failure turns success into an error.
     fn finish(&mut self, result: Result<Report>) -> Result<Report> {
-        let Some(t) = self.audit.take() else {
+        let Some(session) = self.session.take() else {
             return result;
         };
-        let (outcome, reason) = match &result {
-            Ok(_) => (Outcome::Ok, None),
-            Err(e) => (e.audit_outcome(), Some(e.code())),
+        let ended = match &result {
+            Ok(_) => session.finish(&Ended::Ok),
+            Err(e) => session.finish(&Ended::Failed {
+                error: e,
+                message: e.audit_message(),
+            }),
         };
-        let mut details = t.details;
-        if let Err(e) = &result {
-            details.insert("error".into(), serde_json::Value::String(e.audit_message()));
-        }
-        let mut rec = NewRecord::new(&self.actor, &t.action, &t.object, outcome)
-            .details(serde_json::Value::Object(details));
-        rec.reason = reason.map(str::to_string);
-        let log = AuditLog::new(t.root.join("audit"));
-        let appended = log.append(rec);
-        let result = match (result, appended) {
+        match (result, ended) {
             (Ok(_), Err(e)) => Err(e.into()),
-            (r, _) => r,
-        };
-        if let Ok(ws) = Workspace::open(&t.root) {
-            if let Err(e) = end_of_command_checkpoint(&ws) {
-                tracing::warn!("audit checkpoint not written: {e}");
-                if result.is_ok() {
-                    return Err(e);
-                }
+            (Err(e), Err(a)) => {
+                tracing::warn!("audit record or checkpoint not written: {a}");
+                Err(e)
             }
+            (r, Ok(())) => r,
         }
-        result
     }
-}
-
-/// Hook run after the final audit record of every command: writes a signed checkpoint over the
-/// whole log (`audit/checkpoints/`), extending the cached Merkle state (see `audit::checkpoint`).
-fn end_of_command_checkpoint(ws: &Workspace) -> Result<()> {
-    crate::audit::checkpoint::seal(ws)?;
-    Ok(())
 }
 
 /// `user:<login>` from the environment (USER, LOGNAME), else `user:unknown`.
@@ -372,7 +361,7 @@ pub fn main_entry(args: Vec<OsString>) -> u8 {
         verbose: cli.verbose,
         policy: cli.policy.clone(),
         actor: current_actor(),
-        audit: None,
+        session: None,
     };
     let result = run_command(cli.command, &mut ctx);
     render::emit(&ctx, result)

@@ -3,7 +3,9 @@
 //! noise multiplier, ε by each accountant, the policy decision and an estimated run time.
 
 use super::{Ctx, Report};
-use crate::distill::{self, Method, Plan};
+use crate::distill::{self, Method};
+use crate::dp::{Delta, Epsilon};
+use crate::run::Planned;
 use crate::workspace::Workspace;
 use crate::Result;
 
@@ -39,16 +41,35 @@ fn parse_method(s: &str) -> std::result::Result<Method, String> {
 }
 
 impl DistillArgs {
-    /// The library request.
-    pub fn request(&self) -> distill::Request {
-        distill::Request {
-            epsilon: self.epsilon,
-            delta: self.delta,
+    /// The library request (the utility share comes from the policy at planning).
+    ///
+    /// # Errors
+    /// `usage` (exit 2) for an epsilon or delta that is invalid in itself.
+    pub fn request(&self) -> Result<distill::Request> {
+        let epsilon = Epsilon::new(self.epsilon)
+            .ok()
+            .filter(|e| e.get() > 0.0)
+            .ok_or_else(|| {
+                super::usage(
+                    format!("--epsilon {} is not a positive finite number", self.epsilon),
+                    "give the run's target epsilon, e.g. --epsilon 1",
+                )
+            })?;
+        let delta = Delta::new(self.delta).map_err(|_| {
+            super::usage(
+                format!("--delta {} is not strictly between 0 and 1", self.delta),
+                "give delta below 1/n for the dataset's n records, e.g. --delta 1e-5",
+            )
+        })?;
+        Ok(distill::Request {
+            epsilon,
+            delta,
+            utility_share: 0.0,
             ipc: self.ipc,
             method: self.method,
             iterations: self.iterations,
             seed: self.seed,
-        }
+        })
     }
 }
 
@@ -63,61 +84,22 @@ pub struct Args {
     pub no_benchmark: bool,
 }
 
-/// The policy and budget view of a planned run.
-#[derive(Debug, Clone)]
-pub struct Checked {
-    /// The plan.
-    pub plan: Plan,
-    /// ε by RDP and PLD of the run's events.
-    pub report: crate::dp::accountant::EpsilonReport,
-    /// The dataset's total ε including this run (accountant over all its ledger events).
-    pub dataset_total_after: f64,
-    /// The dataset's total before this run.
-    pub dataset_total_before: f64,
-    /// The policy used, if any.
-    pub policy: Option<crate::policy::Loaded>,
-    /// The decision.
-    pub decision: crate::policy::Decision,
-}
-
 /// Plan a run and check it against the ledger and the policy; reads no pixels, writes nothing.
 ///
 /// # Errors
 /// Dataset, policy, ledger and parameter errors.
-pub fn check(ws: &Workspace, args: &DistillArgs, ctx: &Ctx) -> Result<Checked> {
-    let stored = crate::dataset::open(ws, &args.dataset)?;
-    let plan = distill::plan(&stored.meta, &args.request())?;
-    let report = crate::dp::accountant::epsilon(&plan.events, plan.delta)?;
-    let ledger = crate::ledger::Ledger::open(ws, &plan.dataset)?;
-    let mut all = ledger.all_events()?;
-    let before = crate::dp::accountant::epsilon(&all, plan.delta)?.epsilon;
-    all.extend(plan.events.iter().cloned());
-    let after = crate::dp::accountant::epsilon(&all, plan.delta)?.epsilon;
-    let loaded = crate::policy::load_active(ws, ctx.policy.as_deref())?;
-    let decision = loaded.policy.decide(&crate::policy::Request::Distill(
-        crate::policy::DistillRequest {
-            dataset: &plan.dataset,
-            records: plan.records as u64,
-            method: plan.method.as_str(),
-            epsilon: report.epsilon,
-            delta: plan.delta,
-            ipc: plan.ipc as u32,
-            dataset_total_epsilon: after,
-        },
-    ));
-    Ok(Checked {
-        plan,
-        report,
-        dataset_total_after: after,
-        dataset_total_before: before,
-        policy: Some(loaded),
-        decision,
-    })
+pub fn check<'w>(ws: &'w Workspace, args: &DistillArgs, ctx: &Ctx) -> Result<Planned<'w>> {
+    Ok(crate::run::plan(
+        ws,
+        &args.dataset,
+        &args.request()?,
+        ctx.policy.as_deref(),
+    )?)
 }
 
 /// Human text describing a plan.
-pub fn describe(c: &Checked, estimate: Option<f64>) -> String {
-    let p = &c.plan;
+pub fn describe(c: &Planned<'_>, estimate: Option<f64>) -> String {
+    let p = c.plan();
     let mut s = String::new();
     let mut line = |l: String| {
         s.push_str(&l);
@@ -177,29 +159,41 @@ pub fn describe(c: &Checked, estimate: Option<f64>) -> String {
         )),
     }
     line(format!(
-        "  noise multiplier sigma = {:.4} (calibrated to epsilon {} at delta {:e})",
-        p.noise_multiplier, p.epsilon_target, p.delta
+        "  noise multiplier sigma = {:.4} (calibrated so that every share below composes to epsilon {} at delta {:e})",
+        p.noise_multiplier, p.epsilon_target, p.delta.get()
     ));
+    line("  budget split (each share's epsilon alone; they compose, they do not add):".into());
+    for sh in &p.shares {
+        line(format!(
+            "    {:<8} {:>3.0}%  epsilon {:.4}  charged at {}: {}",
+            sh.name,
+            100.0 * sh.fraction,
+            sh.epsilon,
+            match sh.stage {
+                crate::dp::split::Stage::Distill => "distill",
+                crate::dp::split::Stage::Eval => "eval",
+            },
+            sh.what
+        ));
+    }
+    let t = c.total();
     line(format!(
-        "  epsilon of this run: {:.4} (RDP {:.4}, PLD {:.4}; reported: {})",
-        c.report.epsilon, c.report.epsilon_rdp, c.report.epsilon_pld, c.report.accountant
+        "  epsilon of this run (all shares composed): {:.4} (RDP {:.4}, PLD {:.4}; reported: {}); charged now by distill: {:.4}",
+        t.epsilon, t.epsilon_rdp, t.epsilon_pld, t.accountant, c.charged().epsilon
     ));
+    let (before, after) = c.dataset_budget();
     line(format!(
-        "  dataset budget: {:.4} spent before, {:.4} after this run",
-        c.dataset_total_before, c.dataset_total_after
+        "  dataset budget: {before:.4} spent before, {after:.4} after this run (all shares)"
     ));
-    match &c.decision {
+    match c.decision() {
         crate::policy::Decision::Refuse(r) => line(format!(
             "  policy {}: REFUSED ({}): {}\n  hint: {}",
-            c.policy.as_ref().map(|l| l.name.as_str()).unwrap_or("-"),
+            c.policy().name,
             r.code,
             r.message,
             r.hint
         )),
-        _ => line(format!(
-            "  policy {}: allowed",
-            c.policy.as_ref().map(|l| l.name.as_str()).unwrap_or("-")
-        )),
+        _ => line(format!("  policy {}: allowed", c.policy().name)),
     }
     if let Some(e) = estimate {
         line(format!(
@@ -226,8 +220,8 @@ pub fn fmt_duration(s: f64) -> String {
 }
 
 /// JSON for a plan.
-pub fn plan_json(c: &Checked, estimate: Option<f64>) -> serde_json::Value {
-    let p = &c.plan;
+pub fn plan_json(c: &Planned<'_>, estimate: Option<f64>) -> serde_json::Value {
+    let p = c.plan();
     serde_json::json!({
         "dataset": p.dataset,
         "method": p.method,
@@ -238,19 +232,21 @@ pub fn plan_json(c: &Checked, estimate: Option<f64>) -> serde_json::Value {
         "classes": p.classes,
         "epsilon_target": p.epsilon_target,
         "delta": p.delta,
+        "shares": p.shares,
         "noise_multiplier": p.noise_multiplier,
         "sampling_rate": p.sampling_rate,
         "steps": p.steps,
         "clip_norm": p.clip_norm,
         "events": p.events,
-        "epsilon": c.report.epsilon,
-        "epsilon_rdp": c.report.epsilon_rdp,
-        "epsilon_pld": c.report.epsilon_pld,
-        "accountant": c.report.accountant,
-        "dataset_epsilon_before": c.dataset_total_before,
-        "dataset_epsilon_after": c.dataset_total_after,
-        "policy": c.policy.as_ref().map(|l| serde_json::json!({"name": l.name, "sha256": l.sha256})),
-        "decision": match &c.decision {
+        "epsilon": c.total().epsilon,
+        "epsilon_rdp": c.total().epsilon_rdp,
+        "epsilon_pld": c.total().epsilon_pld,
+        "accountant": c.total().accountant,
+        "epsilon_charged_by_distill": c.charged().epsilon,
+        "dataset_epsilon_before": c.dataset_budget().0,
+        "dataset_epsilon_after": c.dataset_budget().1,
+        "policy": serde_json::json!({"name": c.policy().name, "sha256": c.policy().sha256}),
+        "decision": match c.decision() {
             crate::policy::Decision::Refuse(r) => serde_json::json!({"allowed": false, "code": r.code, "message": r.message, "hint": r.hint}),
             _ => serde_json::json!({"allowed": true}),
         },
@@ -271,11 +267,17 @@ pub fn run(args: Args, ctx: &mut Ctx) -> Result<Report> {
     let estimate = if args.no_benchmark {
         None
     } else {
-        Some(c.plan.estimate_seconds()?)
+        Some(c.plan().estimate_seconds()?)
     };
-    ctx.detail("method", c.plan.method.as_str());
-    ctx.detail("epsilon", c.report.epsilon);
-    ctx.detail("delta", c.plan.delta);
-    ctx.detail("allowed", c.decision.is_allowed());
+    let (method, epsilon, delta, allowed) = (
+        c.plan().method.as_str(),
+        c.total().epsilon,
+        c.plan().delta.get(),
+        c.decision().is_allowed(),
+    );
+    ctx.detail("method", method);
+    ctx.detail("epsilon", epsilon);
+    ctx.detail("delta", delta);
+    ctx.detail("allowed", allowed);
     Ok(Report::new(describe(&c, estimate), plan_json(&c, estimate)))
 }

@@ -221,6 +221,30 @@ pub fn write_synthetic_parquet(path: &Path, set: &FloatImages, classes: &[String
     Ok(())
 }
 
+/// The column names and the key-value metadata keys of a Parquet file (for the release
+/// boundary's walk of a package).
+///
+/// # Errors
+/// `dataset-format`, I/O.
+pub fn parquet_columns_and_metadata(path: &Path) -> Result<(Vec<String>, Vec<String>)> {
+    let file = File::open(path).map_err(|e| IoError::new("reading", path, e))?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file)
+        .map_err(|e| format_error(path, format!("not a readable Parquet file: {e}")))?;
+    let cols = builder
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    let mut keys: Vec<String> = builder.schema().metadata().keys().cloned().collect();
+    if let Some(kv) = builder.metadata().file_metadata().key_value_metadata() {
+        keys.extend(kv.iter().map(|k| k.key.clone()));
+    }
+    keys.sort();
+    keys.dedup();
+    Ok((cols, keys))
+}
+
 /// Read a synthetic Parquet file written by [`write_synthetic_parquet`] (strict: the three
 /// columns with their types and `retort.shape`). Returns the images and the class names.
 ///

@@ -9,10 +9,10 @@
 //! - [`gm`] — gradient matching under DP-SGD: Poisson-sampled steps, per-class clipped
 //!   gradient sums (one Gaussian mechanism per step), layer-wise cosine matching.
 //!
-//! The life cycle is `plan` (public metadata only, spends nothing) → the CLI reserves the
-//! plan's events in the ledger → [`run`] (reads the private training split) → the CLI writes the
-//! run directory ([`rundir`]) and commits. [`Plan`] carries every parameter and the exact
-//! `DpEvent`s the run will spend; [`run`] spends exactly those.
+//! The life cycle is owned by [`crate::run`]: `plan` (public metadata only, spends nothing) →
+//! the reservation charges the plan's events in the ledger → [`run`] (reads the private training
+//! split) → the run directory is written and the charge committed. [`Plan`] carries every
+//! parameter and the exact `DpEvent`s the run will spend; [`run`] spends exactly those.
 //!
 //! # Privacy
 //! Unit: one image (add/remove-one neighbouring). Only the record count and class names are
@@ -23,7 +23,6 @@ pub mod augment;
 pub mod dm;
 pub mod gm;
 pub mod plan;
-pub mod rundir;
 
 use serde::{Deserialize, Serialize};
 

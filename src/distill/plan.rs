@@ -6,14 +6,24 @@ use serde::{Deserialize, Serialize};
 
 use super::{dm, gm, DpEvent, Error, Method};
 use crate::dataset::{Meta, Shape};
+use crate::dp::split::{Share, Stage};
+use crate::dp::{Delta, Epsilon};
+
+/// The name of a run's main release in its budget split.
+pub const MAIN: &str = "main";
+/// The name of the held-out utility release in a run's budget split.
+pub const UTILITY: &str = "utility";
 
 /// What the user asked for.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Request {
-    /// Target ε.
-    pub epsilon: f64,
+    /// Target ε of the whole run (all its shares composed).
+    pub epsilon: Epsilon,
     /// δ.
-    pub delta: f64,
+    pub delta: Delta,
+    /// The share of the target planned for the held-out utility release (policy
+    /// `budget.utility_share`; 0 = none).
+    pub utility_share: f64,
     /// Synthetic images per class.
     pub ipc: usize,
     /// Method; `None` = the default for this dataset.
@@ -55,11 +65,14 @@ pub struct Plan {
     pub method_reason: String,
     /// Synthetic images per class.
     pub ipc: usize,
-    /// Target ε.
-    pub epsilon_target: f64,
+    /// Target ε of the whole run (every share composed).
+    pub epsilon_target: Epsilon,
     /// δ.
-    pub delta: f64,
-    /// Calibrated noise multiplier σ (noise std = σ·C).
+    pub delta: Delta,
+    /// The budget split: every release of the run, with its events and its ε alone. The
+    /// composition of all shares meets `epsilon_target`.
+    pub shares: Vec<Share>,
+    /// Calibrated noise multiplier σ of the main release (noise std = σ·C).
     pub noise_multiplier: f64,
     /// Poisson sampling rate q (gm; `None` for dm's full-data release).
     pub sampling_rate: Option<f64>,
@@ -67,9 +80,10 @@ pub struct Plan {
     pub steps: u64,
     /// Clip norm C.
     pub clip_norm: f64,
-    /// The events the run will spend (what the ledger reserves).
+    /// The events `distill` charges (the shares of stage `distill`): what the ledger reserves
+    /// before the training split is read.
     pub events: Vec<DpEvent>,
-    /// ε of the events by the exact/tight accountant used for calibration.
+    /// ε of ALL shares composed (distill and eval stages), by the tight accountant.
     pub epsilon: f64,
     /// Which accountant gave `epsilon`.
     pub accountant: String,
@@ -96,12 +110,13 @@ fn bad(name: &str, why: impl Into<String>) -> Error {
 /// `distill-bad-parameter` (ε, δ, ipc, iterations out of range), `distill-dataset` (no
 /// training images, a class without images, images smaller than 8×8), `distill-calibration`.
 pub fn plan(meta: &Meta, req: &Request) -> Result<Plan, Error> {
-    if !(req.epsilon.is_finite() && req.epsilon > 0.0) {
+    if req.epsilon.get() <= 0.0 {
         return Err(bad("epsilon", "must be a positive finite number"));
     }
-    if !(req.delta > 0.0 && req.delta < 1.0) {
-        return Err(bad("delta", "must be in (0, 1), e.g. 1e-5"));
+    if !(req.utility_share.is_finite() && (0.0..=0.5).contains(&req.utility_share)) {
+        return Err(bad("utility-share", "must be between 0 and 0.5"));
     }
+    let (epsilon, delta) = (req.epsilon.get(), req.delta.get());
     if req.ipc == 0 || req.ipc > 1000 {
         return Err(bad("ipc", "must be between 1 and 1000"));
     }
@@ -121,10 +136,10 @@ pub fn plan(meta: &Meta, req: &Request) -> Result<Plan, Error> {
         return Err(ds_err("images must be at least 8x8"));
     }
     let mut warnings = Vec::new();
-    if req.delta >= 1.0 / n as f64 {
+    if delta >= 1.0 / n as f64 {
         warnings.push(format!(
             "delta {} is not below 1/n = {:.3e}: a mechanism could publish one record outright",
-            req.delta,
+            delta,
             1.0 / n as f64
         ));
     }
@@ -139,6 +154,8 @@ pub fn plan(meta: &Meta, req: &Request) -> Result<Plan, Error> {
         Some(s) => s,
         None => u64::from_le_bytes(crate::keys::try_random_bytes::<8>().map_err(|_| Error::Rng)?),
     };
+    let utility = utility_share(epsilon * req.utility_share, delta)?;
+    let fixed: Vec<DpEvent> = utility.iter().flat_map(|u| u.events.clone()).collect();
     let (params, sigma, q, steps, clip, events, eps, accountant) = match method {
         Method::Dm => {
             let mut p = dm::DmParams::defaults(n, k);
@@ -146,7 +163,7 @@ pub fn plan(meta: &Meta, req: &Request) -> Result<Plan, Error> {
                 p.iterations = it;
             }
             p.validate()?;
-            let (sigma, q, steps, events, eps, acct) = dm_privacy(&p, req.epsilon, req.delta)?;
+            let (sigma, q, steps, events, eps, acct) = dm_privacy(&p, epsilon, delta, &fixed)?;
             let clip = p.clip_norm;
             (Params::Dm(p), sigma, q, steps, clip, events, eps, acct)
         }
@@ -158,7 +175,9 @@ pub fn plan(meta: &Meta, req: &Request) -> Result<Plan, Error> {
             p.validate()?;
             let q = (p.expected_batch as f64 / n as f64).min(1.0);
             let steps = p.steps();
-            let (sigma, eps, acct) = gm::calibrate(req.epsilon, req.delta, q, steps)?;
+            let sigma = calibrate_main(epsilon, delta, q, steps, &fixed)?;
+            let events = vec![DpEvent::poisson_gaussian(q, sigma, steps)];
+            let (eps, acct) = composed_epsilon(&events, &fixed, epsilon, delta)?;
             let clip = p.clip_norm;
             (
                 Params::Gm(p),
@@ -166,12 +185,13 @@ pub fn plan(meta: &Meta, req: &Request) -> Result<Plan, Error> {
                 Some(q),
                 steps,
                 clip,
-                vec![DpEvent::poisson_gaussian(q, sigma, steps)],
+                events,
                 eps,
                 acct,
             )
         }
     };
+    let shares = shares(method, &events, utility, req.utility_share, epsilon, delta)?;
     Ok(Plan {
         dataset: meta.name.clone(),
         dataset_fingerprint: meta.fingerprint.clone(),
@@ -183,6 +203,7 @@ pub fn plan(meta: &Meta, req: &Request) -> Result<Plan, Error> {
         ipc: req.ipc,
         epsilon_target: req.epsilon,
         delta: req.delta,
+        shares,
         noise_multiplier: sigma,
         sampling_rate: q,
         steps,
@@ -201,48 +222,126 @@ pub fn plan(meta: &Meta, req: &Request) -> Result<Plan, Error> {
     })
 }
 
-/// σ, q, steps, events, achieved ε and accountant of a `dm` release.
+/// σ, q, steps, events, achieved ε (all shares composed) and accountant of a `dm` release.
 type DmPrivacy = (f64, Option<f64>, u64, Vec<DpEvent>, f64, String);
 
-fn dm_privacy(p: &dm::DmParams, epsilon: f64, delta: f64) -> Result<DmPrivacy, Error> {
-    match p.sample_rate {
-        // One release per net over its own Poisson sample: `nets` Poisson-sampled steps.
+fn calibration_failed(epsilon: f64, delta: f64, steps: u64) -> Error {
+    Error::Calibration {
+        epsilon,
+        delta,
+        steps,
+    }
+}
+
+/// The smallest σ for the main release's `steps` Poisson-sampled Gaussian steps at rate `q`
+/// such that they, composed with the run's `fixed` other shares, meet the target.
+fn calibrate_main(
+    epsilon: f64,
+    delta: f64,
+    q: f64,
+    steps: u64,
+    fixed: &[DpEvent],
+) -> Result<f64, Error> {
+    crate::dp::split::noise_multiplier_beside(epsilon, delta, q, steps, fixed)
+        .map_err(|_| calibration_failed(epsilon, delta, steps))
+}
+
+/// ε (and the accountant reporting it) of `events` composed with the run's other shares.
+fn composed_epsilon(
+    events: &[DpEvent],
+    fixed: &[DpEvent],
+    epsilon: f64,
+    delta: f64,
+) -> Result<(f64, String), Error> {
+    let mut all = events.to_vec();
+    all.extend(fixed.iter().cloned());
+    let steps = events.len() as u64;
+    let r = crate::dp::accountant::epsilon(&all, delta)
+        .map_err(|_| calibration_failed(epsilon, delta, steps))?;
+    Ok((r.epsilon, r.accountant.to_string()))
+}
+
+fn dm_privacy(
+    p: &dm::DmParams,
+    epsilon: f64,
+    delta: f64,
+    fixed: &[DpEvent],
+) -> Result<DmPrivacy, Error> {
+    let (sigma, q, steps, events) = match p.sample_rate {
+        // One release per net over its own Poisson sample, plus the DP-SGD warm-up's steps
+        // (same q and σ): `nets + warm-up` Poisson-sampled steps.
         Some(q) => {
-            // One step per net's release, plus the DP-SGD warm-up's steps (same q and σ).
             let steps = p.nets as u64 + p.warmup.as_ref().map_or(0, |w| w.total_steps());
-            let (sigma, eps, acct) = gm::calibrate(epsilon, delta, q, steps)?;
-            Ok((
+            let sigma = calibrate_main(epsilon, delta, q, steps, fixed)?;
+            (
                 sigma,
                 Some(q),
                 steps,
                 vec![DpEvent::poisson_gaussian(q, sigma, steps)],
-                eps,
-                acct,
-            ))
+            )
         }
+        // One Gaussian release over every record (PLD for one Gaussian = the exact analytic
+        // curve, cross-checked in tests).
         None => {
-            // Tight calibration through the dp accountants (PLD for one Gaussian = the exact
-            // analytic curve, cross-checked in tests against [`accounting`]).
-            let fail = || Error::Calibration {
-                epsilon,
-                delta,
-                steps: 1,
-            };
-            let sigma = crate::dp::calibrate::gaussian_noise_multiplier(epsilon, delta, 1)
-                .map_err(|_| fail())?;
-            let eps = crate::dp::accountant::epsilon(&[DpEvent::gaussian(sigma, 1)], delta)
-                .map_err(|_| fail())?
-                .epsilon;
-            Ok((
-                sigma,
-                None,
-                1,
-                vec![DpEvent::gaussian(sigma, 1)],
-                eps,
-                "pld".to_string(),
-            ))
+            let sigma = calibrate_main(epsilon, delta, 1.0, 1, fixed)?;
+            (sigma, None, 1, vec![DpEvent::gaussian(sigma, 1)])
         }
+    };
+    let (eps, acct) = composed_epsilon(&events, fixed, epsilon, delta)?;
+    Ok((sigma, q, steps, events, eps, acct))
+}
+
+/// The held-out utility release: one Gaussian mechanism (sensitivity-normalised) whose ε alone
+/// at `delta` is `epsilon_share`; `None` when the share is 0.
+fn utility_share(epsilon_share: f64, delta: f64) -> Result<Option<Share>, Error> {
+    if epsilon_share <= 0.0 {
+        return Ok(None);
     }
+    let fail = || calibration_failed(epsilon_share, delta, 1);
+    let sigma = crate::dp::calibrate::gaussian_noise_multiplier(epsilon_share, delta, 1)
+        .map_err(|_| fail())?;
+    let events = vec![DpEvent::gaussian(sigma, 1)];
+    let eps = crate::dp::accountant::epsilon(&events, delta)
+        .map_err(|_| fail())?
+        .epsilon;
+    Ok(Some(Share {
+        name: UTILITY.into(),
+        stage: Stage::Eval,
+        fraction: 0.0,
+        events,
+        epsilon: eps,
+        what: "held-out utility figures: per-class correct counts of the evaluation models and \
+               per-class test counts, one Gaussian release over the held-out split, charged at \
+               `retort eval`"
+            .into(),
+    }))
+}
+
+/// The budget split of a plan: the main release and, when planned, the utility release.
+fn shares(
+    method: Method,
+    main_events: &[DpEvent],
+    utility: Option<Share>,
+    utility_fraction: f64,
+    epsilon: f64,
+    delta: f64,
+) -> Result<Vec<Share>, Error> {
+    let main_eps = crate::dp::accountant::epsilon(main_events, delta)
+        .map_err(|_| calibration_failed(epsilon, delta, 1))?
+        .epsilon;
+    let mut out = vec![Share {
+        name: MAIN.into(),
+        stage: Stage::Distill,
+        fraction: 1.0 - utility.as_ref().map_or(0.0, |_| utility_fraction),
+        events: main_events.to_vec(),
+        epsilon: main_eps,
+        what: format!("the {method} method's release of the training split"),
+    }];
+    if let Some(mut u) = utility {
+        u.fraction = utility_fraction;
+        out.push(u);
+    }
+    Ok(out)
 }
 
 impl Plan {
@@ -254,12 +353,21 @@ impl Plan {
     pub fn recalibrate(&mut self) -> Result<(), Error> {
         if let Params::Dm(p) = &self.params {
             p.validate()?;
-            let (sigma, q, steps, events, eps, acct) =
-                dm_privacy(p, self.epsilon_target, self.delta)?;
+            let fixed: Vec<DpEvent> = self
+                .shares
+                .iter()
+                .filter(|s| s.name != MAIN)
+                .flat_map(|s| s.events.clone())
+                .collect();
+            let (epsilon, delta) = (self.epsilon_target.get(), self.delta.get());
+            let (sigma, q, steps, events, eps, acct) = dm_privacy(p, epsilon, delta, &fixed)?;
             self.clip_norm = p.clip_norm;
             self.noise_multiplier = sigma;
             self.sampling_rate = q;
             self.steps = steps;
+            let utility = self.shares.iter().find(|s| s.name == UTILITY).cloned();
+            let fraction = utility.as_ref().map_or(0.0, |u| u.fraction);
+            self.shares = shares(self.method, &events, utility, fraction, epsilon, delta)?;
             self.events = events;
             self.epsilon = eps;
             self.accountant = acct;
@@ -310,10 +418,15 @@ mod tests {
         }
     }
 
+    fn eps(x: f64) -> Epsilon {
+        Epsilon::new(x).unwrap()
+    }
+
     fn req(method: Option<Method>) -> Request {
         Request {
-            epsilon: 1.0,
-            delta: 1e-5,
+            epsilon: eps(1.0),
+            delta: Delta::new(1e-5).unwrap(),
+            utility_share: 0.0,
             ipc: 10,
             method,
             iterations: None,
@@ -386,6 +499,42 @@ mod tests {
             "calibration below the exact curve"
         );
         assert!(p.warnings.is_empty());
+    }
+
+    #[test]
+    fn budget_split_composes_to_the_target_share_by_share() {
+        // See: issue 19 (budget split). A utility share is planned beside the main release;
+        // the main release is calibrated so that both compose to the target.
+        for method in [Method::Dm, Method::Gm] {
+            let alone = plan(&meta(30_000), &req(Some(method))).unwrap();
+            let p = plan(
+                &meta(30_000),
+                &Request {
+                    utility_share: 0.1,
+                    ..req(Some(method))
+                },
+            )
+            .unwrap();
+            assert_eq!(p.shares.len(), 2);
+            assert_eq!(p.shares[0].name, MAIN);
+            assert_eq!(p.shares[0].stage, Stage::Distill);
+            assert_eq!(p.shares[0].events, p.events);
+            let u = &p.shares[1];
+            assert_eq!((u.name.as_str(), u.stage), (UTILITY, Stage::Eval));
+            assert!((u.epsilon - 0.1).abs() < 0.005, "{}", u.epsilon);
+            assert!((p.shares[0].fraction + u.fraction - 1.0).abs() < 1e-12);
+            let all = crate::dp::split::composed(&p.shares, 1e-5).unwrap().epsilon;
+            assert!(all <= 1.0 + 1e-9 && all > 0.99, "{all}");
+            assert!((p.epsilon - all).abs() < 1e-9);
+            // The main release pays for the share with a little more noise.
+            assert!(p.noise_multiplier > alone.noise_multiplier);
+            assert!(p.noise_multiplier < alone.noise_multiplier * 1.05);
+            assert!(p.shares[0].epsilon < 1.0);
+        }
+        // A plan without a utility share has one share: the main release.
+        let p = plan(&meta(30_000), &req(None)).unwrap();
+        assert_eq!(p.shares.len(), 1);
+        assert!((p.shares[0].epsilon - p.epsilon).abs() < 1e-9);
     }
 
     #[test]
@@ -466,15 +615,15 @@ mod tests {
         let m = meta(300);
         for r in [
             Request {
-                epsilon: 0.0,
+                epsilon: eps(0.0),
                 ..req(None)
             },
             Request {
-                epsilon: f64::NAN,
+                utility_share: 0.9,
                 ..req(None)
             },
             Request {
-                delta: 1.0,
+                utility_share: f64::NAN,
                 ..req(None)
             },
             Request {
@@ -501,7 +650,7 @@ mod tests {
         let p = plan(
             &meta(300),
             &Request {
-                delta: 0.01,
+                delta: Delta::new(0.01).unwrap(),
                 ..req(None)
             },
         )

@@ -18,6 +18,7 @@ pub mod event;
 pub mod exact;
 pub mod noise;
 pub mod sample;
+pub mod split;
 
 pub use event::DpEvent;
 

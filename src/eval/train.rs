@@ -13,7 +13,7 @@ use crate::progress::{Event, Sink};
 use crate::Result;
 
 /// Which network evaluation trains.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 #[non_exhaustive]
 pub enum Model {
@@ -48,7 +48,7 @@ impl Model {
 }
 
 /// The training recipe.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Recipe {
     /// Network.
     pub model: Model,

@@ -26,6 +26,8 @@
 //! - [`verify`] checks the DSSE signature over PAE *before* parsing the payload, runs numbered
 //!   steps, and is safe on hostile input (see [`export`] for the tar reader's limits).
 
+pub mod boundary;
+pub mod create;
 pub mod dsse;
 pub mod export;
 pub mod manifest;
@@ -70,30 +72,6 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// No run with this id in the workspace.
-    #[error("no run named {run:?} in the workspace (looked for {path})")]
-    RunNotFound {
-        /// The run id given.
-        run: String,
-        /// The run.json looked for.
-        path: PathBuf,
-    },
-    /// The run did not complete, so it has nothing to publish.
-    #[error("run {run:?} has status {status:?}; only completed runs can be packaged")]
-    RunIncomplete {
-        /// The run id.
-        run: String,
-        /// Its status.
-        status: String,
-    },
-    /// `run.json` (or `eval.json`) is not in the agreed format.
-    #[error("{path}: {why}")]
-    RunInvalid {
-        /// The file at fault.
-        path: PathBuf,
-        /// What is wrong.
-        why: String,
-    },
     /// A file the run must contain is missing.
     #[error("run {run:?} lacks {path}")]
     RunFileMissing {
@@ -102,18 +80,31 @@ pub enum Error {
         /// The missing file.
         path: PathBuf,
     },
-    /// The ledger has no entry for the run, so no ledger event backs its privacy claim.
-    #[error("run {run:?} is not charged to its dataset's privacy ledger; refusing to publish it")]
-    RunNotCharged {
-        /// The run id.
-        run: String,
-    },
+    /// A value of the package is neither declared public nor released by an accounted
+    /// mechanism the package's guarantee covers (see [`boundary`]); nothing was signed.
+    #[error("refusing to sign: {0}")]
+    Unreleased(#[from] boundary::Violation),
     /// The export destination already holds this package.
     #[error("{path} already exists; refusing to overwrite it")]
     Exists {
         /// The existing path.
         path: PathBuf,
     },
+    /// The run cannot be packaged (missing, incomplete, not charged).
+    #[error(transparent)]
+    Run(#[from] crate::run::Error),
+    /// The policy refused the package.
+    #[error(transparent)]
+    Policy(#[from] crate::policy::Error),
+    /// The ledger cannot be read or disagrees with the log.
+    #[error(transparent)]
+    Ledger(#[from] crate::ledger::Error),
+    /// The audit log cannot be written (nothing is published).
+    #[error(transparent)]
+    Audit(#[from] crate::audit::Error),
+    /// Accounting failed.
+    #[error(transparent)]
+    Dp(#[from] crate::dp::Error),
     /// A key could not be loaded.
     #[error(transparent)]
     Key(#[from] crate::keys::Error),
@@ -125,54 +116,58 @@ pub enum Error {
 impl Error {
     /// Stable codes of this module.
     pub const CODES: &'static [&'static str] = &[
-        "package-run-not-found",
-        "package-run-incomplete",
-        "package-run-invalid",
         "package-run-file-missing",
-        "package-run-not-charged",
+        "package-unreleased-field",
         "package-exists",
         "package-key",
         "package-io",
     ];
+
+    fn inner(&self) -> Option<&dyn Coded> {
+        Some(match self {
+            Error::Run(e) => e,
+            Error::Policy(e) => e,
+            Error::Ledger(e) => e,
+            Error::Audit(e) => e,
+            Error::Dp(e) => e,
+            _ => return None,
+        })
+    }
 }
 
 impl Coded for Error {
     fn code(&self) -> &'static str {
         match self {
-            Error::RunNotFound { .. } => "package-run-not-found",
-            Error::RunIncomplete { .. } => "package-run-incomplete",
-            Error::RunInvalid { .. } => "package-run-invalid",
             Error::RunFileMissing { .. } => "package-run-file-missing",
-            Error::RunNotCharged { .. } => "package-run-not-charged",
+            Error::Unreleased(_) => "package-unreleased-field",
             Error::Exists { .. } => "package-exists",
             Error::Key(_) => "package-key",
             Error::Io(_) => "package-io",
+            _ => self.inner().map_or("package-io", |e| e.code()),
         }
     }
     fn hint(&self) -> Option<String> {
         Some(match self {
-            Error::RunNotFound { .. } => {
-                "give the id a `retort distill` printed (the directory names under runs/)".into()
-            }
-            Error::RunIncomplete { .. } => {
-                "package a completed run; start a new one with `retort distill`".into()
-            }
-            Error::RunInvalid { .. } | Error::RunFileMissing { .. } => {
+            Error::RunFileMissing { .. } => {
                 "the run directory was changed outside retort; package another run or distill again"
                     .into()
             }
-            Error::RunNotCharged { .. } => "only runs made by `retort distill` (which charges the ledger before reading data) can be packaged; report this run to your compliance officer".into(),
+            Error::Unreleased(_) => "this is a bug in Retort's release boundary or a changed run record; nothing was published — report it with the field's path".into(),
             Error::Exists { .. } => {
                 "choose another --out directory or move the old copy away".into()
             }
             Error::Key(e) => return e.hint(),
             Error::Io(e) => return e.hint(),
+            _ => return self.inner().and_then(|e| e.hint()),
         })
     }
     fn class(&self) -> Class {
         match self {
-            Error::RunNotCharged { .. } => Class::Refused,
-            _ => Class::Input,
+            Error::Unreleased(_) => Class::Refused,
+            Error::RunFileMissing { .. } | Error::Exists { .. } | Error::Key(_) | Error::Io(_) => {
+                Class::Input
+            }
+            _ => self.inner().map_or(Class::Input, |e| e.class()),
         }
     }
 }

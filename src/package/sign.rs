@@ -11,11 +11,14 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 use super::dsse::{Envelope, PAYLOAD_TYPE};
-use super::manifest::{privacy_report, sums, PackageMeta, RunJson};
+use super::manifest::{privacy_report, sums, PackageMeta, ReportInputs};
 use super::statement::{ProvenanceInputs, Statement};
 use super::{Error, Result};
+use crate::dp::accountant::EpsilonReport;
 use crate::error::IoError;
 use crate::keys::SigningKey;
+use crate::run::evaluation::UtilityRelease;
+use crate::run::RunRecord;
 use crate::workspace::{atomic_write, atomic_write_with, create_dir_all, publish_dir};
 
 /// The untrusted comment of `SHA256SUMS.sig`. Retort writes exactly this and `verify` accepts
@@ -30,16 +33,18 @@ pub fn signify_pub_file(key: &crate::keys::PublicKey) -> String {
 
 /// Everything a package is made from.
 pub struct BuildInputs<'a> {
-    /// The run (validated `run.json`).
-    pub run: &'a RunJson,
+    /// The run (a validated record of a completed, charged run).
+    pub run: &'a RunRecord,
     /// `synthetic.parquet` bytes.
     pub synthetic: &'a [u8],
     /// `contact_sheet.png` bytes.
     pub contact_sheet: &'a [u8],
-    /// `eval.json`, if the run was evaluated.
-    pub eval: Option<&'a Value>,
+    /// The run's released utility figures, if any (never the internal `eval.json`).
+    pub utility: Option<&'a UtilityRelease>,
+    /// The composition of every share the package carries: the stated guarantee.
+    pub guarantee: &'a EpsilonReport,
     /// The dataset's budget after this run, as the ledger reports it.
-    pub budget: Option<&'a Value>,
+    pub budget: &'a Value,
     /// The newest signed audit checkpoint, if the audit log provides one.
     pub checkpoint: Option<&'a [u8]>,
     /// The partner receiving the package.
@@ -67,11 +72,28 @@ pub struct Built {
     pub envelope_sha256: String,
 }
 
-/// Build every file of the package and sign it.
-pub fn build_package(inp: &BuildInputs<'_>) -> Built {
+/// Build every file of the package and sign it. Nothing is signed unless the privacy report
+/// and the statement pass the release boundary ([`super::boundary`]).
+///
+/// # Errors
+/// `package-unreleased-field` when a field is neither declared public nor released by a share
+/// the guarantee covers.
+pub fn build_package(inp: &BuildInputs<'_>) -> Result<Built> {
     let mut files = BTreeMap::new();
-    let mut report = serde_json::to_vec_pretty(&privacy_report(inp.run, inp.eval, inp.budget))
-        .expect("invariant: report serializes");
+    let report_v = privacy_report(&ReportInputs {
+        run: inp.run,
+        utility: inp.utility,
+        guarantee: inp.guarantee,
+        budget: inp.budget,
+    });
+    let covers = super::boundary::covers(&report_v);
+    super::boundary::check(
+        "privacy_report.json",
+        &report_v,
+        super::boundary::REPORT,
+        &covers,
+    )?;
+    let mut report = serde_json::to_vec_pretty(&report_v).expect("invariant: report serializes");
     report.push(b'\n');
     files.insert(super::SYNTHETIC.to_string(), inp.synthetic.to_vec());
     files.insert(super::CONTACT_SHEET.to_string(), inp.contact_sheet.to_vec());
@@ -91,8 +113,17 @@ pub fn build_package(inp: &BuildInputs<'_>) -> Built {
             retort_digest: inp.retort_digest,
             packaged_on: inp.packaged_on,
             checkpoint_sha256: checkpoint_sha.as_deref(),
+            guarantee: inp.guarantee,
+            covers: &covers,
         },
     );
+    let stmt_v = serde_json::to_value(&stmt).expect("invariant: statement serializes");
+    super::boundary::check(
+        "the provenance statement",
+        &stmt_v,
+        super::boundary::STATEMENT,
+        &covers,
+    )?;
     let env = Envelope::sign(PAYLOAD_TYPE, &stmt.to_bytes(), inp.key).to_line();
     let envelope_sha256 = super::sha256_hex(env.as_bytes());
     files.insert(super::PROVENANCE.to_string(), env.into_bytes());
@@ -115,12 +146,12 @@ pub fn build_package(inp: &BuildInputs<'_>) -> Built {
         super::PUB_SIGNIFY.to_string(),
         signify_pub_file(&public).into_bytes(),
     );
-    Built {
+    Ok(Built {
         files,
-        epsilon: inp.run.privacy.epsilon,
-        delta: inp.run.delta,
+        epsilon: inp.guarantee.epsilon,
+        delta: inp.run.delta.get(),
         envelope_sha256,
-    }
+    })
 }
 
 /// A package published in the workspace.
@@ -180,7 +211,7 @@ pub fn publish(
     packages_dir: &Path,
     id: &str,
     built: &Built,
-    run: &RunJson,
+    run: &RunRecord,
     partner: &str,
     created: &str,
 ) -> Result<PublishedPackage> {

@@ -29,7 +29,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::manifest::RunJson;
+use crate::run::RunRecord;
 
 /// The in-toto Statement v1 type.
 pub const STATEMENT_TYPE: &str = "https://in-toto.io/Statement/v1";
@@ -77,12 +77,16 @@ pub struct ProvenanceInputs<'a> {
     pub packaged_on: &'a str,
     /// SHA-256 of the audit checkpoint included in the package, if any.
     pub checkpoint_sha256: Option<&'a str>,
+    /// The package's stated guarantee: the composition of every share it carries.
+    pub guarantee: &'a crate::dp::accountant::EpsilonReport,
+    /// The shares the guarantee covers.
+    pub covers: &'a [String],
 }
 
 impl Statement {
     /// The statement for a run: `subjects` maps `data/…` names to their SHA-256.
     pub fn for_run(
-        run: &RunJson,
+        run: &RunRecord,
         subjects: &BTreeMap<String, String>,
         inp: &ProvenanceInputs<'_>,
     ) -> Statement {
@@ -128,6 +132,13 @@ impl Statement {
                         "neighbouring": p.neighbouring,
                     },
                     "events": run.events,
+                    "shares": run.shares(),
+                    "guarantee": {
+                        "epsilon": inp.guarantee.epsilon,
+                        "delta": run.delta,
+                        "accountant": inp.guarantee.accountant,
+                        "covers": inp.covers,
+                    },
                     "shape": run.shape,
                     "classes": run.classes,
                 },

@@ -759,8 +759,11 @@ fn check_claims(snap: &Snapshot, s: &Statement) -> Result<super::manifest::Claim
         .ok_or_else(|| missing(super::PRIVACY_REPORT))?;
     let c = parse_claims(b).map_err(bad)?;
     let p = &s.predicate;
+    // The package's guarantee (every share it carries, composed); packages made before the
+    // budget split state only the run's privacy block.
     let s_eps = p
-        .pointer("/buildDefinition/internalParameters/privacy/epsilon")
+        .pointer("/buildDefinition/internalParameters/guarantee/epsilon")
+        .or_else(|| p.pointer("/buildDefinition/internalParameters/privacy/epsilon"))
         .and_then(Value::as_f64);
     let s_delta = p
         .pointer("/buildDefinition/externalParameters/delta")

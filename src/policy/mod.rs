@@ -345,6 +345,11 @@ pub struct DatasetRule {
     pub epsilon_cap: Option<f64>,
 }
 
+/// `budget.utility_share` when a policy does not set it: 10 % of each run's ε is planned for
+/// releasing its held-out figures (the main release's noise rises by about half a percent,
+/// because Gaussian mechanisms compose sub-additively in ε).
+pub const DEFAULT_UTILITY_SHARE: f64 = 0.1;
+
 /// A validated policy. Every value satisfies the invariants documented in
 /// `policies/README.md`; construct it with [`parse`] or [`load_file`].
 #[derive(Debug, Clone)]
@@ -355,6 +360,7 @@ pub struct Policy {
     pub(crate) run_epsilon_cap: f64,
     pub(crate) max_delta: f64,
     pub(crate) max_delta_times_records: f64,
+    pub(crate) utility_share: f64,
     pub(crate) methods: Vec<String>,
     pub(crate) max_images_per_class: u32,
     pub(crate) require_dicom_deidentification: bool,
@@ -397,6 +403,12 @@ impl Policy {
     /// gives the rule δ < 1/n).
     pub fn max_delta_times_records(&self) -> f64 {
         self.max_delta_times_records
+    }
+
+    /// The share of each run's target epsilon planned for releasing its held-out utility
+    /// figures at `eval` time (`budget.utility_share`; 0 = packages carry no utility figures).
+    pub fn utility_share(&self) -> f64 {
+        self.utility_share
     }
     /// The largest delta allowed for a dataset of `records` training records: the smaller of
     /// `max_delta` and `max_delta_times_records / records` (exclusive bound for the latter).

@@ -9,7 +9,10 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::warn::Spans;
-use super::{DatasetRule, Error, Location, Partner, Policy, Result, FORMAT_VERSION, KNOWN_METHODS};
+use super::{
+    DatasetRule, Error, Location, Partner, Policy, Result, DEFAULT_UTILITY_SHARE, FORMAT_VERSION,
+    KNOWN_METHODS,
+};
 
 /// The largest epsilon cap a policy may set: beyond it the guarantee means nothing.
 pub(crate) const MAX_EPSILON_CAP: f64 = 100.0;
@@ -37,6 +40,7 @@ struct RawBudget {
     run_epsilon_cap: Spanned<f64>,
     max_delta: Spanned<f64>,
     max_delta_times_records: Option<Spanned<f64>>,
+    utility_share: Option<Spanned<f64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -363,6 +367,21 @@ impl Validator<'_> {
                 x
             }
         };
+        let utility_share = match &b.utility_share {
+            None => DEFAULT_UTILITY_SHARE,
+            Some(v) => {
+                let x = *v.get_ref();
+                if !(x.is_finite() && (0.0..=0.5).contains(&x)) {
+                    return Err(self.invalid(
+                        v.span(),
+                        "budget.utility_share",
+                        format!("the share of a run's epsilon spent on releasing its held-out accuracy must be between 0 and 0.5 (found {x})"),
+                        "set `utility_share` to e.g. 0.1 (10 % of each run's epsilon), or 0 to ship packages without utility figures",
+                    ));
+                }
+                x
+            }
+        };
 
         let (methods, max_images_per_class) = self.distill(raw.distill.as_ref())?;
         let require_dicom_deidentification = match raw.ingest.as_ref().and_then(|i| i.get_ref().require_dicom_deidentification.as_ref()) {
@@ -429,6 +448,7 @@ impl Validator<'_> {
             run_epsilon_cap,
             max_delta,
             max_delta_times_records,
+            utility_share,
             methods,
             max_images_per_class,
             require_dicom_deidentification,

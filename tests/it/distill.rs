@@ -368,8 +368,9 @@ fn measure_dm_fashion() {
     let plan = retort::distill::plan(
         &meta,
         &retort::distill::Request {
-            epsilon: eps,
-            delta: 1e-5,
+            epsilon: retort::dp::Epsilon::new(eps).unwrap(),
+            delta: retort::dp::Delta::new(1e-5).unwrap(),
+            utility_share: 0.0,
             ipc: 10,
             method: match std::env::var("METHOD").as_deref() {
                 Ok("gm") => Some(retort::distill::Method::Gm),

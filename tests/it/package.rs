@@ -629,9 +629,10 @@ fn packaging_twice_gives_identical_signed_content_but_documented_fields() {
 
 #[test]
 fn library_build_is_byte_deterministic() {
-    use retort::package::manifest::RunJson;
     use retort::package::sign::{build_package, BuildInputs};
-    let run: RunJson = serde_json::from_value(run_json("completed")).unwrap();
+    let run: retort::run::RunRecord = serde_json::from_value(run_json("completed")).unwrap();
+    let guarantee = retort::dp::accountant::epsilon(&run.events, 1e-5).unwrap();
+    let budget = serde_json::json!({"epsilon_after_this_run": guarantee.epsilon});
     let key = retort::keys::SigningKey::generate().unwrap();
     let (syn, png) = (synthetic_parquet(), png());
     let build = || {
@@ -639,8 +640,9 @@ fn library_build_is_byte_deterministic() {
             run: &run,
             synthetic: &syn,
             contact_sheet: &png,
-            eval: None,
-            budget: None,
+            utility: None,
+            guarantee: &guarantee,
+            budget: &budget,
             checkpoint: Some(b"origin\n1\nroot\n"),
             partner: "acme",
             workspace_id: "00ff",
@@ -649,7 +651,7 @@ fn library_build_is_byte_deterministic() {
             key: &key,
         })
     };
-    let (x, y) = (build(), build());
+    let (x, y) = (build().unwrap(), build().unwrap());
     assert_eq!(x.files, y.files);
     let files: BTreeMap<_, _> = x.files.clone();
     assert!(files.contains_key("audit-checkpoint.txt"));

@@ -1,0 +1,648 @@
+//! Evaluating a completed run, and the release boundary of its utility figures.
+//!
+//! Two records, kept apart on purpose:
+//! - `runs/<id>/eval.json` ([`EvalRecord`]) — **internal**: exact accuracies on the held-out
+//!   split, per class, and the non-private baselines (random real, all real) and the DP-SGD
+//!   baseline. It stays in the workspace; the package builder never reads it.
+//! - `runs/<id>/utility.json` ([`UtilityRelease`]) — **released**: the run's planned `utility`
+//!   share spent once, at the first `eval`, on one Gaussian release of the evaluation models'
+//!   per-class correct counts and the per-class test counts, charged to the dataset's ledger
+//!   before the held-out split is read for it. Every package of the run carries these figures
+//!   and the package's stated (ε, δ) composes them with the run's events.
+//!
+//! # Privacy (the utility release)
+//! Neighbouring relation: add or remove one image of the dataset (the held-out split is part
+//! of it). The evaluation models are trained on the synthetic set only (a released output)
+//! with public seeds, so they are post-processing. Each test image contributes the vector
+//! `[f, 1, f·e_c, e_c]` (total correct, total count, per-class correct, per-class count), where
+//! `f ∈ [0, 1]` is the fraction of models that classify it correctly and `e_c` the one-hot
+//! vector of its class: L2 norm at most 2, so the vector of sums has L2 sensitivity 2. Noise:
+//! opendp's exact discrete Gaussian with scale σ·2 (`DpEvent::Gaussian{σ, 1}`, σ from the
+//! plan's utility share). Accuracies are post-processing of the noisy sums.
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::{Completed, Error};
+use crate::audit::Session;
+use crate::dataset::{FloatImages, Split};
+use crate::dp::split::Share;
+use crate::dp::DpEvent;
+use crate::eval::{Model, Recipe, Score};
+use crate::ledger::Ledger;
+use crate::progress::Sink;
+use crate::workspace::{atomic_write, Workspace};
+
+/// `eval.json` / `utility.json` format version.
+pub const EVAL_VERSION: u32 = 2;
+
+/// L2 sensitivity of the utility release's per-record vector (see the module's Privacy section).
+pub const UTILITY_SENSITIVITY: f64 = 2.0;
+
+/// What `eval` trains and compares.
+#[derive(Debug, Clone)]
+pub struct EvalOptions {
+    /// The recipe for models trained on the synthetic set (and on the random-real baseline).
+    pub recipe: Recipe,
+    /// Fresh models per training set.
+    pub models: usize,
+    /// First model's initialisation seed (public).
+    pub seed: u64,
+    /// Compute the non-private baselines (random real, all real; internal only).
+    pub baselines: bool,
+    /// SGD steps of the all-real ceiling (one model).
+    pub ceiling_steps: usize,
+    /// Train a DP-SGD classifier on the training split at the run's (ε, δ) with this many steps
+    /// (charged to the ledger; internal only).
+    pub dp_baseline_steps: Option<u64>,
+}
+
+/// A baseline and what it is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Baseline {
+    /// The figures.
+    #[serde(flatten)]
+    pub score: Score,
+    /// Whether the figure is differentially private (charged to the ledger).
+    pub private: bool,
+    /// What it is, in words.
+    pub what: String,
+    /// Extra facts (training cap, ledger id, plan).
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+    pub notes: serde_json::Value,
+}
+
+/// `runs/<id>/eval.json`: the INTERNAL evaluation record (never packaged).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvalRecord {
+    /// Format version.
+    pub version: u32,
+    /// The run.
+    pub run: String,
+    /// The dataset.
+    pub dataset: String,
+    /// Mean accuracy of the models trained on the synthetic set (exact, internal).
+    pub accuracy: f64,
+    /// Its standard deviation over the models.
+    pub accuracy_std: f64,
+    /// Held-out images the figures were measured on (internal).
+    pub test_images: usize,
+    /// The recipe, models and seed.
+    pub recipe: Recipe,
+    /// Models per training set.
+    pub models: usize,
+    /// First seed.
+    pub seed: u64,
+    /// The evaluation network, described.
+    pub network: String,
+    /// The synthetic set's score.
+    pub synthetic: Score,
+    /// Baselines by name (`random_real`, `all_real`, `dp_sgd`).
+    pub baselines: std::collections::BTreeMap<String, Baseline>,
+    /// Synthetic vs all-real size and training time, when the synthetic set is the smaller.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compression: Option<serde_json::Value>,
+    /// When.
+    pub evaluated: String,
+    /// Retort version.
+    pub retort_version: String,
+}
+
+/// The mechanism of a utility release, as stated in `utility.json` and the privacy report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UtilityMechanism {
+    /// `gaussian`.
+    pub kind: String,
+    /// The noise sampler (`opendp-exact-discrete-gaussian`).
+    pub sampler: String,
+    /// L2 sensitivity of the released vector.
+    pub sensitivity: f64,
+    /// Noise multiplier σ (noise std = σ × sensitivity).
+    pub noise_multiplier: f64,
+    /// Noise standard deviation on every released coordinate.
+    pub noise_std: f64,
+    /// The event charged.
+    pub event: DpEvent,
+    /// What each coordinate is.
+    pub coordinates: String,
+}
+
+/// `runs/<id>/utility.json`: the RELEASED utility figures (what packages carry).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UtilityRelease {
+    /// Format version.
+    pub version: u32,
+    /// The run.
+    pub run: String,
+    /// The ledger id the release was charged under.
+    pub ledger_id: String,
+    /// When it was released.
+    pub released: String,
+    /// The share of the run's budget it spent.
+    pub share: Share,
+    /// The mechanism.
+    pub mechanism: UtilityMechanism,
+    /// The evaluation protocol (public parameters).
+    pub recipe: Recipe,
+    /// Models whose predictions were counted.
+    pub models: usize,
+    /// Noisy total of correct predictions (mean over the models).
+    pub noisy_correct: f64,
+    /// Noisy number of held-out images.
+    pub noisy_count: f64,
+    /// Noisy correct count per class.
+    pub noisy_correct_per_class: Vec<f64>,
+    /// Noisy held-out count per class.
+    pub noisy_count_per_class: Vec<f64>,
+    /// Accuracy: noisy correct / noisy count, clamped to [0, 1] (post-processing).
+    pub accuracy: f64,
+    /// Approximate standard deviation of `accuracy` due to the noise (post-processing).
+    pub accuracy_noise_std: f64,
+    /// Per-class accuracy (post-processing), `null` where the noisy count is below three noise
+    /// standard deviations (too few images for the noise).
+    pub per_class_accuracy: Vec<Option<f64>>,
+}
+
+/// What `eval` produced.
+#[derive(Debug, Clone)]
+pub struct Evaluation {
+    /// The internal record (written to `eval.json`).
+    pub record: EvalRecord,
+    /// The released utility figures, if the run plans them.
+    pub utility: Option<UtilityRelease>,
+    /// Whether this `eval` made the release (false: an earlier one did, it is reused).
+    pub released_now: bool,
+    /// Why there is no utility release, when there is none.
+    pub no_release_reason: Option<String>,
+}
+
+/// Phases of an evaluation, for progress lines.
+pub type PhaseSink<'a> = &'a (dyn Fn(&str) + Sync);
+
+/// Evaluate `run`: train models on its synthetic set, score them on the held-out split
+/// (internal), compute the requested baselines (internal), make the run's utility release if
+/// it plans one and none was made, and write `eval.json` (and `utility.json`).
+///
+/// # Privacy
+/// Non-private baselines read the training split: an intent record says so before reading and
+/// their figures stay internal. The DP-SGD baseline and the utility release are charged to the
+/// ledger before they read anything.
+///
+/// # Errors
+/// Dataset, ledger (refusals exit 3), audit, engine errors; `cancelled`.
+pub fn evaluate(
+    ws: &Workspace,
+    run: &Completed,
+    opts: &EvalOptions,
+    session: &mut Session,
+    phase: PhaseSink<'_>,
+    sink: Sink<'_>,
+) -> Result<Evaluation, Error> {
+    let rec = run.record();
+    let syn = run.synthetic()?;
+    let stored = crate::dataset::open(ws, &rec.dataset)?;
+    let classes = rec.classes.len();
+    if stored.num_classes() != classes {
+        return Err(Error::Mismatch {
+            run: rec.id.clone(),
+            dataset: rec.dataset.clone(),
+            why: format!(
+                "the run has {classes} classes, the dataset {}",
+                stored.num_classes()
+            ),
+        });
+    }
+    let test = stored.load(Split::Test)?.to_float();
+    session.detail("dataset", rec.dataset.clone());
+    let eval_err = |e: crate::Error| -> Error { wrap(e) };
+    phase("synthetic set");
+    let (nets, secs) = crate::eval::train_models(
+        &opts.recipe,
+        &syn,
+        classes,
+        opts.models,
+        opts.seed,
+        sink,
+        |m| phase(&format!("synthetic set, model {}/{}", m + 1, opts.models)),
+    )
+    .map_err(eval_err)?;
+    let steps = opts.recipe.steps_for(syn.len());
+    let synthetic =
+        crate::eval::score_nets(&nets, syn.len(), steps, secs, &test, classes).map_err(eval_err)?;
+    let mut baselines = std::collections::BTreeMap::new();
+    let mut full: Option<(Score, usize)> = None;
+    if opts.baselines {
+        let (rnd, all) = non_private_baselines(ws, run, opts, session, &test, phase, sink)?;
+        full = Some((all.score.clone(), stored.meta.train_count));
+        baselines.insert("random_real".to_string(), rnd);
+        baselines.insert("all_real".to_string(), all);
+    }
+    if let Some(steps) = opts.dp_baseline_steps {
+        phase("DP-SGD baseline");
+        let b = dp_sgd_baseline(ws, run, opts, steps, session, &test, sink)?;
+        baselines.insert("dp_sgd".to_string(), b);
+    }
+    let (utility, released_now, no_release_reason) =
+        utility_release(ws, run, &nets, opts, session, phase)?;
+    let network = crate::nn::Net::zeroed(opts.recipe.model.arch(syn.shape, classes))
+        .map(|n| n.describe())
+        .unwrap_or_default();
+    let record = EvalRecord {
+        version: EVAL_VERSION,
+        run: rec.id.clone(),
+        dataset: rec.dataset.clone(),
+        accuracy: synthetic.accuracy,
+        accuracy_std: synthetic.accuracy_std,
+        test_images: test.len(),
+        recipe: opts.recipe.clone(),
+        models: opts.models,
+        seed: opts.seed,
+        network,
+        compression: compression(&synthetic, syn.len(), full.as_ref(), &stored),
+        synthetic,
+        baselines,
+        evaluated: crate::workspace::now_rfc3339(),
+        retort_version: crate::VERSION.into(),
+    };
+    let bytes = serde_json::to_vec_pretty(&record).expect("invariant: eval record serializes");
+    atomic_write(&run.dir().join("eval.json"), &bytes)?;
+    session.detail("accuracy", record.accuracy);
+    session.detail("models", opts.models);
+    session.detail("baselines", opts.baselines);
+    session.detail("utility_released_now", released_now);
+    Ok(Evaluation {
+        record,
+        utility,
+        released_now,
+        no_release_reason,
+    })
+}
+
+fn wrap(e: crate::Error) -> Error {
+    match e {
+        crate::Error::Nn(e) => crate::eval::Error::Engine {
+            what: e.to_string(),
+        }
+        .into(),
+        crate::Error::Cancelled => Error::Cancelled { run: "eval".into() },
+        crate::Error::Dp(e) => e.into(),
+        crate::Error::Ledger(e) => e.into(),
+        crate::Error::Dataset(e) => e.into(),
+        crate::Error::Audit(e) => e.into(),
+        crate::Error::Io(e) => e.into(),
+        other => crate::eval::Error::Engine {
+            what: other.to_string(),
+        }
+        .into(),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn non_private_baselines(
+    ws: &Workspace,
+    run: &Completed,
+    opts: &EvalOptions,
+    session: &mut Session,
+    test: &FloatImages,
+    phase: PhaseSink<'_>,
+    sink: Sink<'_>,
+) -> Result<(Baseline, Baseline), Error> {
+    let rec = run.record();
+    session.intent(
+        "eval.read-train",
+        &rec.id,
+        json!({"dataset": rec.dataset, "purpose": "non-private reference baselines (random real, all real); internal only, never released"}),
+    )?;
+    let stored = crate::dataset::open(ws, &rec.dataset)?;
+    let train = stored.load(Split::Train)?;
+    let classes = rec.classes.len();
+    let per_class = vec![rec.ipc; classes];
+    let rand_set = crate::eval::random_per_class(&train, &per_class, opts.seed ^ 0x5eed);
+    phase("random real");
+    let rnd = crate::eval::score(
+        &opts.recipe,
+        &rand_set,
+        test,
+        classes,
+        opts.models,
+        opts.seed,
+        sink,
+    )
+    .map_err(wrap)?;
+    let full = train.to_float();
+    let mut ceiling = opts.recipe.clone();
+    ceiling.epochs = usize::MAX / 2;
+    ceiling.max_steps = Some(opts.ceiling_steps.max(1));
+    phase("all real");
+    let fs =
+        crate::eval::score(&ceiling, &full, test, classes, 1, opts.seed, sink).map_err(wrap)?;
+    let epochs = fs.steps as f64 * ceiling.batch as f64 / full.len().max(1) as f64;
+    Ok((
+        Baseline {
+            score: rnd,
+            private: false,
+            what: "the same number of real training images per class, drawn at random: a NON-PRIVATE reference (real pixels); internal only".into(),
+            notes: serde_json::Value::Null,
+        },
+        Baseline {
+            notes: json!({"capped": {"steps": fs.steps, "batch": ceiling.batch, "epochs": epochs, "models": 1,
+                "why": "training on all data is capped so it stays affordable on a 2-core host; the ceiling is therefore an underestimate"}}),
+            score: fs,
+            private: false,
+            what: "all real training images: the NON-PRIVATE ceiling; internal only".into(),
+        },
+    ))
+}
+
+fn dp_sgd_baseline(
+    ws: &Workspace,
+    run: &Completed,
+    opts: &EvalOptions,
+    steps: u64,
+    session: &mut Session,
+    test: &FloatImages,
+    sink: Sink<'_>,
+) -> Result<Baseline, Error> {
+    let rec = run.record();
+    let stored = crate::dataset::open(ws, &rec.dataset)?;
+    let plan = crate::eval::plan_dp_baseline(
+        rec.epsilon.get(),
+        rec.delta.get(),
+        stored.meta.train_count,
+        256,
+        steps,
+        1.0,
+    )
+    .map_err(wrap)?;
+    let loaded = crate::policy::load_active(ws, None)?;
+    let cap = loaded.policy.dataset_epsilon_cap(&rec.dataset);
+    let id = crate::workspace::new_id("evaldp");
+    let reservation = Ledger::open(ws, &rec.dataset)?.reserve(
+        &id,
+        std::slice::from_ref(&plan.event),
+        rec.delta.get(),
+        Some(cap),
+    )?;
+    session.intent(
+        "eval.dp-baseline",
+        &id,
+        json!({"run": rec.id, "dataset": rec.dataset, "epsilon": plan.epsilon, "delta": rec.delta,
+            "events": [plan.event], "policy": {"name": loaded.name, "sha256": loaded.sha256}}),
+    )?;
+    session.detail("dp_baseline_ledger_run", id.clone());
+    let result = stored
+        .load(Split::Train)
+        .map_err(Error::from)
+        .and_then(|train| {
+            crate::eval::dp_baseline(
+                &plan,
+                opts.recipe.model,
+                &train.to_float(),
+                test,
+                rec.classes.len(),
+                1,
+                opts.seed,
+                sink,
+            )
+            .map_err(wrap)
+        });
+    match result {
+        Ok(score) => {
+            reservation.commit()?;
+            Ok(Baseline {
+                score,
+                private: true,
+                what: "a DP-SGD classifier trained directly on the real training split at the run's (epsilon, delta); one model; charged to the ledger; internal only".into(),
+                notes: json!({"ledger_run": id, "plan": plan}),
+            })
+        }
+        Err(e) => {
+            let _ = reservation.cancel();
+            Err(e)
+        }
+    }
+}
+
+/// The ledger id of run `run`'s utility release.
+pub fn utility_ledger_id(run: &str) -> String {
+    format!("{run}-utility")
+}
+
+/// Read `runs/<id>/utility.json` if the run has one.
+///
+/// # Errors
+/// `run-invalid` when it exists but does not parse; I/O.
+pub fn read_utility(run: &Completed) -> Result<Option<UtilityRelease>, Error> {
+    let p = run.dir().join("utility.json");
+    match std::fs::read(&p) {
+        Ok(b) => serde_json::from_slice(&b)
+            .map(Some)
+            .map_err(|e| Error::Invalid {
+                path: p,
+                why: format!("not the utility.json format: {e}"),
+            }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(crate::error::IoError::new("reading", &p, e).into()),
+    }
+}
+
+type UtilityOutcome = (Option<UtilityRelease>, bool, Option<String>);
+
+fn utility_release(
+    ws: &Workspace,
+    run: &Completed,
+    nets: &[crate::nn::Net],
+    opts: &EvalOptions,
+    session: &mut Session,
+    phase: PhaseSink<'_>,
+) -> Result<UtilityOutcome, Error> {
+    let rec = run.record();
+    let Some(share) = run.eval_share(crate::distill::plan::UTILITY) else {
+        return Ok((
+            None,
+            false,
+            Some(
+                "the run planned no utility share (the policy's budget.utility_share was 0)".into(),
+            ),
+        ));
+    };
+    if let Some(u) = read_utility(run)? {
+        return Ok((Some(u), false, None));
+    }
+    let ledger = Ledger::open(ws, &rec.dataset)?;
+    let ledger_id = utility_ledger_id(&rec.id);
+    if ledger.runs()?.iter().any(|r| r.run == ledger_id) {
+        // Charged but never written (a crash between the two): releasing again would spend
+        // the share twice, so packages of this run carry no utility figures.
+        return Ok((
+            None,
+            false,
+            Some("the utility release was charged earlier but not written (interrupted); it is not made twice".into()),
+        ));
+    }
+    let [DpEvent::Gaussian { sigma, count: 1 }] = share.events.as_slice() else {
+        return Err(Error::Invalid {
+            path: run.dir().join("run.json"),
+            why: "the utility share is not one Gaussian release".into(),
+        });
+    };
+    let sigma = *sigma;
+    let loaded = crate::policy::load_active(ws, None)?;
+    let cap = loaded.policy.dataset_epsilon_cap(&rec.dataset);
+    let reservation = ledger.reserve(&ledger_id, &share.events, rec.delta.get(), Some(cap))?;
+    session.intent(
+        "eval.utility-release",
+        &ledger_id,
+        json!({"run": rec.id, "dataset": rec.dataset, "events": share.events, "epsilon": share.epsilon,
+               "delta": rec.delta, "sensitivity": UTILITY_SENSITIVITY}),
+    )?;
+    phase("utility release (held-out figures for partners)");
+    let result = release_counts(ws, run, nets, sigma);
+    let noisy = match result {
+        Ok(v) => v,
+        Err(e) => {
+            let _ = reservation.cancel();
+            return Err(e);
+        }
+    };
+    let k = rec.classes.len();
+    let noise_std = sigma * UTILITY_SENSITIVITY;
+    let (nc, nn) = (noisy[0], noisy[1]);
+    let per_c: Vec<f64> = noisy[2..2 + k].to_vec();
+    let per_n: Vec<f64> = noisy[2 + k..2 + 2 * k].to_vec();
+    let accuracy = (nc / nn.max(1.0)).clamp(0.0, 1.0);
+    let accuracy_noise_std = noise_std * (1.0 + accuracy * accuracy).sqrt() / nn.max(1.0);
+    let per_class_accuracy = per_c
+        .iter()
+        .zip(&per_n)
+        .map(|(&c, &n)| (n >= 3.0 * noise_std).then(|| (c / n).clamp(0.0, 1.0)))
+        .collect();
+    let u = UtilityRelease {
+        version: 1,
+        run: rec.id.clone(),
+        ledger_id: ledger_id.clone(),
+        released: crate::workspace::now_rfc3339(),
+        share: share.clone(),
+        mechanism: UtilityMechanism {
+            kind: "gaussian".into(),
+            sampler: "opendp-exact-discrete-gaussian".into(),
+            sensitivity: UTILITY_SENSITIVITY,
+            noise_multiplier: sigma,
+            noise_std,
+            event: share.events[0].clone(),
+            coordinates: "[total correct, total count, correct per class…, count per class…] over the held-out split; correct = the fraction of the evaluation models right on the image".into(),
+        },
+        recipe: opts.recipe.clone(),
+        models: nets.len(),
+        noisy_correct: nc,
+        noisy_count: nn,
+        noisy_correct_per_class: per_c,
+        noisy_count_per_class: per_n,
+        accuracy,
+        accuracy_noise_std,
+        per_class_accuracy,
+    };
+    let bytes = serde_json::to_vec_pretty(&u).expect("invariant: utility release serializes");
+    atomic_write(&run.dir().join("utility.json"), &bytes)?;
+    reservation.commit()?;
+    Ok((Some(u), true, None))
+}
+
+/// The noisy vector `[Σf, n, Σf·e_c…, Σe_c…]` over the held-out split (see the module's
+/// Privacy section).
+fn release_counts(
+    ws: &Workspace,
+    run: &Completed,
+    nets: &[crate::nn::Net],
+    sigma: f64,
+) -> Result<Vec<f64>, Error> {
+    let rec = run.record();
+    let k = rec.classes.len();
+    let stored = crate::dataset::open(ws, &rec.dataset)?;
+    let test = stored.load(Split::Test)?.to_float();
+    let d = test.shape.len();
+    let mut sums = vec![0f64; 2 + 2 * k];
+    for start in (0..test.len()).step_by(512) {
+        crate::progress::check().map_err(wrap)?;
+        let end = (start + 512).min(test.len());
+        let f = crate::eval::correct_fractions(
+            nets,
+            &test.data[start * d..end * d],
+            &test.labels[start..end],
+        )
+        .map_err(wrap)?;
+        for (i, fi) in f.iter().enumerate() {
+            let c = test.labels[start + i] as usize;
+            if c >= k {
+                continue;
+            }
+            let fi = f64::from(fi.clamp(0.0, 1.0));
+            sums[0] += fi;
+            sums[1] += 1.0;
+            sums[2 + c] += fi;
+            sums[2 + k + c] += 1.0;
+        }
+    }
+    Ok(crate::dp::exact::gaussian_release(
+        &sums,
+        UTILITY_SENSITIVITY,
+        sigma,
+    )?)
+}
+
+fn compression(
+    syn: &Score,
+    syn_n: usize,
+    full: Option<&(Score, usize)>,
+    stored: &crate::dataset::Stored,
+) -> Option<serde_json::Value> {
+    let full_n = stored.meta.train_count;
+    if syn_n >= full_n {
+        return None;
+    }
+    let full_bytes = (full_n * stored.meta.shape.len()) as u64;
+    let syn_bytes = (syn_n * stored.meta.shape.len() * 4) as u64;
+    let mut v = json!({
+        "synthetic_images": syn_n,
+        "synthetic_bytes_f32": syn_bytes,
+        "full_images": full_n,
+        "full_bytes": full_bytes,
+        "full_bytes_note": "training split as stored (8-bit pixels)",
+        "images_ratio": syn_n as f64 / full_n.max(1) as f64,
+        "synthetic_train_seconds_per_model": syn.train_seconds,
+    });
+    if let Some((fs, n)) = full {
+        let per_step = fs.train_seconds / fs.steps.max(1) as f64;
+        let epoch = per_step * n.div_ceil(256) as f64;
+        v["full_train_seconds_capped"] = fs.train_seconds.into();
+        v["full_train_seconds_per_epoch_estimated"] = epoch.into();
+        v["accuracy_ratio"] = (syn.accuracy / fs.accuracy.max(1e-12)).into();
+    }
+    Some(v)
+}
+
+/// Read the internal `eval.json` of a run, if it has one.
+///
+/// # Errors
+/// `run-invalid`, I/O.
+pub fn read_eval(run: &Completed) -> Result<Option<EvalRecord>, Error> {
+    let p = run.dir().join("eval.json");
+    match std::fs::read(&p) {
+        Ok(b) => serde_json::from_slice(&b)
+            .map(Some)
+            .map_err(|e| Error::Invalid {
+                path: p,
+                why: format!("not the eval.json format: {e}"),
+            }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(crate::error::IoError::new("reading", &p, e).into()),
+    }
+}
+
+/// The model `--model`/`--width` name.
+pub fn model_of(name: &str, width: usize) -> Model {
+    match name {
+        "mlp" => Model::Mlp { hidden: width },
+        _ => Model::ConvNet { width },
+    }
+}

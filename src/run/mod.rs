@@ -1,0 +1,181 @@
+//! The run lifecycle, as types: the library — not the command line — owns how a run spends
+//! budget and what it may read.
+//!
+//! ```text
+//! plan(ws, request) ─▶ Planned ──reserve(session)──▶ Reserved ──distill(sink)──▶ Completed
+//!   public metadata,      policy decided,              ledger charged,               │
+//!   ledger and policy     nothing written              intent logged,         Cancelled / Failed
+//!   read, nothing spent                                run.json "running"     (still charged)
+//! ```
+//!
+//! # Guarantees
+//! - **Charge before read.** Only [`Reserved`] opens the training split, and a `Reserved` exists
+//!   only after the ledger durably charged the plan's events (fail closed, refused with exit 3
+//!   over the cap) and the audit log holds the intent.
+//! - **Spend what was charged.** The mechanism's allowance is built from the reserved events;
+//!   a release the reservation does not cover is refused before it reads anything.
+//! - **Publish only what was charged.** [`Completed::open`] is the only way to a finished run
+//!   for `eval` and the package builder; it checks the run's status and that the ledger holds
+//!   its charge with the same events as its record.
+//! - **Every end is recorded.** A run that stops after its reservation (error, Ctrl-C) is
+//!   marked `failed` or `cancelled` and stays charged; one whose process died is found
+//!   `running` and marked `crashed` by a later command.
+//! - **One record schema.** [`record::RunRecord`] is the only reader of `run.json`.
+
+pub mod dir;
+pub mod evaluation;
+pub mod record;
+
+mod lifecycle;
+
+pub use lifecycle::{plan, Completed, Planned, Reserved};
+pub use record::{PolicyRef, Privacy, RunRecord, Status, RUN_VERSION};
+
+use std::path::PathBuf;
+
+use crate::error::{Class, Coded, IoError};
+
+/// Errors of the run lifecycle.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// No run with this id in the workspace.
+    #[error("no run named {run:?} in the workspace (looked for {path})")]
+    NotFound {
+        /// The run id given.
+        run: String,
+        /// Where it was looked for.
+        path: PathBuf,
+    },
+    /// `run.json` is not in the agreed format.
+    #[error("{path}: {why}")]
+    Invalid {
+        /// The file at fault.
+        path: PathBuf,
+        /// What is wrong.
+        why: String,
+    },
+    /// The run did not complete, so it has nothing to evaluate or publish.
+    #[error(
+        "run {run:?} has status {status:?}; only a completed run can be evaluated or packaged"
+    )]
+    Incomplete {
+        /// The run id.
+        run: String,
+        /// Its status.
+        status: String,
+    },
+    /// The ledger holds no charge for the run (or a different one): no ledger event backs its
+    /// privacy claim.
+    #[error(
+        "run {run:?} is not charged to its dataset's privacy ledger ({why}); refusing to use it"
+    )]
+    NotCharged {
+        /// The run id.
+        run: String,
+        /// What is missing or differs.
+        why: String,
+    },
+    /// The synthetic set does not fit the dataset the run names.
+    #[error("run {run:?}: the synthetic set does not match dataset {dataset:?}: {why}")]
+    Mismatch {
+        /// The run.
+        run: String,
+        /// The dataset.
+        dataset: String,
+        /// What differs.
+        why: String,
+    },
+    /// The policy refused the run.
+    #[error(transparent)]
+    Policy(#[from] crate::policy::Error),
+    /// The ledger refused or failed.
+    #[error(transparent)]
+    Ledger(#[from] crate::ledger::Error),
+    /// The dataset cannot be read.
+    #[error(transparent)]
+    Dataset(#[from] crate::dataset::Error),
+    /// Planning or distilling failed.
+    #[error(transparent)]
+    Distill(#[from] crate::distill::Error),
+    /// Evaluation failed.
+    #[error(transparent)]
+    Eval(#[from] crate::eval::Error),
+    /// The audit log cannot be written (the action is refused).
+    #[error(transparent)]
+    Audit(#[from] crate::audit::Error),
+    /// The privacy engine refused (allowance, accounting).
+    #[error(transparent)]
+    Dp(#[from] crate::dp::Error),
+    /// A file-system error.
+    #[error(transparent)]
+    Io(#[from] IoError),
+    /// The run was cancelled (Ctrl-C); it stays charged.
+    #[error("run {run} cancelled by the user")]
+    Cancelled {
+        /// The run id.
+        run: String,
+    },
+}
+
+impl Error {
+    /// Stable codes of this module.
+    pub const CODES: &'static [&'static str] = &[
+        "run-not-found",
+        "run-invalid",
+        "run-incomplete",
+        "run-not-charged",
+        "run-mismatch",
+        "run-cancelled",
+    ];
+
+    fn inner(&self) -> Option<&dyn Coded> {
+        Some(match self {
+            Error::Policy(e) => e,
+            Error::Ledger(e) => e,
+            Error::Dataset(e) => e,
+            Error::Distill(e) => e,
+            Error::Eval(e) => e,
+            Error::Audit(e) => e,
+            Error::Dp(e) => e,
+            Error::Io(e) => e,
+            _ => return None,
+        })
+    }
+}
+
+impl Coded for Error {
+    fn code(&self) -> &'static str {
+        match self {
+            Error::NotFound { .. } => "run-not-found",
+            Error::Invalid { .. } => "run-invalid",
+            Error::Incomplete { .. } => "run-incomplete",
+            Error::NotCharged { .. } => "run-not-charged",
+            Error::Mismatch { .. } => "run-mismatch",
+            Error::Cancelled { .. } => "run-cancelled",
+            _ => self.inner().map_or("run-error", |e| e.code()),
+        }
+    }
+    fn hint(&self) -> Option<String> {
+        match self {
+            Error::NotFound { .. } => Some("list the workspace's runs with `retort runs list`".into()),
+            Error::Invalid { .. } => Some("the run record was changed outside Retort; restore runs/<id>/ from backup".into()),
+            Error::Incomplete { .. } => Some("only a run that `retort distill` completed can be evaluated or packaged; start a new run".into()),
+            Error::NotCharged { .. } => Some("the ledger and the run disagree: run `retort audit verify` and `retort budget`, and report it to your compliance officer".into()),
+            Error::Mismatch { .. } => Some("the run directory was modified or belongs to another dataset; re-run `retort distill`".into()),
+            Error::Cancelled { .. } => Some("the run stays charged to the budget; see `retort budget`".into()),
+            _ => self.inner().and_then(|e| e.hint()),
+        }
+    }
+    fn class(&self) -> Class {
+        match self {
+            Error::NotCharged { .. } => Class::Refused,
+            Error::NotFound { .. }
+            | Error::Invalid { .. }
+            | Error::Incomplete { .. }
+            | Error::Mismatch { .. }
+            | Error::Cancelled { .. } => Class::Input,
+            _ => self.inner().map_or(Class::Input, |e| e.class()),
+        }
+    }
+}
