@@ -9,6 +9,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::dataset::{Images, NewDataset, Shape, SplitInfo};
+use crate::error::IoError;
 
 /// Class names of the demo set.
 pub const CLASSES: [&str; 4] = ["disc", "ring", "cross", "twin"];
@@ -50,7 +51,7 @@ pub fn generate(train_per_class: usize, test_per_class: usize) -> NewDataset {
 ///
 /// # Errors
 /// I/O errors, with the path.
-pub fn write_png_folder(ds: &NewDataset, root: &std::path::Path) -> crate::Result<()> {
+pub fn write_png_folder(ds: &NewDataset, root: &std::path::Path) -> Result<(), IoError> {
     let mut n = 0usize;
     for set in [&ds.train, &ds.test] {
         for i in 0..set.len() {
@@ -65,7 +66,7 @@ pub fn write_png_folder(ds: &NewDataset, root: &std::path::Path) -> crate::Resul
                 &mut std::io::Cursor::new(&mut bytes),
                 image::ImageFormat::Png,
             )
-            .map_err(|e| crate::error::IoError::new("encoding", &path, std::io::Error::other(e)))?;
+            .map_err(|e| IoError::new("encoding", &path, std::io::Error::other(e)))?;
             crate::workspace::atomic_write(&path, &bytes)?;
             n += 1;
         }

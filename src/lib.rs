@@ -37,7 +37,7 @@ pub mod run;
 pub mod serve;
 pub mod workspace;
 
-pub use error::{Error, Result};
+pub use cli::error::{Error, Result};
 
 /// Retort's version (from Cargo.toml).
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

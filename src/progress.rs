@@ -3,6 +3,8 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use crate::error::Coded;
+
 /// A progress event.
 #[derive(Debug, Clone, Copy)]
 #[non_exhaustive]
@@ -40,14 +42,34 @@ pub fn is_cancelled() -> bool {
     CANCELLED.load(Ordering::SeqCst)
 }
 
-/// `Err(Error::Cancelled)` once cancellation was requested.
+/// `Err(Cancelled)` once cancellation was requested.
 ///
 /// # Errors
 /// `cancelled`.
-pub fn check() -> crate::Result<()> {
+pub fn check() -> Result<(), Cancelled> {
     if is_cancelled() {
-        Err(crate::Error::Cancelled)
+        Err(Cancelled)
     } else {
         Ok(())
+    }
+}
+
+/// The work stopped because cancellation was requested (Ctrl-C). Module errors wrap it (or map
+/// it to their own `…-cancelled` code) and the top-level error reports it as `cancelled`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("cancelled by the user")]
+pub struct Cancelled;
+
+impl Cancelled {
+    /// Stable codes of this type.
+    pub const CODES: &'static [&'static str] = &["cancelled"];
+}
+
+impl Coded for Cancelled {
+    fn code(&self) -> &'static str {
+        "cancelled"
+    }
+    fn hint(&self) -> Option<String> {
+        Some("nothing was stored; run the command again to finish it".into())
     }
 }

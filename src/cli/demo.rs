@@ -118,7 +118,7 @@ fn pipeline(
     // 2. The embedded phantom images, written as a PNG folder and ingested like real data.
     let data = crate::demo::generate(args.train_per_class, args.test_per_class);
     let src = std::env::temp_dir().join(crate::workspace::new_id("retort-demo-png"));
-    let written = crate::demo::write_png_folder(&data, &src);
+    let written = crate::demo::write_png_folder(&data, &src).map_err(crate::Error::from);
     let ingest = written.and_then(|()| {
         stage(
             ctx,

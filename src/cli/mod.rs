@@ -19,6 +19,7 @@ pub mod budget;
 pub mod datasets;
 pub mod demo;
 pub mod distill;
+pub mod error;
 pub mod eval;
 pub mod ingest;
 pub mod init;

@@ -3,10 +3,10 @@
 
 use crate::dataset::{Images, NewDataset, Shape, SplitInfo};
 
-use super::{Collected, Error, Format, Options, Outcome, Part, DEFAULT_TEST_FRACTION};
+use super::{Collected, Error, Format, Options, Outcome, Part, Result, DEFAULT_TEST_FRACTION};
 
 /// Check classes, settle the shape, normalise every image and split.
-pub(super) fn assemble(col: Collected, format: Format, opts: &Options) -> crate::Result<Outcome> {
+pub(super) fn assemble(col: Collected, format: Format, opts: &Options) -> Result<Outcome> {
     let Collected {
         items,
         classes,
@@ -20,8 +20,7 @@ pub(super) fn assemble(col: Collected, format: Format, opts: &Options) -> crate:
         return Err(Error::NoImages {
             path: root,
             skipped: skipped.len(),
-        }
-        .into());
+        });
     }
     let k = classes.len();
     let mut counts = vec![0usize; k];
@@ -32,15 +31,13 @@ pub(super) fn assemble(col: Collected, format: Format, opts: &Options) -> crate:
         return Err(Error::EmptyClass {
             path: root,
             class: classes[empty].clone(),
-        }
-        .into());
+        });
     }
     if k < 2 {
         return Err(Error::OneClass {
             path: root,
             class: classes.first().cloned().unwrap_or_default(),
-        }
-        .into());
+        });
     }
     // Channels.
     let first = &items[0];
@@ -53,8 +50,7 @@ pub(super) fn assemble(col: Collected, format: Format, opts: &Options) -> crate:
                     first_channels: first.raw.c,
                     other: o.path.clone(),
                     other_channels: o.raw.c,
-                }
-                .into());
+                });
             }
             first.raw.c
         }
@@ -82,8 +78,7 @@ pub(super) fn assemble(col: Collected, format: Format, opts: &Options) -> crate:
                     first_size: (first.raw.h, first.raw.w),
                     other: o.path.clone(),
                     other_size: (o.raw.h, o.raw.w),
-                }
-                .into());
+                });
             }
             (first.raw.h, first.raw.w)
         }
@@ -106,8 +101,7 @@ pub(super) fn assemble(col: Collected, format: Format, opts: &Options) -> crate:
                 "--test-fraction: {} carries an official train/test split, which is kept",
                 root.display()
             ),
-        }
-        .into());
+        });
     }
     let mut all = Images::new(shape);
     all.pixels.reserve(items.len() * shape.len());
@@ -146,8 +140,7 @@ pub(super) fn assemble(col: Collected, format: Format, opts: &Options) -> crate:
         return Err(Error::EmptyClass {
             path: root,
             class: format!("{} (in the training split)", classes[cls]),
-        }
-        .into());
+        });
     }
     if !skipped.is_empty() {
         notes.push(format!("{} file(s) skipped as invalid", skipped.len()));

@@ -24,7 +24,7 @@ use super::deid::{DecodeView, Inventory};
 use super::error::Refusal;
 use super::images::class_folders;
 use super::pixels::{min_max, palette, samples, voi};
-use super::{guarded, has_ext, list_dir, Collected, Error, Item, Options, Part, Raw};
+use super::{guarded, has_ext, list_dir, Collected, Error, Item, Options, Part, Raw, Result};
 use crate::progress::{Event, Sink};
 
 /// Transfer syntaxes decoded by this build (uncompressed, deflate, JPEG baseline/lossless,
@@ -390,7 +390,7 @@ fn labels_csv(csv: &Path, root: &Path) -> Result<Vec<(PathBuf, String)>, Error> 
 }
 
 /// Read a DICOM source.
-pub(crate) fn read(src: &Path, opts: &Options, progress: Sink<'_>) -> crate::Result<Collected> {
+pub(crate) fn read(src: &Path, opts: &Options, progress: Sink<'_>) -> Result<Collected> {
     let files: Vec<(PathBuf, String)> = match &opts.labels {
         Some(csv) => labels_csv(csv, src)?,
         None => {
@@ -398,8 +398,7 @@ pub(crate) fn read(src: &Path, opts: &Options, progress: Sink<'_>) -> crate::Res
                 return Err(Error::NoImages {
                     path: src.into(),
                     skipped: 0,
-                }
-                .into());
+                });
             }
             let folders = class_folders(src, &is_dicom_name)?;
             if folders.iter().all(|f| f.1.is_empty()) && !list_dir(src)?.iter().any(|p| p.is_file())
@@ -407,8 +406,7 @@ pub(crate) fn read(src: &Path, opts: &Options, progress: Sink<'_>) -> crate::Res
                 return Err(Error::NoImages {
                     path: src.into(),
                     skipped: 0,
-                }
-                .into());
+                });
             }
             folders
                 .into_iter()

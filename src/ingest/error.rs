@@ -219,6 +219,9 @@ pub enum Error {
         /// What is wrong.
         what: String,
     },
+    /// Reading was cancelled (Ctrl-C); nothing was stored.
+    #[error(transparent)]
+    Cancelled(#[from] crate::progress::Cancelled),
     /// Anything else.
     #[error("{0}")]
     Other(String),
@@ -287,6 +290,7 @@ impl Error {
             Error::Labels { .. } => "ingest-labels-invalid",
             Error::ClassNames { .. } => "ingest-class-names",
             Error::Parquet { .. } => "ingest-parquet-invalid",
+            Error::Cancelled(c) => c.code(),
             Error::Other(_) => "ingest-error",
         }
     }
@@ -309,7 +313,7 @@ impl Error {
             | Error::Parquet { path, .. } => Some(path),
             Error::IdxCountMismatch { images, .. } => Some(images),
             Error::MixedChannels { other, .. } | Error::MixedSizes { other, .. } => Some(other),
-            Error::BadOption { .. } | Error::Other(_) => None,
+            Error::BadOption { .. } | Error::Cancelled(_) | Error::Other(_) => None,
         }
     }
 
@@ -356,6 +360,7 @@ impl Error {
             Error::ClassNames { given, needed, .. } => {
                 format!("{given} class names given, {needed} needed")
             }
+            Error::Cancelled(c) => c.to_string(),
             Error::Other(s) => s.clone(),
         }
     }
@@ -384,6 +389,7 @@ impl Coded for Error {
             Error::Labels { .. } => "the labels CSV has one `file,class` line per image (a header line `file,label` is allowed); file names are relative to SRC".into(),
             Error::ClassNames { .. } => "give one name per label with --class-names (comma-separated, in label order)".into(),
             Error::Parquet { .. } => "the table needs a label column (integer or string, named `label`) and an image column (`image`: PNG/JPEG bytes, or a fixed-size list of floats in [0,1] or u8 with `retort.shape` = \"C,H,W\" metadata)".into(),
+            Error::Cancelled(c) => return c.hint(),
             Error::Other(_) => return None,
         })
     }

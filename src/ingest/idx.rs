@@ -236,13 +236,12 @@ fn pairs(dir: &Path) -> Result<Vec<(String, PathBuf, PathBuf)>> {
 }
 
 /// Read an IDX folder.
-pub(crate) fn read(src: &Path, opts: &Options, progress: Sink<'_>) -> crate::Result<Collected> {
+pub(crate) fn read(src: &Path, opts: &Options, progress: Sink<'_>) -> Result<Collected> {
     if src.is_file() {
         return Err(Error::IdxPairs {
             path: src.into(),
             what: "is a single file; IDX ingest reads a folder of images/labels pairs".into(),
-        }
-        .into());
+        });
     }
     let sets = pairs(src)?;
     let part_of = |key: &str| -> Result<Part> {
@@ -264,8 +263,7 @@ pub(crate) fn read(src: &Path, opts: &Options, progress: Sink<'_>) -> crate::Res
         return Err(Error::IdxPairs {
             path: src.into(),
             what: format!("{} sets found; expected `train` and `t10k`", sets.len()),
-        }
-        .into());
+        });
     }
     let mut col = Collected::new(src);
     let mut max_label = 0u32;
@@ -280,8 +278,7 @@ pub(crate) fn read(src: &Path, opts: &Options, progress: Sink<'_>) -> crate::Res
                 labels: lpath.clone(),
                 images_count: imgs.n,
                 labels_count: labels.len(),
-            }
-            .into());
+            });
         }
         match &shape {
             Some((first, s)) if *s != (imgs.c, imgs.h, imgs.w) => {
@@ -290,8 +287,7 @@ pub(crate) fn read(src: &Path, opts: &Options, progress: Sink<'_>) -> crate::Res
                     first_size: (s.1, s.2),
                     other: ipath.clone(),
                     other_size: (imgs.h, imgs.w),
-                }
-                .into())
+                })
             }
             Some(_) => {}
             None => shape = Some((ipath.clone(), (imgs.c, imgs.h, imgs.w))),

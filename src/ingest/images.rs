@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 
 use super::{
-    guarded, has_ext, list_dir, Collected, Error, Item, Options, Part, Raw, IMAGE_EXTENSIONS,
+    guarded, has_ext, list_dir, Collected, Error, Item, Options, Part, Raw, Result,
+    IMAGE_EXTENSIONS,
 };
 use crate::progress::{Event, Sink};
 
@@ -71,13 +72,12 @@ pub(crate) fn class_folders(
 }
 
 /// Read an image folder.
-pub(crate) fn read(src: &Path, opts: &Options, progress: Sink<'_>) -> crate::Result<Collected> {
+pub(crate) fn read(src: &Path, opts: &Options, progress: Sink<'_>) -> Result<Collected> {
     if !src.is_dir() {
         return Err(Error::NoImages {
             path: src.into(),
             skipped: 0,
-        }
-        .into());
+        });
     }
     let folders = class_folders(src, &|p| has_ext(p, &IMAGE_EXTENSIONS))?;
     let mut col = Collected::new(src);

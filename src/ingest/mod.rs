@@ -388,33 +388,30 @@ impl Collected {
 ///
 /// # Panics
 /// Never.
-pub fn read(src: &Path, opts: &Options, progress: Sink<'_>) -> crate::Result<Outcome> {
+pub fn read(src: &Path, opts: &Options, progress: Sink<'_>) -> Result<Outcome> {
     if let Some(c) = opts.channels {
         if c != 1 && c != 3 {
             return Err(Error::BadOption {
                 what: format!("--channels {c}: only 1 and 3 are supported"),
-            }
-            .into());
+            });
         }
     }
     if let Some(f) = opts.test_fraction {
         if !(f > 0.0 && f < 1.0) {
             return Err(Error::BadOption {
                 what: format!("--test-fraction {f}: it must be between 0 and 1 (exclusive)"),
-            }
-            .into());
+            });
         }
     }
     if let Some((h, w)) = opts.size {
         if h == 0 || w == 0 || h > 4096 || w > 4096 {
             return Err(Error::BadOption {
                 what: format!("--size {h}x{w}: height and width must be 1 to 4096"),
-            }
-            .into());
+            });
         }
     }
     if !src.exists() {
-        return Err(Error::SourceMissing { path: src.into() }.into());
+        return Err(Error::SourceMissing { path: src.into() });
     }
     let format = match opts.format {
         Some(f) => f,

@@ -13,7 +13,7 @@ use arrow_array::{Array, ArrayRef, RecordBatch};
 use arrow_schema::DataType;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
-use super::{images::decode_bytes, Collected, Error, Item, Options, Part, Raw};
+use super::{images::decode_bytes, Collected, Error, Item, Options, Part, Raw, Result};
 use crate::dataset::{parse_shape, string_values, unit_to_u8, Shape, CLASSES_KEY, SHAPE_KEY};
 use crate::progress::{Event, Sink};
 
@@ -118,7 +118,7 @@ pub(crate) fn read_bytes(
     data: bytes::Bytes,
     opts: &Options,
     progress: Sink<'_>,
-) -> crate::Result<Collected> {
+) -> Result<Collected> {
     let builder = ParquetRecordBatchReaderBuilder::try_new(data)
         .map_err(|e| bad(path, format!("not a readable Parquet file: {e}")))?;
     let meta = builder.schema().metadata().clone();
@@ -141,8 +141,7 @@ pub(crate) fn read_bytes(
             return Err(bad(
                 path,
                 format!("no `{col}` column (columns: {})", have.join(", ")),
-            )
-            .into());
+            ));
         }
     }
     let total = builder.metadata().file_metadata().num_rows().max(0) as u64;
@@ -199,8 +198,7 @@ pub(crate) fn read_bytes(
                                 return Err(bad(
                                     path,
                                     format!("row {at}: label {l} is named both {prev:?} and {n:?}"),
-                                )
-                                .into());
+                                ));
                             }
                         }
                     }
@@ -225,7 +223,7 @@ pub(crate) fn read_bytes(
         for (_, k) in &raw_labels {
             if let LabelKey::Int(l) = k {
                 if *l < 0 || *l > 65535 {
-                    return Err(bad(path, format!("label {l} is out of range (0 to 65535)")).into());
+                    return Err(bad(path, format!("label {l} is out of range (0 to 65535)")));
                 }
                 max = max.max(*l);
             }
@@ -274,7 +272,7 @@ enum LabelKey {
 }
 
 /// Read a Parquet file.
-pub(crate) fn read(src: &Path, opts: &Options, progress: Sink<'_>) -> crate::Result<Collected> {
+pub(crate) fn read(src: &Path, opts: &Options, progress: Sink<'_>) -> Result<Collected> {
     let file = if src.is_dir() {
         let tables: Vec<_> = super::list_dir(src)?
             .into_iter()
@@ -289,8 +287,7 @@ pub(crate) fn read(src: &Path, opts: &Options, progress: Sink<'_>) -> crate::Res
                         "holds {} .parquet files; give the one to ingest as SRC",
                         tables.len()
                     ),
-                )
-                .into())
+                ))
             }
         }
     } else {
@@ -300,7 +297,7 @@ pub(crate) fn read(src: &Path, opts: &Options, progress: Sink<'_>) -> crate::Res
         .map_err(|e| Error::io(&file, e))?
         .len();
     if len > MAX_BYTES {
-        return Err(bad(&file, "larger than 8 GiB").into());
+        return Err(bad(&file, "larger than 8 GiB"));
     }
     let data = std::fs::read(&file).map_err(|e| Error::io(&file, e))?;
     read_bytes(&file, bytes::Bytes::from(data), opts, progress)

@@ -53,8 +53,8 @@ impl TrustedKey {
     /// allowed).
     ///
     /// # Errors
-    /// I/O errors reading the file; `key-malformed` when neither form fits.
-    pub fn from_arg(arg: &str) -> crate::Result<TrustedKey> {
+    /// `key-io` reading the file; `key-malformed` when neither form fits.
+    pub fn from_arg(arg: &str) -> crate::keys::Result<TrustedKey> {
         let p = Path::new(arg);
         if p.is_file() {
             let md = std::fs::metadata(p).map_err(|e| IoError::new("reading", p, e))?;
@@ -62,8 +62,7 @@ impl TrustedKey {
                 return Err(crate::keys::Error::Malformed {
                     what: arg.into(),
                     why: "a public key file is under 1 KiB; this one is far larger".into(),
-                }
-                .into());
+                });
             }
             let text = std::fs::read_to_string(p).map_err(|e| IoError::new("reading", p, e))?;
             return Ok(TrustedKey::Key(PublicKey::parse(&text, arg)?));
@@ -82,8 +81,7 @@ impl TrustedKey {
         Err(crate::keys::Error::Malformed {
             what: arg.into(),
             why: "not a key file, and not a SHA-256 fingerprint (64 hex digits)".into(),
-        }
-        .into())
+        })
     }
 }
 

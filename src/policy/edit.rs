@@ -162,7 +162,7 @@ pub fn add_partner_to_workspace(
     ws: &crate::workspace::Workspace,
     actor: &str,
     partner: &NewPartner,
-) -> crate::Result<PolicyChange> {
+) -> super::Result<PolicyChange> {
     use crate::audit::{AuditLog, NewRecord, Outcome};
     let path = ws.policy_path();
     let old_bytes = std::fs::read(&path)
@@ -189,7 +189,7 @@ pub fn add_partner_to_workspace(
         NewRecord::new(actor, "policy.change", new_policy.name(), Outcome::Intent)
             .details(details.clone()),
     )?;
-    crate::workspace::atomic_write(&path, new_text.as_bytes())?;
+    crate::workspace::atomic_write(&path, new_text.as_bytes()).map_err(Error::Write)?;
     log.append(
         NewRecord::new(actor, "policy.change", new_policy.name(), Outcome::Ok).details(details),
     )?;

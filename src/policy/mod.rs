@@ -173,6 +173,13 @@ pub enum Error {
         /// What is wrong.
         why: String,
     },
+    /// The policy file could not be written (`add-partner`).
+    #[error("cannot write policy file: {0}")]
+    Write(#[source] IoError),
+    /// The audit log could not take the record of a policy change; the file was not changed
+    /// (code and hint of the audit error).
+    #[error(transparent)]
+    Audit(#[from] crate::audit::Error),
     /// `policy check --deny-warnings` found warnings.
     #[error("{path}: {count} warning(s) and --deny-warnings was given", path = path.display())]
     Warnings {
@@ -191,7 +198,8 @@ fn in_table(table: &Option<String>) -> String {
 }
 
 impl Error {
-    /// Stable codes of this module: errors first, then every refusal code.
+    /// Stable codes of this module: errors first, then every refusal code. The wrapped audit
+    /// error keeps the audit module's codes.
     pub const CODES: &'static [&'static str] = &[
         "policy-unreadable",
         "policy-syntax",
@@ -204,6 +212,7 @@ impl Error {
         "policy-cert-invalid",
         "policy-signing-key-invalid",
         "policy-warnings",
+        "policy-write-failed",
         // refusals (Refusal::CODES)
         "policy-method-not-allowed",
         "policy-ipc-too-large",
@@ -242,12 +251,15 @@ impl Coded for Error {
             Error::BadCert { .. } => "policy-cert-invalid",
             Error::BadSigningKey { .. } => "policy-signing-key-invalid",
             Error::Warnings { .. } => "policy-warnings",
+            Error::Write(_) => "policy-write-failed",
+            Error::Audit(e) => e.code(),
         }
     }
 
     fn hint(&self) -> Option<String> {
         Some(match self {
-            Error::Read(e) => return e.hint(),
+            Error::Read(e) | Error::Write(e) => return e.hint(),
+            Error::Audit(e) => return e.hint(),
             Error::Syntax { at, .. } => format!(
                 "fix the TOML syntax at line {} (quote strings, one `key = value` per line, tables as [name]); then run `retort policy check {}`",
                 at.line,
@@ -299,6 +311,7 @@ impl Coded for Error {
     fn class(&self) -> Class {
         match self {
             Error::Refused(_) => Class::Refused,
+            Error::Audit(e) => e.class(),
             _ => Class::Input,
         }
     }

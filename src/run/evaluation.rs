@@ -563,7 +563,7 @@ fn release_counts(
     let d = test.shape.len();
     let mut sums = vec![0f64; 2 + 2 * k];
     for start in (0..test.len()).step_by(512) {
-        crate::progress::check().map_err(wrap)?;
+        crate::progress::check().map_err(|_| Error::Cancelled { run: "eval".into() })?;
         let end = (start + 512).min(test.len());
         let f = crate::eval::correct_fractions(
             nets,

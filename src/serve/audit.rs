@@ -109,15 +109,14 @@ impl Auditor {
     ///
     /// # Errors
     /// The last append error.
-    pub(crate) fn close(&self) -> crate::Result<()> {
+    pub(crate) fn close(&self) -> super::Result<()> {
         drop(self.tx.lock().unwrap_or_else(|p| p.into_inner()).take());
         let handle = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
         match handle.map(|h| h.join()) {
             Some(Ok(r)) => r.map_err(Into::into),
             Some(Err(_)) => Err(super::Error::Startup {
                 why: "the audit thread panicked".into(),
-            }
-            .into()),
+            }),
             None => Ok(()),
         }
     }

@@ -138,11 +138,25 @@ pub enum Error {
         /// What failed.
         why: String,
     },
+    /// The workspace cannot be opened (code and hint of the workspace error).
+    #[error(transparent)]
+    Workspace(#[from] crate::workspace::Error),
+    /// The policy in force cannot be read or does not validate (code and hint of the policy
+    /// error).
+    #[error(transparent)]
+    Policy(#[from] crate::policy::Error),
+    /// The audit log cannot be written (code and hint of the audit error).
+    #[error(transparent)]
+    Audit(#[from] crate::audit::Error),
 }
+
+/// Result of this module.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     /// Stable codes of this module, including the per-request reason codes the server writes
-    /// into audit records.
+    /// into audit records. The wrapped workspace, policy and audit errors keep their own
+    /// modules' codes.
     pub const CODES: &'static [&'static str] = &[
         "serve-file-unreadable",
         "serve-cert-invalid",
@@ -176,6 +190,9 @@ impl Coded for Error {
             Error::Bind { .. } => "serve-bind-failed",
             Error::BadOption { .. } => "serve-option-invalid",
             Error::Startup { .. } => "serve-startup-failed",
+            Error::Workspace(e) => e.code(),
+            Error::Policy(e) => e.code(),
+            Error::Audit(e) => e.code(),
         }
     }
     fn hint(&self) -> Option<String> {
@@ -192,11 +209,17 @@ impl Coded for Error {
             Error::Bind { .. } => "choose a free address with --listen (ports below 1024 need privileges; see the systemd unit in examples/)".into(),
             Error::BadOption { .. } => "see `retort serve --help`".into(),
             Error::Startup { .. } => "check the host's limits (open files, threads) and try again".into(),
+            Error::Workspace(e) => return e.hint(),
+            Error::Policy(e) => return e.hint(),
+            Error::Audit(e) => return e.hint(),
         })
     }
     fn class(&self) -> Class {
         match self {
             Error::BadOption { .. } => Class::Usage,
+            Error::Workspace(e) => e.class(),
+            Error::Policy(e) => e.class(),
+            Error::Audit(e) => e.class(),
             _ => Class::Input,
         }
     }
@@ -398,12 +421,11 @@ impl Server {
     /// `serve-file-unreadable`, `serve-cert-invalid`, `serve-key-invalid`,
     /// `serve-key-mismatch`, `serve-client-ca-invalid`, `serve-no-partners`,
     /// `serve-bind-failed`, `serve-option-invalid`; workspace errors.
-    pub async fn bind(ws: &Workspace, options: Options) -> crate::Result<Server> {
+    pub async fn bind(ws: &Workspace, options: Options) -> Result<Server> {
         if options.max_connections == 0 {
             return Err(Error::BadOption {
                 what: "--max-connections must be at least 1".into(),
-            }
-            .into());
+            });
         }
         let partners = Arc::new(PartnerDirectory::new(ws.root(), options.policy.clone()));
         let names = partners.names()?;
@@ -414,8 +436,7 @@ impl Server {
                     "the policy {}",
                     policy["path"].as_str().unwrap_or("in force")
                 ),
-            }
-            .into());
+            });
         }
         let loaded = tls::server_config(&options, partners.clone())?;
         let listener = TcpListener::bind(options.listen)
@@ -464,10 +485,7 @@ impl Server {
     ///
     /// # Errors
     /// `audit-*` if the final audit records cannot be flushed.
-    pub async fn run(
-        self,
-        shutdown: impl std::future::Future<Output = ()>,
-    ) -> crate::Result<Summary> {
+    pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) -> Result<Summary> {
         let Server {
             listener,
             acceptor,

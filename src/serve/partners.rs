@@ -65,7 +65,7 @@ impl PartnerDirectory {
         }
     }
 
-    fn policy(&self) -> crate::Result<Arc<Loaded>> {
+    fn policy(&self) -> super::Result<Arc<Loaded>> {
         let config = stamp(&self.root.join(CONFIG_FILE));
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((s, loaded)) = cache.as_ref() {
@@ -103,7 +103,7 @@ impl PartnerDirectory {
     ///
     /// # Errors
     /// Workspace and policy errors.
-    pub fn policy_identity(&self) -> crate::Result<serde_json::Value> {
+    pub fn policy_identity(&self) -> super::Result<serde_json::Value> {
         Ok(self.policy()?.identity_json())
     }
 
@@ -111,7 +111,7 @@ impl PartnerDirectory {
     ///
     /// # Errors
     /// Workspace and policy errors (callers refuse the peer).
-    pub fn lookup(&self, sha256_hex: &str) -> crate::Result<Option<PartnerInfo>> {
+    pub fn lookup(&self, sha256_hex: &str) -> super::Result<Option<PartnerInfo>> {
         let loaded = self.policy()?;
         Ok(
             partner_by_cert(&loaded.policy, sha256_hex).map(|p| PartnerInfo {
@@ -126,7 +126,7 @@ impl PartnerDirectory {
     ///
     /// # Errors
     /// Workspace and policy errors.
-    pub fn names(&self) -> crate::Result<Vec<String>> {
+    pub fn names(&self) -> super::Result<Vec<String>> {
         let loaded = self.policy()?;
         let mut v: Vec<String> = loaded
             .policy
