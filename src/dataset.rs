@@ -15,8 +15,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::digest::{hex, sha256_hex};
 use crate::error::{Class, Coded, IoError};
-use crate::workspace::{atomic_write, hex, publish_dir, validate_name, Workspace};
+use crate::workspace::{atomic_write, publish_dir, validate_name, Workspace};
 
 mod sheet;
 mod synthetic;
@@ -396,11 +397,6 @@ pub fn store(ws: &Workspace, name: &str, ds: &NewDataset) -> Result<Stored> {
 
 fn labels_bytes(labels: &[u32]) -> Vec<u8> {
     labels.iter().flat_map(|l| l.to_le_bytes()).collect()
-}
-
-/// SHA-256, lowercase hex.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex(ring::digest::digest(&ring::digest::SHA256, bytes).as_ref())
 }
 
 /// Names of stored datasets, sorted.

@@ -14,8 +14,9 @@ use ring::rand::{SecureRandom, SystemRandom};
 use ring::signature::{Ed25519KeyPair, KeyPair, UnparsedPublicKey, ED25519};
 use zeroize::Zeroizing;
 
+use crate::digest::{hex, sha256_hex, unhex};
 use crate::error::{Class, Coded, IoError};
-use crate::workspace::{atomic_write_mode, hex};
+use crate::workspace::atomic_write_mode;
 
 /// PKCS#8 v1 prefix for an Ed25519 private key (followed by the 32-byte seed).
 pub const PKCS8_V1_PREFIX: [u8; 16] = [
@@ -223,13 +224,12 @@ impl PublicKey {
     }
     /// Lowercase hex SHA-256 of the raw 32-byte key: the fingerprint partners pin.
     pub fn fingerprint(&self) -> String {
-        hex(ring::digest::digest(&ring::digest::SHA256, &self.0).as_ref())
+        sha256_hex(&self.0)
     }
     /// signify/minisign key number: the first 8 bytes of SHA-256 of the raw key.
     pub fn keynum(&self) -> [u8; 8] {
-        let d = ring::digest::digest(&ring::digest::SHA256, &self.0);
         let mut k = [0u8; 8];
-        k.copy_from_slice(&d.as_ref()[..8]);
+        k.copy_from_slice(&crate::digest::sha256(&self.0)[..8]);
         k
     }
     /// A signify public key file (`untrusted comment: …` line + base64("Ed" ‖ keynum ‖ key)),
@@ -284,7 +284,7 @@ impl PublicKey {
                     return Ok(PublicKey(raw));
                 }
             }
-            if let Some(b) = crate::workspace::unhex(line) {
+            if let Some(b) = unhex(line) {
                 if b.len() == 32 {
                     let mut raw = [0u8; 32];
                     raw.copy_from_slice(&b);
@@ -320,7 +320,7 @@ impl HmacSecret {
         let text = Zeroizing::new(
             std::fs::read_to_string(path).map_err(|e| IoError::new("reading secret", path, e))?,
         );
-        let b = crate::workspace::unhex(text.trim())
+        let b = unhex(text.trim())
             .filter(|b| b.len() >= 32)
             .ok_or_else(|| Error::Malformed {
                 what: path.display().to_string(),
@@ -448,10 +448,8 @@ mod tests {
     #[test]
     fn rfc8032_test_vector_1() {
         // RFC 8032 §7.1 TEST 1: empty message.
-        let seed = crate::workspace::unhex(
-            "9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60",
-        )
-        .unwrap();
+        let seed =
+            unhex("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60").unwrap();
         let mut s = [0u8; 32];
         s.copy_from_slice(&seed);
         let k = SigningKey::from_seed(&s).unwrap();

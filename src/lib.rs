@@ -22,6 +22,7 @@ pub mod audit;
 pub mod cli;
 pub mod dataset;
 pub mod demo;
+pub mod digest;
 pub mod distill;
 pub mod dp;
 pub mod error;

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use crate::digest::hex;
 use crate::error::{Class, Coded, IoError};
 
 /// The config file name at the workspace root.
@@ -468,28 +469,6 @@ pub fn validate_name(name: &str) -> Result<()> {
     Ok(())
 }
 
-/// Lowercase hex.
-pub fn hex(bytes: &[u8]) -> String {
-    const H: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(H[(b >> 4) as usize] as char);
-        s.push(H[(b & 15) as usize] as char);
-    }
-    s
-}
-
-/// Decode lowercase or uppercase hex; `None` if malformed.
-pub fn unhex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
-}
-
 /// The current time as RFC 3339 UTC with seconds precision and a `Z`.
 pub fn now_rfc3339() -> String {
     format_rfc3339(time::OffsetDateTime::now_utc())
@@ -586,13 +565,5 @@ mod tests {
         for bad in ["", "-x", "../x", "a/b", "a b", &"x".repeat(65)] {
             assert!(validate_name(bad).is_err(), "{bad:?} accepted");
         }
-    }
-
-    #[test]
-    fn hex_roundtrip() {
-        assert_eq!(hex(&[0, 255, 16]), "00ff10");
-        assert_eq!(unhex("00ff10").unwrap(), vec![0, 255, 16]);
-        assert!(unhex("0g").is_none());
-        assert!(unhex("abc").is_none());
     }
 }

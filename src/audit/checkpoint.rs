@@ -35,9 +35,10 @@ use super::merkle::{Frontier, FrontierState, Hash};
 use super::read::{scan, seg_name, ChainCheck, Finding, Severity};
 use super::record::{line_hash, NewRecord, Outcome};
 use super::{AuditLog, Error, Result};
+use crate::digest::hex;
 use crate::error::IoError;
 use crate::keys::{KeyPaths, PublicKey, SigningKey};
-use crate::workspace::{atomic_write, hex, Workspace};
+use crate::workspace::{atomic_write, Workspace};
 
 /// Sub-directory of `audit/` holding the checkpoints.
 pub const CHECKPOINT_DIR: &str = "checkpoints";

@@ -13,7 +13,7 @@
 use ring::digest::{Context, SHA256};
 use serde::{Deserialize, Serialize};
 
-use crate::workspace::{hex, unhex};
+use crate::digest::{hex, unhex};
 
 /// A SHA-256 value.
 pub type Hash = [u8; 32];

@@ -130,7 +130,7 @@ pub const GENESIS_PREV: &str = "000000000000000000000000000000000000000000000000
 
 /// SHA-256 of a line's bytes (without `\n`), lowercase hex.
 pub fn line_hash(line: &[u8]) -> String {
-    crate::workspace::hex(ring::digest::digest(&ring::digest::SHA256, line).as_ref())
+    crate::digest::sha256_hex(line)
 }
 
 #[cfg(test)]

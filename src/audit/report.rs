@@ -27,7 +27,7 @@ use super::show::{for_each, Filter};
 use super::verify::{self, VerifyReport};
 use super::{Outcome, Result};
 use crate::keys::{KeyPaths, SigningKey};
-use crate::workspace::{hex, Workspace};
+use crate::workspace::Workspace;
 
 /// The built page and its headline figures.
 #[derive(Debug, Clone)]
@@ -249,10 +249,7 @@ fn add_package_index(
         }
         let sums = ws.packages_dir().join(id).join("SHA256SUMS");
         if let Ok(b) = fs::read(&sums) {
-            ex.digest = format!(
-                "sha256:{}",
-                hex(ring::digest::digest(&ring::digest::SHA256, &b).as_ref())
-            );
+            ex.digest = format!("sha256:{}", crate::digest::sha256_hex(&b));
         }
     }
 }

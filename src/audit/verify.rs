@@ -24,9 +24,10 @@ use super::checkpoint::{self, check_signature, key_id, parse_note, SigCheck};
 use super::merkle::{Frontier, Hash};
 use super::read::{scan, seg_name, ChainCheck, Finding, Severity};
 use super::{AuditLog, Result};
+use crate::digest::hex;
 use crate::error::IoError;
 use crate::keys::{KeyPaths, PublicKey, SigningKey};
-use crate::workspace::{hex, Workspace};
+use crate::workspace::Workspace;
 
 /// File name of the audit public key kept next to the checkpoints (so verifiers without read
 /// access to the private key can check signatures; pin it with `--key` for independence).

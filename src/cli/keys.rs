@@ -63,7 +63,7 @@ pub fn run(args: Args, ctx: &mut Ctx) -> Result<Report> {
             ctx.detail("format", format.clone());
             let text = match format.as_str() {
                 "signify" => key.signify_pub(&format!("retort {name} public key {}", &key.fingerprint()[..16])),
-                "hex" => format!("{}\n", crate::workspace::hex(&key.0)),
+                "hex" => format!("{}\n", crate::digest::hex(&key.0)),
                 _ => key.spki_pem(),
             };
             Ok(Report::new(

@@ -350,7 +350,7 @@ fn activate(file: &std::path::Path, ctx: &mut Ctx) -> Result<Report> {
     ctx.set_object(&new.name);
     let bytes = std::fs::read(file)
         .map_err(|e| policy::Error::Read(crate::error::IoError::new("reading", file, e)))?;
-    if crate::dataset::sha256_hex(&bytes) != new.sha256 {
+    if crate::digest::sha256_hex(&bytes) != new.sha256 {
         return Err(super::usage(
             format!("{} changed while it was being checked", file.display()),
             "run the command again once the file is no longer being edited",
@@ -359,7 +359,7 @@ fn activate(file: &std::path::Path, ctx: &mut Ctx) -> Result<Report> {
     let _lock = ws.lock(DEFAULT_LOCK_WAIT)?;
     let path = ws.policy_path();
     let old_sha = match std::fs::read(&path) {
-        Ok(b) => Some(crate::dataset::sha256_hex(&b)),
+        Ok(b) => Some(crate::digest::sha256_hex(&b)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => {
             return Err(policy::Error::Read(crate::error::IoError::new("reading", &path, e)).into())

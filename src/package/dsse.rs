@@ -44,9 +44,9 @@ pub fn pae(payload_type: &[u8], body: &[u8]) -> Vec<u8> {
 pub fn keyid(key: &PublicKey) -> String {
     let doc = format!(
         r#"{{"keytype":"ed25519","keyval":{{"public":"{}"}},"scheme":"ed25519"}}"#,
-        crate::workspace::hex(&key.0)
+        crate::digest::hex(&key.0)
     );
-    super::sha256_hex(doc.as_bytes())
+    crate::digest::sha256_hex(doc.as_bytes())
 }
 
 /// One envelope signature.
@@ -193,7 +193,7 @@ mod tests {
     fn keyid_rfc8032_vector() {
         // RFC 8032 §7.1 TEST 1 public key; keyid computed by securesystemslib 1.x
         // (SSlibKey.from_crypto), recorded in tests/data/keyid.json.
-        let raw = crate::workspace::unhex(
+        let raw = crate::digest::unhex(
             "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a",
         )
         .unwrap();
@@ -216,7 +216,7 @@ mod tests {
         let s = |k: &str| v[k].as_str().unwrap().to_string();
         let sk = SigningKey::from_pkcs8_pem(&s("pkcs8_v1_pem"), "vector").unwrap();
         let pk = sk.public();
-        assert_eq!(crate::workspace::hex(&pk.0), s("public_hex"));
+        assert_eq!(crate::digest::hex(&pk.0), s("public_hex"));
         assert_eq!(
             pk.spki_pem(),
             s("spki_pem"),
@@ -228,8 +228,8 @@ mod tests {
         assert_eq!(line.lines().nth(1).unwrap(), s("signify_pub_line"));
         assert_eq!(PublicKey::parse(&line, "signify").unwrap(), pk);
         // PKCS#8 v2 (what ring writes): seed ‖ 81 21 00 ‖ public key, 83 bytes.
-        let seed = crate::workspace::unhex(&s("seed_hex")).unwrap();
-        let mut v2 = crate::workspace::unhex("3051020101300506032b657004220420").unwrap();
+        let seed = crate::digest::unhex(&s("seed_hex")).unwrap();
+        let mut v2 = crate::digest::unhex("3051020101300506032b657004220420").unwrap();
         v2.extend_from_slice(&seed);
         v2.extend_from_slice(&[0x81, 0x21, 0x00]);
         v2.extend_from_slice(&pk.0);
@@ -257,7 +257,7 @@ mod tests {
             serde_json::from_str(include_str!("../../tests/data/keyid.json")).unwrap();
         let sk = SigningKey::from_pkcs8_pem(k["pkcs8_v1_pem"].as_str().unwrap(), "v").unwrap();
         assert_eq!(
-            crate::workspace::hex(&sk.sign(&got)),
+            crate::digest::hex(&sk.sign(&got)),
             v["ed25519_sig_hex"].as_str().unwrap()
         );
     }

@@ -77,7 +77,7 @@ impl Snapshot {
                         p.clone(),
                         FileEntry {
                             size: b.len() as u64,
-                            sha256: super::sha256_hex(b),
+                            sha256: crate::digest::sha256_hex(b),
                             content: Some(b.clone()),
                         },
                     )
@@ -169,7 +169,7 @@ fn ingest(r: &mut impl Read, size: u64, keep: bool) -> std::io::Result<(String, 
         }
         left -= n as u64;
     }
-    Ok((crate::workspace::hex(ctx.finish().as_ref()), kept))
+    Ok((crate::digest::hex(ctx.finish().as_ref()), kept))
 }
 
 struct Budget<'a> {
@@ -694,7 +694,7 @@ mod tests {
         assert_eq!(s.files["data/a.bin"].content, None);
         assert_eq!(
             s.files["data/a.bin"].sha256,
-            super::super::sha256_hex(b"abc")
+            crate::digest::sha256_hex(b"abc")
         );
         assert_eq!(read_dir(d.path(), &Limits::default()).unwrap(), s);
     }

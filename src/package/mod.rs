@@ -63,11 +63,6 @@ pub const PUB_PEM: &str = "keys/retort.pub.pem";
 /// Relative path of the signify public key.
 pub const PUB_SIGNIFY: &str = "keys/retort.signify.pub";
 
-/// Lowercase hex SHA-256 of `bytes`.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    crate::workspace::hex(ring::digest::digest(&ring::digest::SHA256, bytes).as_ref())
-}
-
 /// Errors while building, publishing or exporting a package.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

@@ -101,9 +101,9 @@ pub fn build_package(inp: &BuildInputs<'_>) -> Result<Built> {
 
     let subjects: BTreeMap<String, String> = files
         .iter()
-        .map(|(p, b)| (p.clone(), super::sha256_hex(b)))
+        .map(|(p, b)| (p.clone(), crate::digest::sha256_hex(b)))
         .collect();
-    let checkpoint_sha = inp.checkpoint.map(super::sha256_hex);
+    let checkpoint_sha = inp.checkpoint.map(crate::digest::sha256_hex);
     let stmt = Statement::for_run(
         inp.run,
         &subjects,
@@ -125,7 +125,7 @@ pub fn build_package(inp: &BuildInputs<'_>) -> Result<Built> {
         &covers,
     )?;
     let env = Envelope::sign(PAYLOAD_TYPE, &stmt.to_bytes(), inp.key).to_line();
-    let envelope_sha256 = super::sha256_hex(env.as_bytes());
+    let envelope_sha256 = crate::digest::sha256_hex(env.as_bytes());
     files.insert(super::PROVENANCE.to_string(), env.into_bytes());
     if let Some(c) = inp.checkpoint {
         files.insert(super::CHECKPOINT.to_string(), c.to_vec());
@@ -133,7 +133,7 @@ pub fn build_package(inp: &BuildInputs<'_>) -> Result<Built> {
 
     let listed: BTreeMap<String, String> = files
         .iter()
-        .map(|(p, b)| (p.clone(), super::sha256_hex(b)))
+        .map(|(p, b)| (p.clone(), crate::digest::sha256_hex(b)))
         .collect();
     let sums_text = sums(&listed);
     let sig = super::verify::signify_embedded(inp.key, SUMS_SIG_COMMENT, sums_text.as_bytes());
@@ -184,7 +184,7 @@ pub fn write_dir(files: &BTreeMap<String, Vec<u8>>, dest: &Path) -> Result<()> {
         .unwrap_or_default();
     let tmp = parent.join(format!(
         ".{name}.tmp-{}",
-        crate::workspace::hex(&crate::keys::random_bytes::<4>())
+        crate::digest::hex(&crate::keys::random_bytes::<4>())
     ));
     let r = (|| -> Result<()> {
         for (rel, bytes) in files {
@@ -291,5 +291,5 @@ pub fn file_sha256(path: &Path) -> std::result::Result<String, IoError> {
         }
         ctx.update(&buf[..n]);
     }
-    Ok(crate::workspace::hex(ctx.finish().as_ref()))
+    Ok(crate::digest::hex(ctx.finish().as_ref()))
 }

@@ -40,9 +40,7 @@ pub fn cert_fingerprint(pem: &str, path: &Path) -> Result<String> {
         Ok(_) => return Err(bad("trailing bytes after the certificate")),
         Err(e) => return Err(bad(&format!("not an X.509 certificate ({e})"))),
     }
-    Ok(crate::workspace::hex(
-        ring::digest::digest(&ring::digest::SHA256, &der).as_ref(),
-    ))
+    Ok(crate::digest::sha256_hex(&der))
 }
 
 /// Return `text` with `partner` appended as a `[[partners]]` entry, after checking that the
@@ -167,13 +165,13 @@ pub fn add_partner_to_workspace(
     let path = ws.policy_path();
     let old_bytes = std::fs::read(&path)
         .map_err(|e| Error::Read(crate::error::IoError::new("reading", &path, e)))?;
-    let old_sha256 = crate::dataset::sha256_hex(&old_bytes);
+    let old_sha256 = crate::digest::sha256_hex(&old_bytes);
     let old_text = String::from_utf8(old_bytes).map_err(|e| Error::Syntax {
         at: super::raw::locate_bytes(e.as_bytes(), e.utf8_error().valid_up_to(), &path),
         message: "the file is not UTF-8 text".into(),
     })?;
     let (new_text, new_policy) = add_partner_text(&old_text, &path, partner)?;
-    let new_sha256 = crate::dataset::sha256_hex(new_text.as_bytes());
+    let new_sha256 = crate::digest::sha256_hex(new_text.as_bytes());
     let details = serde_json::json!({
         "change": "add-partner",
         "partner": partner.name,

@@ -531,8 +531,7 @@ pub fn load_file(path: &Path) -> Result<Loaded> {
 
 fn load_with(path: &Path, env: &CheckEnv) -> Result<Loaded> {
     let bytes = std::fs::read(path).map_err(|e| Error::Read(IoError::new("reading", path, e)))?;
-    let sha256 =
-        crate::workspace::hex(ring::digest::digest(&ring::digest::SHA256, &bytes).as_ref());
+    let sha256 = crate::digest::sha256_hex(&bytes);
     let text = String::from_utf8(bytes).map_err(|e| {
         let at = raw::locate_bytes(e.as_bytes(), e.utf8_error().valid_up_to(), path);
         Error::Syntax {

@@ -597,9 +597,7 @@ fn codes_are_declared() {
 
 fn test_cert() -> (String, String) {
     let ck = rcgen::generate_simple_self_signed(vec!["partner.example".into()]).unwrap();
-    let fp = crate::workspace::hex(
-        ring::digest::digest(&ring::digest::SHA256, ck.cert.der().as_ref()).as_ref(),
-    );
+    let fp = crate::digest::sha256_hex(ck.cert.der().as_ref());
     (ck.cert.pem(), fp)
 }
 
@@ -675,7 +673,7 @@ fn load_file_hashes_bytes() {
     let p = dir.path().join("p.toml");
     std::fs::write(&p, BASE).unwrap();
     let l = load_file(&p).unwrap();
-    assert_eq!(l.sha256, crate::dataset::sha256_hex(BASE.as_bytes()));
+    assert_eq!(l.sha256, crate::digest::sha256_hex(BASE.as_bytes()));
     assert_eq!(l.name, "t");
     assert_eq!(l.identity_json()["sha256"], l.sha256.as_str());
     let e = load_file(&dir.path().join("missing.toml")).unwrap_err();
@@ -765,7 +763,7 @@ proptest! {
         desc in proptest::option::of("[ -~]{0,40}"),
     ) {
         let (_, text) = TEMPLATES[t];
-        let fp = crate::workspace::hex(&fp);
+        let fp = crate::digest::hex(&fp);
         let np = NewPartner {
             name: name.clone(),
             description: desc,
@@ -809,11 +807,11 @@ fn add_partner_to_workspace_is_audited() {
     let ch = add_partner_to_workspace(&ws, "user:test", &np).unwrap();
     assert_eq!(
         ch.old_sha256,
-        crate::dataset::sha256_hex(template("default").unwrap().as_bytes())
+        crate::digest::sha256_hex(template("default").unwrap().as_bytes())
     );
     assert_eq!(
         ch.new_sha256,
-        crate::dataset::sha256_hex(&std::fs::read(ws.policy_path()).unwrap())
+        crate::digest::sha256_hex(&std::fs::read(ws.policy_path()).unwrap())
     );
     let l = load_active(&ws, None).unwrap();
     assert_eq!(

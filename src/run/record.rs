@@ -254,7 +254,7 @@ impl RunRecord {
                 .map_err(|e| format!("a privacy event is invalid: {e}"))?;
         }
         if self.dataset_fingerprint.len() != 64
-            || crate::workspace::unhex(&self.dataset_fingerprint).is_none()
+            || crate::digest::unhex(&self.dataset_fingerprint).is_none()
         {
             return Err("dataset_fingerprint is not a 64-hex-digit HMAC".into());
         }

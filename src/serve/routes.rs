@@ -416,8 +416,8 @@ fn percent_decode(s: &str) -> Option<String> {
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'%' {
-            let hex = s.get(i + 1..i + 3)?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
+            // Two hex digits exactly (`u8::from_str_radix` would also take a sign: "%+f").
+            out.push(crate::digest::unhex(s.get(i + 1..i + 3)?)?[0]);
             i += 3;
         } else {
             out.push(b[i]);
@@ -472,6 +472,8 @@ mod tests {
             vec![".hidden"],
             vec!["a%00b"],
             vec!["a%zz"],
+            vec!["a%+f"],
+            vec!["a%4"],
             vec!["a%c3"],
             vec!["a\\..\\b"],
             vec![],

@@ -20,11 +20,10 @@ use rustls::{
 };
 
 use super::{Error, Options, PartnerDirectory};
-use crate::workspace::hex;
 
 /// SHA-256 (lowercase hex) of a certificate's DER: the partner identity.
 pub fn cert_fingerprint(der: &[u8]) -> String {
-    hex(ring::digest::digest(&ring::digest::SHA256, der).as_ref())
+    crate::digest::sha256_hex(der)
 }
 
 /// The ring provider (DESIGN: ring, no aws-lc).

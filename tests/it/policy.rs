@@ -11,7 +11,7 @@ fn repo(rel: &str) -> String {
 }
 
 fn sha256_file(p: &Path) -> String {
-    retort::dataset::sha256_hex(&std::fs::read(p).unwrap())
+    retort::digest::sha256_hex(&std::fs::read(p).unwrap())
 }
 
 #[test]
@@ -141,7 +141,7 @@ fn add_partner_is_an_audited_policy_change() {
     let ck = rcgen::generate_simple_self_signed(vec!["partner.example".into()]).unwrap();
     let cert = t.path("partner.pem");
     std::fs::write(&cert, ck.cert.pem()).unwrap();
-    let fp = retort::dataset::sha256_hex(ck.cert.der());
+    let fp = retort::digest::sha256_hex(ck.cert.der());
     let key = t.path("partner.pub.pem");
     let pk = retort::keys::SigningKey::generate().unwrap().public();
     std::fs::write(&key, pk.spki_pem()).unwrap();

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+use retort::digest::sha256_hex;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
 use crate::util::*;
@@ -22,10 +23,6 @@ struct Pem {
     cert: String,
     key: String,
     sha256: String,
-}
-
-fn sha256_hex(b: &[u8]) -> String {
-    retort::workspace::hex(ring::digest::digest(&ring::digest::SHA256, b).as_ref())
 }
 
 fn ca(name: &str) -> CertifiedIssuer<'static, KeyPair> {

@@ -7,7 +7,7 @@ use crate::keys::{pem_encode, PKCS8_V1_PREFIX};
 /// The RFC 8032 §7.1 TEST 1 key.
 fn rfc8032_key() -> SigningKey {
     let seed =
-        crate::workspace::unhex("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60")
+        crate::digest::unhex("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60")
             .unwrap();
     let mut der = PKCS8_V1_PREFIX.to_vec();
     der.extend_from_slice(&seed);
