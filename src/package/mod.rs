@@ -14,6 +14,9 @@
 //! keys/retort.signify.pub       the signing key as a signify/minisign public key
 //! ```
 //!
+//! [`sign`] builds and signs it, [`verify`] checks it; both share the signify file formats in
+//! [`signify`] and the DSSE envelope in [`dsse`], and neither imports the other.
+//!
 //! Guarantees:
 //! - Every file under `data/` is a subject of the signed statement, and every signed file is
 //!   also listed in the signify-signed `SHA256SUMS`, so `openssl`, python `securesystemslib`
@@ -32,6 +35,7 @@ pub mod dsse;
 pub mod export;
 pub mod manifest;
 pub mod sign;
+pub mod signify;
 pub mod statement;
 pub mod verify;
 
@@ -340,7 +344,7 @@ pub fn fuzz_envelope(data: &[u8]) {
     }
     let _ = statement::Statement::from_verified_payload(data);
     let _ = manifest::parse_sums(data);
-    let _ = verify::parse_signify_embedded(data);
+    let _ = signify::parse_embedded(data);
 }
 
 /// Fuzz hook: read arbitrary bytes as a package tar; must never panic, escape or over-allocate.

@@ -12,6 +12,7 @@ use serde_json::Value;
 
 use super::dsse::{Envelope, PAYLOAD_TYPE};
 use super::manifest::{privacy_report, sums, PackageMeta, ReportInputs};
+use super::signify;
 use super::statement::{ProvenanceInputs, Statement};
 use super::{Error, Result};
 use crate::dp::accountant::EpsilonReport;
@@ -20,16 +21,6 @@ use crate::keys::SigningKey;
 use crate::run::evaluation::UtilityRelease;
 use crate::run::RunRecord;
 use crate::workspace::{atomic_write, atomic_write_with, create_dir_all, publish_dir};
-
-/// The untrusted comment of `SHA256SUMS.sig`. Retort writes exactly this and `verify` accepts
-/// only this, so every byte of the file is checked.
-pub const SUMS_SIG_COMMENT: &str =
-    "verify with signify-openbsd -C -p keys/retort.signify.pub -x SHA256SUMS.sig";
-
-/// The exact bytes of `keys/retort.signify.pub` for a key (its comment names the fingerprint).
-pub fn signify_pub_file(key: &crate::keys::PublicKey) -> String {
-    key.signify_pub(&format!("retort package key SHA256 {}", key.fingerprint()))
-}
 
 /// Everything a package is made from.
 pub struct BuildInputs<'a> {
@@ -136,7 +127,7 @@ pub fn build_package(inp: &BuildInputs<'_>) -> Result<Built> {
         .map(|(p, b)| (p.clone(), crate::digest::sha256_hex(b)))
         .collect();
     let sums_text = sums(&listed);
-    let sig = super::verify::signify_embedded(inp.key, SUMS_SIG_COMMENT, sums_text.as_bytes());
+    let sig = signify::sign_embedded(inp.key, signify::SUMS_SIG_COMMENT, sums_text.as_bytes());
     files.insert(super::SUMS.to_string(), sums_text.into_bytes());
     files.insert(super::SUMS_SIG.to_string(), sig);
 
@@ -144,7 +135,7 @@ pub fn build_package(inp: &BuildInputs<'_>) -> Result<Built> {
     files.insert(super::PUB_PEM.to_string(), public.spki_pem().into_bytes());
     files.insert(
         super::PUB_SIGNIFY.to_string(),
-        signify_pub_file(&public).into_bytes(),
+        signify::pub_file(&public).into_bytes(),
     );
     Ok(Built {
         files,

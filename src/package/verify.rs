@@ -29,7 +29,7 @@ use std::path::Path;
 
 use serde_json::{json, Value};
 
-use super::dsse::{decode_b64, Envelope, EnvelopeError, PAYLOAD_TYPE};
+use super::dsse::{Envelope, EnvelopeError, PAYLOAD_TYPE};
 use super::export::{read_package, Limits, ReadError, Snapshot};
 use super::manifest::{parse_claims, parse_sums};
 use super::statement::Statement;
@@ -506,7 +506,7 @@ fn embedded_key(snap: &Snapshot, path: &str) -> Result<PublicKey, (Kind, String)
     let canonical = if path == super::PUB_PEM {
         k.spki_pem()
     } else {
-        super::sign::signify_pub_file(&k)
+        super::signify::pub_file(&k)
     };
     if text != canonical {
         return Err((
@@ -597,71 +597,6 @@ fn check_unlisted(snap: &Snapshot, s: &Statement) -> Result<String, (Kind, Strin
     Ok("every file under data/ is a signed subject; no foreign files".into())
 }
 
-/// A parsed signify embedded signature: `untrusted comment: …\n<base64(Ed‖keynum‖sig)>\n<message>`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SignifyEmbedded {
-    /// The untrusted comment.
-    pub comment: String,
-    /// The key number (8 bytes).
-    pub keynum: [u8; 8],
-    /// The Ed25519 signature.
-    pub sig: [u8; 64],
-    /// The signed message.
-    pub message: Vec<u8>,
-}
-
-/// Parse a signify embedded signature file.
-///
-/// # Errors
-/// A sentence saying what is wrong.
-pub fn parse_signify_embedded(bytes: &[u8]) -> Result<SignifyEmbedded, String> {
-    let (first, rest) = split_line(bytes).ok_or("no comment line")?;
-    let comment = std::str::from_utf8(first)
-        .ok()
-        .and_then(|l| l.strip_prefix("untrusted comment: "))
-        .ok_or("the first line is not `untrusted comment: …`")?;
-    let (b64, message) = split_line(rest).ok_or("no signature line")?;
-    let raw = std::str::from_utf8(b64)
-        .ok()
-        .and_then(decode_b64)
-        .ok_or("the signature line is not base64")?;
-    if raw.len() != 74 || &raw[..2] != b"Ed" {
-        return Err(
-            "the signature line is not an Ed25519 signify signature (74 bytes, `Ed`)".into(),
-        );
-    }
-    let mut keynum = [0u8; 8];
-    keynum.copy_from_slice(&raw[2..10]);
-    let mut sig = [0u8; 64];
-    sig.copy_from_slice(&raw[10..]);
-    Ok(SignifyEmbedded {
-        comment: comment.to_string(),
-        keynum,
-        sig,
-        message: message.to_vec(),
-    })
-}
-
-/// The signify embedded signature file for `message`.
-pub fn signify_embedded(key: &crate::keys::SigningKey, comment: &str, message: &[u8]) -> Vec<u8> {
-    use base64::Engine as _;
-    let mut raw = b"Ed".to_vec();
-    raw.extend_from_slice(&key.public().keynum());
-    raw.extend_from_slice(&key.sign(message));
-    let mut out = format!(
-        "untrusted comment: {comment}\n{}\n",
-        base64::engine::general_purpose::STANDARD.encode(raw)
-    )
-    .into_bytes();
-    out.extend_from_slice(message);
-    out
-}
-
-fn split_line(b: &[u8]) -> Option<(&[u8], &[u8])> {
-    let i = b.iter().position(|&c| c == b'\n')?;
-    Some((&b[..i], &b[i + 1..]))
-}
-
 fn check_sums_signature(snap: &Snapshot, key: &PublicKey) -> Result<String, (Kind, String)> {
     let sig = snap
         .content(super::SUMS_SIG)
@@ -670,8 +605,9 @@ fn check_sums_signature(snap: &Snapshot, key: &PublicKey) -> Result<String, (Kin
         .content(super::SUMS)
         .ok_or_else(|| missing(super::SUMS))?;
     let bad = |d: String| (VerifyError::SumsSignatureInvalid as Kind, d);
-    let e = parse_signify_embedded(sig).map_err(|m| bad(format!("{}: {m}", super::SUMS_SIG)))?;
-    if e.comment != super::sign::SUMS_SIG_COMMENT {
+    let e = super::signify::parse_embedded(sig)
+        .map_err(|m| bad(format!("{}: {m}", super::SUMS_SIG)))?;
+    if e.comment != super::signify::SUMS_SIG_COMMENT {
         return Err(bad(format!(
             "{}: the untrusted comment is not the one Retort writes (modified)",
             super::SUMS_SIG
@@ -778,24 +714,6 @@ fn check_claims(snap: &Snapshot, s: &Statement) -> Result<super::manifest::Claim
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn signify_roundtrip_and_tamper() {
-        let k = crate::keys::SigningKey::generate().unwrap();
-        let f = signify_embedded(&k, "verify with retort.signify.pub", b"SHA256 (a) = x\n");
-        let e = parse_signify_embedded(&f).unwrap();
-        assert_eq!(e.message, b"SHA256 (a) = x\n");
-        assert_eq!(e.keynum, k.public().keynum());
-        assert!(k.public().verify(&e.message, &e.sig));
-        for bad in [
-            &b""[..],
-            b"untrusted comment: x\n",
-            b"comment\nRWQ=\n",
-            b"untrusted comment: x\nRWQ=\nmsg",
-        ] {
-            assert!(parse_signify_embedded(bad).is_err());
-        }
-    }
 
     #[test]
     fn key_args() {
