@@ -10,7 +10,6 @@
 use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
-use ring::rand::{SecureRandom, SystemRandom};
 use ring::signature::{Ed25519KeyPair, KeyPair, UnparsedPublicKey, ED25519};
 use zeroize::Zeroizing;
 
@@ -84,23 +83,15 @@ impl Coded for Error {
 /// Result for this module.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// `N` bytes from the OS CSPRNG (ring's `SystemRandom`).
-///
-/// # Panics
-/// Only if the OS random source fails, which ring treats as fatal for key generation too;
-/// use [`try_random_bytes`] where a recoverable error is wanted.
-pub fn random_bytes<const N: usize>() -> [u8; N] {
-    try_random_bytes().expect("invariant: the OS random number generator works")
-}
+pub use crate::random::random_bytes;
 
-/// `N` bytes from the OS CSPRNG.
+/// `N` bytes from the OS CSPRNG ([`crate::random::try_random_bytes`]) with this module's
+/// coded error.
 ///
 /// # Errors
 /// `rng-failed`.
 pub fn try_random_bytes<const N: usize>() -> Result<[u8; N]> {
-    let mut b = [0u8; N];
-    SystemRandom::new().fill(&mut b).map_err(|_| Error::Rng)?;
-    Ok(b)
+    crate::random::try_random_bytes().map_err(|_| Error::Rng)
 }
 
 /// An Ed25519 signing key. No `Debug`, seed zeroized on drop.

@@ -34,6 +34,7 @@ pub mod nn;
 pub mod package;
 pub mod policy;
 pub mod progress;
+pub mod random;
 pub mod run;
 pub mod serve;
 pub mod workspace;

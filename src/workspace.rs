@@ -208,7 +208,7 @@ impl Workspace {
         set_mode(&root.join("keys"), 0o700)?;
         let config = Config {
             version: 1,
-            workspace_id: hex(&crate::keys::random_bytes::<8>()),
+            workspace_id: hex(&crate::random::random_bytes::<8>()),
             site: site.to_string(),
             created: now_rfc3339(),
             policy: "policies/active.toml".into(),
@@ -379,7 +379,7 @@ pub fn atomic_write_with(
     let tmp = dir.join(format!(
         ".{name}.tmp-{}-{}",
         std::process::id(),
-        hex(&crate::keys::random_bytes::<4>())
+        hex(&crate::random::random_bytes::<4>())
     ));
     let result = (|| {
         let mut f = OpenOptions::new()
@@ -489,7 +489,7 @@ pub fn new_id(prefix: &str) -> String {
         now.year(),
         u8::from(now.month()),
         now.day(),
-        hex(&crate::keys::random_bytes::<4>())
+        hex(&crate::random::random_bytes::<4>())
     )
 }
 

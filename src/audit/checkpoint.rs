@@ -44,6 +44,9 @@ use crate::workspace::{atomic_write, Workspace};
 pub const CHECKPOINT_DIR: &str = "checkpoints";
 /// The frontier cache inside the checkpoint directory.
 pub const STATE_FILE: &str = "state.json";
+/// File name of the audit public key kept next to the checkpoints (so verifiers without read
+/// access to the private key can check signatures; pin it with `--key` for independence).
+pub const PUBLIC_KEY_FILE: &str = "audit-key.pub.pem";
 /// The em dash that starts a signature line.
 const SIG_PREFIX: &str = "\u{2014} ";
 
@@ -386,7 +389,7 @@ fn write(ws: &Workspace, announce: bool) -> Result<Checkpoint> {
     let text = sign_note(&origin, size, &root, &key);
     let d = dir(ws);
     crate::workspace::create_dir_all(&d)?;
-    let pub_path = d.join(super::verify::PUBLIC_KEY_FILE);
+    let pub_path = d.join(PUBLIC_KEY_FILE);
     if !pub_path.exists() {
         atomic_write(&pub_path, public.spki_pem().as_bytes())?;
     }

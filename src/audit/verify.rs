@@ -29,10 +29,6 @@ use crate::error::IoError;
 use crate::keys::{KeyPaths, PublicKey, SigningKey};
 use crate::workspace::Workspace;
 
-/// File name of the audit public key kept next to the checkpoints (so verifiers without read
-/// access to the private key can check signatures; pin it with `--key` for independence).
-pub const PUBLIC_KEY_FILE: &str = "audit-key.pub.pem";
-
 /// What to verify against.
 #[derive(Debug, Clone, Default)]
 pub struct Options {
@@ -160,7 +156,7 @@ pub fn workspace_key(ws: &Workspace) -> Result<PublicKey> {
     match SigningKey::load(&KeyPaths::in_dir(&ws.keys_dir()).audit_key) {
         Ok(k) => Ok(k.public()),
         Err(e) => {
-            let p = checkpoint::dir(ws).join(PUBLIC_KEY_FILE);
+            let p = checkpoint::dir(ws).join(checkpoint::PUBLIC_KEY_FILE);
             match fs::read_to_string(&p) {
                 Ok(text) => Ok(PublicKey::parse(&text, &p.display().to_string())?),
                 Err(_) => Err(e.into()),

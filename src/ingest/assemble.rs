@@ -167,7 +167,7 @@ pub(super) fn assemble(col: Collected, format: Format, opts: &Options) -> Result
 pub fn random_split(labels: &[u32], classes: usize, f: f64) -> (Vec<usize>, Vec<usize>) {
     use rand::seq::SliceRandom;
     use rand::SeedableRng;
-    let mut rng = rand_chacha::ChaCha20Rng::from_seed(crate::keys::random_bytes::<32>());
+    let mut rng = rand_chacha::ChaCha20Rng::from_seed(crate::random::random_bytes::<32>());
     let mut by_class: Vec<Vec<usize>> = vec![Vec::new(); classes];
     for (i, &l) in labels.iter().enumerate() {
         if let Some(v) = by_class.get_mut(l as usize) {

@@ -12,7 +12,7 @@
 //!   nothing behind.
 //! - The train/test split keeps the source's official split (IDX `train-*`/`t10k-*`) or is
 //!   drawn per class with a uniformly random permutation from a ChaCha20 stream keyed by the
-//!   OS CSPRNG ([`crate::keys::random_bytes`]); never from a user seed.
+//!   OS CSPRNG ([`crate::random::random_bytes`]); never from a user seed.
 //! - Never panics on input; third-party decoders run behind `catch_unwind` as a last defence.
 
 use std::collections::BTreeMap;
