@@ -80,14 +80,6 @@ pub struct FileNotes {
     pub palette: bool,
 }
 
-pub(crate) fn refuse(path: &Path, refusal: Refusal, what: impl Into<String>) -> Error {
-    Error::Dicom {
-        path: path.into(),
-        refusal,
-        what: what.into(),
-    }
-}
-
 /// Read and decode one DICOM file to pixels (de-identified: pixels only).
 ///
 /// # Errors
@@ -98,14 +90,14 @@ pub(crate) fn refuse(path: &Path, refusal: Refusal, what: impl Into<String>) -> 
 pub fn read_file(path: &Path) -> Result<(Raw, FileNotes, Inventory), Error> {
     let obj = guarded(|| dicom_object::open_file(path))
         .ok_or_else(|| {
-            refuse(
+            Error::dicom(
                 path,
                 Refusal::Unreadable,
                 "the DICOM parser failed on this file",
             )
         })?
         .map_err(|e| {
-            refuse(
+            Error::dicom(
                 path,
                 Refusal::Unreadable,
                 format!(
@@ -141,7 +133,7 @@ pub fn decode_object(
             .find(|(u, _)| *u == ts)
             .map(|(_, n)| *n)
             .unwrap_or("an unknown transfer syntax");
-        return Err(refuse(
+        return Err(Error::dicom(
             path,
             Refusal::TransferSyntax,
             format!("transfer syntax {ts} ({name}) cannot be decoded by this build"),
@@ -149,24 +141,28 @@ pub fn decode_object(
     }
     let view = DecodeView::new(obj);
     if let Some(why) = view.burned_in() {
-        return Err(refuse(path, Refusal::BurnedIn, format!("refused: {why}")));
+        return Err(Error::dicom(
+            path,
+            Refusal::BurnedIn,
+            format!("refused: {why}"),
+        ));
     }
     if !view.has(tags::PIXEL_DATA) {
-        return Err(refuse(
+        return Err(Error::dicom(
             path,
             Refusal::NoPixelData,
             "the object has no pixel data",
         ));
     }
     if view.has(tags::SEGMENTED_RED_PALETTE_COLOR_LOOKUP_TABLE_DATA) {
-        return Err(refuse(
+        return Err(Error::dicom(
             path,
             Refusal::Unsupported,
             "segmented palette colour tables are not supported",
         ));
     }
     if ts == "1.2.840.10008.1.2.5" && view.int(tags::BITS_ALLOCATED).unwrap_or(0) > 16 {
-        return Err(refuse(
+        return Err(Error::dicom(
             path,
             Refusal::Unsupported,
             "RLE with more than 16 bits allocated is not supported",
@@ -174,14 +170,14 @@ pub fn decode_object(
     }
     let decoded = guarded(|| obj.decode_pixel_data().map(|d| d.to_owned()))
         .ok_or_else(|| {
-            refuse(
+            Error::dicom(
                 path,
                 Refusal::PixelData,
                 "the pixel decoder failed on this file",
             )
         })?
         .map_err(|e| {
-            refuse(
+            Error::dicom(
                 path,
                 Refusal::PixelData,
                 format!("pixel data does not decode: {}", first_line(&e.to_string())),
@@ -189,7 +185,7 @@ pub fn decode_object(
         })?;
     let inv = Inventory::of(obj);
     let (raw, notes) = guarded(|| to_raw(path, &decoded, &view)).ok_or_else(|| {
-        refuse(
+        Error::dicom(
             path,
             Refusal::PixelData,
             "pixel conversion failed on this file",
@@ -207,14 +203,14 @@ fn to_raw(
     let (h, w) = (d.rows() as usize, d.columns() as usize);
     let spp = d.samples_per_pixel() as usize;
     if h == 0 || w == 0 {
-        return Err(refuse(
+        return Err(Error::dicom(
             path,
             Refusal::PixelData,
             "the image has no rows or columns",
         ));
     }
     let frame = d.frame_data(0).map_err(|_| {
-        refuse(
+        Error::dicom(
             path,
             Refusal::PixelData,
             "the pixel data is shorter than one frame (truncated?)",
@@ -226,18 +222,18 @@ fn to_raw(
     };
     let ba = d.bits_allocated() as usize;
     if !matches!(ba, 1..=32) || spp == 0 {
-        return Err(refuse(
+        return Err(Error::dicom(
             path,
             Refusal::Unsupported,
             format!("{ba} bits allocated"),
         ));
     }
     let samples = samples(frame, ba, d.bits_stored(), d.pixel_representation())
-        .ok_or_else(|| refuse(path, Refusal::Unsupported, format!("{ba} bits allocated")))?;
+        .ok_or_else(|| Error::dicom(path, Refusal::Unsupported, format!("{ba} bits allocated")))?;
     let pi = d.photometric_interpretation().as_str().to_string();
     let n = h * w;
     if samples.len() < n * spp {
-        return Err(refuse(
+        return Err(Error::dicom(
             path,
             Refusal::PixelData,
             "the frame is shorter than its geometry",
@@ -317,7 +313,7 @@ fn to_raw(
             Raw { c: 3, h, w, pixels }
         }
         _ => {
-            return Err(refuse(
+            return Err(Error::dicom(
                 path,
                 Refusal::Unsupported,
                 format!(

@@ -258,6 +258,15 @@ impl Error {
         "ingest-error",
     ];
 
+    /// A refused DICOM file.
+    pub(crate) fn dicom(path: &Path, refusal: Refusal, what: impl Into<String>) -> Error {
+        Error::Dicom {
+            path: path.into(),
+            refusal,
+            what: what.into(),
+        }
+    }
+
     /// An I/O error on `path`.
     pub fn io(path: &Path, source: std::io::Error) -> Error {
         if source.kind() == std::io::ErrorKind::NotFound {

@@ -7,7 +7,6 @@ use dicom_dictionary_std::tags;
 use dicom_pixeldata::PixelRepresentation;
 
 use super::deid::DecodeView;
-use super::dicom::refuse;
 use super::error::Refusal;
 use super::{Error, Raw};
 
@@ -76,7 +75,7 @@ pub(crate) fn palette(
     w: usize,
 ) -> Result<Raw, Error> {
     let bad = |what: &str| {
-        refuse(
+        Error::dicom(
             path,
             Refusal::Unsupported,
             format!("palette colour: {what}"),

@@ -15,15 +15,9 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
-use super::{routes, tls, Shared, HANDSHAKE_TIMEOUT};
+use super::routes::{self, Peer};
+use super::{tls, Shared, HANDSHAKE_TIMEOUT};
 use crate::audit::{NewRecord, Outcome};
-
-/// Who is on the other end of an established connection.
-#[derive(Debug, Clone)]
-pub(crate) struct Peer {
-    pub(crate) addr: SocketAddr,
-    pub(crate) cert_sha256: String,
-}
 
 pub(crate) async fn serve_connection(
     tcp: TcpStream,

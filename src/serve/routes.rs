@@ -24,9 +24,16 @@ use hyper::{Method, Request, Response, StatusCode};
 use serde::Deserialize;
 
 use super::body::{full, Audited, Entry, Inner};
-use super::conn::Peer;
 use super::{package_dir, tarstream, PartnerInfo, Shared};
 use crate::audit::{NewRecord, Outcome};
+
+/// Who is on the other end of an established connection (set by [`super::conn`] after the
+/// handshake).
+#[derive(Debug, Clone)]
+pub(crate) struct Peer {
+    pub(crate) addr: std::net::SocketAddr,
+    pub(crate) cert_sha256: String,
+}
 
 /// The package index entry written next to each package (`packages/<id>.meta.json`).
 #[derive(Debug, Clone, Deserialize)]
