@@ -54,8 +54,11 @@ pub fn run(args: Args, ctx: &mut Ctx) -> Result<Report> {
         .policy
         .as_ref()
         .map(|l| l.policy.dataset_epsilon_cap(&plan.dataset));
-    let reservation = crate::ledger::Ledger::open(&ws, &plan.dataset)?.reserve(
+    let meta = crate::dataset::open(&ws, &plan.dataset)?.meta;
+    let reservation = crate::ledger::Ledger::open(&ws, &meta)?.reserve(
+        &ctx.actor,
         &run_id,
+        "distill",
         &plan.events,
         plan.delta,
         cap,
@@ -122,7 +125,7 @@ pub fn run(args: Args, ctx: &mut Ctx) -> Result<Report> {
                     return Err(e);
                 }
             };
-            reservation.commit()?;
+            reservation.commit(&ctx.actor)?;
             ctx.detail("status", "completed");
             ctx.detail("seconds", rec.seconds);
             let human = format!(
@@ -158,7 +161,7 @@ pub fn run(args: Args, ctx: &mut Ctx) -> Result<Report> {
             };
             finish(&mut rec, status);
             let _ = rundir::write_record_only(&ws, &rec);
-            let _ = reservation.cancel();
+            let _ = reservation.cancel(&ctx.actor);
             ctx.detail(
                 "status",
                 if status == Status::Cancelled {

@@ -253,8 +253,10 @@ fn dp_sgd_baseline(
     let loaded = crate::policy::load_active(ws, ctx.policy.as_deref())?;
     let cap = loaded.policy.dataset_epsilon_cap(&ds);
     let id = crate::workspace::new_id("evaldp");
-    let reservation = crate::ledger::Ledger::open(ws, &ds)?.reserve(
+    let reservation = crate::ledger::Ledger::open(ws, &stored.meta)?.reserve(
+        &ctx.actor,
         &id,
+        "eval-dp-baseline",
         std::slice::from_ref(&plan.event),
         delta,
         Some(cap),
@@ -284,7 +286,7 @@ fn dp_sgd_baseline(
         });
     match result {
         Ok(score) => {
-            reservation.commit()?;
+            reservation.commit(&ctx.actor)?;
             let mut j = serde_json::to_value(&score).expect("invariant: score serializes");
             j["private"] = true.into();
             j["what"] = "DP-SGD classifier trained directly on the real training split at the run's (epsilon, delta); one model; charged to the ledger".into();
@@ -293,7 +295,7 @@ fn dp_sgd_baseline(
             Ok(j)
         }
         Err(e) => {
-            let _ = reservation.cancel();
+            let _ = reservation.cancel(&ctx.actor);
             Err(e)
         }
     }

@@ -198,6 +198,8 @@ impl Ctx {
         // Fail closed: a command whose outcome could not be recorded is refused before acting.
         crate::audit::preflight(&ws)?;
         self.audit_in(&ws, action, object);
+        // Workspaces from before the ledger was bound to the log: migrated once, audited.
+        crate::ledger::migrate(&ws, &self.actor)?;
         Ok(ws)
     }
 

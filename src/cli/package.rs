@@ -195,7 +195,16 @@ fn audit_checkpoint(ws: &Workspace) -> Result<Option<Vec<u8>>> {
 /// no ledger event backs is never published. Ledger and accountant errors.
 fn dataset_budget(ws: &Workspace, run: &RunJson, cap: f64) -> Result<Option<serde_json::Value>> {
     use crate::dp::accountant;
-    let ledger = crate::ledger::Ledger::open(ws, &run.dataset)?;
+    let ledger = match crate::ledger::Ledger::of_run(ws, &run.id) {
+        Ok(l) => l,
+        Err(crate::ledger::Error::NotFound { .. }) => {
+            return Err(crate::package::Error::RunNotCharged {
+                run: run.id.clone(),
+            }
+            .into())
+        }
+        Err(e) => return Err(e.into()),
+    };
     let runs = ledger.runs()?;
     let Some(pos) = runs.iter().position(|r| r.run == run.id) else {
         return Err(crate::package::Error::RunNotCharged {

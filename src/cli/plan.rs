@@ -88,7 +88,7 @@ pub fn check(ws: &Workspace, args: &DistillArgs, ctx: &Ctx) -> Result<Checked> {
     let stored = crate::dataset::open(ws, &args.dataset)?;
     let plan = distill::plan(&stored.meta, &args.request())?;
     let report = crate::dp::accountant::epsilon(&plan.events, plan.delta)?;
-    let ledger = crate::ledger::Ledger::open(ws, &plan.dataset)?;
+    let ledger = crate::ledger::Ledger::open(ws, &stored.meta)?;
     let mut all = ledger.all_events()?;
     let before = crate::dp::accountant::epsilon(&all, plan.delta)?.epsilon;
     all.extend(plan.events.iter().cloned());
