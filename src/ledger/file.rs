@@ -77,6 +77,7 @@ pub fn is_fingerprint(s: &str) -> bool {
 
 /// A ledger file as found on disk.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub enum OnDisk {
     /// No file.
     Missing,
@@ -195,6 +196,7 @@ pub struct V1File {
 /// A version-1 record.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "op", rename_all = "kebab-case")]
+#[non_exhaustive]
 pub enum V1Record {
     /// A reservation.
     Reserve {

@@ -119,7 +119,7 @@ impl LogView {
             .filter(|(_, l)| l.names.contains(dataset))
             .map(|(fp, l)| (fp, l.last_seq))
             .collect();
-        v.sort_by(|a, b| b.1.cmp(&a.1));
+        v.sort_by_key(|b| std::cmp::Reverse(b.1));
         v.into_iter().map(|(fp, _)| fp.clone()).collect()
     }
 

@@ -83,12 +83,12 @@ pub fn rebuild(ws: &Workspace, key: &str, actor: &str) -> Result<Rebuilt, Error>
     };
     // 3. Compare.
     match compare(&fp, &disk, Some(logged)) {
-        Sync::InSync => return Ok(out),
+        Sync::InSync => Ok(out),
         Sync::PendingRepair { .. } => {
             ledger.sync_for_write(actor)?;
             out.action = "repaired";
             out.found = "pending-repair";
-            return Ok(out);
+            Ok(out)
         }
         Sync::Mismatch { kind, detail, .. } => {
             out.found = kind.as_str();

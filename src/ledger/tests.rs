@@ -4,7 +4,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use super::*;
+use crate::audit::Outcome;
 use crate::dataset::{self, Images, NewDataset, Shape, SplitInfo};
+use crate::error::{Class, Coded};
 use proptest::prelude::*;
 
 const ACTOR: &str = "user:test";
