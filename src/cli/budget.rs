@@ -202,7 +202,7 @@ fn rebuild(dataset: &str, ctx: &mut Ctx) -> Result<Report> {
     ctx.detail("fingerprint", r.fingerprint.clone());
     ctx.detail("action", r.action);
     ctx.detail("found", r.found);
-    ctx.detail("records", r.records);
+    ctx.detail("record_count", r.records);
     let human = match r.action {
         "unchanged" => format!(
             "the ledger of {dataset} already matches the audit log ({} record(s)); nothing changed\n",

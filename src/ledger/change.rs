@@ -70,8 +70,8 @@ impl Ledger {
                 json!({
                     "fingerprint": self.fingerprint,
                     "dataset": self.dataset,
-                    "records": log_records,
-                    "missing_from": ledger_records,
+                    "record_count": log_records,
+                    "ledger_record_count": ledger_records,
                     "file_sha256": disk.sha256(),
                     "why": "the file lagged the audit log by its last change (a command stopped between logging the change and writing the file)",
                 }),

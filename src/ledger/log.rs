@@ -2,18 +2,21 @@
 //! written, with the records it adds, so each ledger's content can be replayed from the log
 //! alone.
 //!
-//! Record kinds (action, outcome, `details`; `object` is the fingerprint):
-//! - `ledger.reserve` / `ledger.commit` / `ledger.cancel`, intent: `{fingerprint, dataset, run,
-//!   index, records}` — the change: `records` (one) are appended at position `index`;
+//! Record kinds (action, outcome, `details`; `object` is the fingerprint, except for
+//! `dataset.migrate`, whose object is the dataset name):
+//! - `ledger.reserve` / `ledger.commit` / `ledger.cancel`, intent: `{fingerprint, dataset,
+//!   run, index, records, …}` — the change: `records` (one ledger record, in full) are
+//!   appended at position `index`; a reserve also carries `purpose`, `epsilon`, `total_after`;
 //! - `ledger.migrate`, intent: `{fingerprint, dataset, index, records, from, v1_sha256}` — the
-//!   baseline: the records of a version-1 ledger, appended at `index`;
-//! - `ledger.repair`, intent: `{fingerprint, dataset, records, missing_from, file_sha256}` — the file
-//!   lagged the log by its last change (a crash between intent and write) and is rewritten
-//!   from the log (adds no content);
-//! - `ledger.rebuild`, intent: `{fingerprint, dataset, records, found, ledger_records,
-//!   replaced_sha256, kept_as}` — the audited recovery (adds no content);
-//! - `ledger.update`, ok: `{fingerprint, records, sha256, cause}` — after every file write: the
-//!   new file's digest and record count, so the signed checkpoints cover the file;
+//!   baseline: every record of a version-1 ledger, appended at `index`;
+//! - `ledger.repair`, intent: `{fingerprint, dataset, record_count, ledger_record_count,
+//!   file_sha256, why}` — the file lagged the log by its last change (a crash between intent
+//!   and write) and is rewritten from the log (adds no content);
+//! - `ledger.rebuild`, intent: `{fingerprint, dataset, names, record_count, found,
+//!   found_detail, ledger_record_count, replaced_sha256, kept_as}` — the audited recovery
+//!   (adds no content);
+//! - `ledger.update`, ok: `{fingerprint, dataset, record_count, sha256, cause}` — after every
+//!   file write: the new file's digest and record count, so the signed checkpoints cover it;
 //! - `dataset.migrate`, ok: `{dataset, fingerprint, fingerprint_v1}`.
 //!
 //! Replay only ever appends: no record kind removes or replaces content, so records forged
@@ -237,7 +240,7 @@ fn apply(view: &mut LogView, r: &crate::audit::Record) {
             }
         }
         (UPDATE, Outcome::Ok) => {
-            let records = d.get("records").and_then(Value::as_u64);
+            let records = d.get("record_count").and_then(Value::as_u64);
             let sha = d.get("sha256").and_then(Value::as_str);
             if let (Some(n), Some(sha)) = (records, sha) {
                 l.confirmed = Some(Confirmed {
@@ -290,7 +293,7 @@ pub fn confirm(
         json!({
             "fingerprint": fingerprint,
             "dataset": dataset,
-            "records": records,
+            "record_count": records,
             "sha256": sha256,
             "cause": cause,
         }),

@@ -166,7 +166,7 @@ fn every_change_is_logged_before_the_file_and_its_digest_after() {
         recs[3].details["sha256"],
         dataset::sha256_hex(&bytes).as_str()
     );
-    assert_eq!(recs[3].details["records"], 2);
+    assert_eq!(recs[3].details["record_count"], 2);
     // The file is exactly what the log's content renders to.
     let view = log::replay(&ws).unwrap();
     assert_eq!(
