@@ -205,7 +205,8 @@ impl Ledger {
             &view,
             log::RESERVE,
             vec![rec],
-            json!({"run": run, "purpose": purpose, "epsilon": requested, "total_after": total_after}),
+            json!({"run": run, "purpose": purpose, "epsilon": requested, "delta": delta,
+                   "total_after": total_after, "budget_spent": total_after}),
         )?;
         Ok(Reservation {
             ledger: self.clone(),

@@ -116,6 +116,48 @@ fn assert_refused_everywhere(t: &TestWs, kind: &str) {
     assert!(!recs.iter().any(|r| r["action"] == "distill.run"));
 }
 
+/// Every ledger record in the log has the shape `audit/record.schema.json` documents.
+fn assert_ledger_records_fit_the_schema(t: &TestWs) {
+    let hex64 = |v: &Value| {
+        v.as_str().is_some_and(|s| {
+            s.len() == 64
+                && s.bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        })
+    };
+    let mut seen = 0;
+    for r in t.audit_records() {
+        let a = r["action"].as_str().unwrap();
+        if !a.starts_with("ledger.") {
+            continue;
+        }
+        seen += 1;
+        let d = &r["details"];
+        assert!(
+            hex64(&d["fingerprint"]) && r["object"] == d["fingerprint"],
+            "{r}"
+        );
+        assert!(d["dataset"].is_string(), "{r}");
+        match (a, r["outcome"].as_str().unwrap()) {
+            ("ledger.reserve" | "ledger.commit" | "ledger.cancel" | "ledger.migrate", "intent") => {
+                assert!(d["index"].is_u64(), "{r}");
+                for rec in d["records"].as_array().unwrap() {
+                    assert!(["reserve", "commit", "cancel"].contains(&rec["op"].as_str().unwrap()));
+                    assert!(rec["run"].is_string() && rec["at"].is_string(), "{rec}");
+                }
+            }
+            ("ledger.update", "ok") => {
+                assert!(d["record_count"].is_u64() && hex64(&d["sha256"]), "{r}");
+            }
+            ("ledger.repair" | "ledger.rebuild", "intent") => {
+                assert!(d["record_count"].is_u64(), "{r}");
+            }
+            other => panic!("unexpected ledger record {other:?}: {r}"),
+        }
+    }
+    assert!(seen > 0);
+}
+
 /// Two committed runs; returns the ledger file as it was after the first.
 fn two_runs(t: &TestWs) -> Vec<u8> {
     charge(t, "phantoms", "run-one", &ev(), Some(10.0));
@@ -190,6 +232,7 @@ fn rebuild_restores_a_deleted_ledger_from_the_log() {
     assert!(recs
         .iter()
         .any(|r| r["action"] == "budget.rebuild" && r["outcome"] == "ok"));
+    assert_ledger_records_fit_the_schema(&t);
     // Again: nothing to do.
     let again = t
         .run(&["budget", "rebuild", "phantoms", "--json"])
@@ -270,6 +313,7 @@ fn crash_between_reserve_intent_and_ledger_write_stays_charged_and_is_repaired()
     assert_eq!(b["pending_repair"], false);
     assert_eq!(b["runs"].as_array().unwrap().len(), 3);
     t.run(&["audit", "verify"]).expect(0);
+    assert_ledger_records_fit_the_schema(&t);
 }
 
 /// `root/<class>/<i>.png`: 8×8 grey images, each distinct.
@@ -398,4 +442,5 @@ fn an_old_workspace_is_migrated_once_audited() {
         (1, 1)
     );
     t.run(&["audit", "verify"]).expect(0);
+    assert_ledger_records_fit_the_schema(&t);
 }
