@@ -20,7 +20,7 @@ pub struct Args {
     #[command(subcommand)]
     pub cmd: Option<BudgetCmd>,
     /// The dataset: a stored dataset, or a deleted one with budget history (all ledgers when
-    /// omitted).
+    /// omitted; a dataset named "rebuild": `retort budget -- rebuild`).
     pub dataset: Option<String>,
     /// delta for the totals [default: the smallest delta of the dataset's runs, else the
     /// policy's max_delta, else 1e-5].
