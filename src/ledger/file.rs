@@ -150,7 +150,11 @@ pub fn read(ledger_dir: &Path, fingerprint: &str) -> Result<OnDisk, IoError> {
 ///
 /// # Errors
 /// I/O.
-pub fn write(ledger_dir: &Path, fingerprint: &str, records: &[Record]) -> Result<String, IoError> {
+pub(crate) fn write(
+    ledger_dir: &Path,
+    fingerprint: &str,
+    records: &[Record],
+) -> Result<String, IoError> {
     crate::workspace::create_dir_all(ledger_dir)?;
     let bytes = render(fingerprint, records);
     crate::workspace::atomic_write_mode(&path(ledger_dir, fingerprint), &bytes, 0o640)?;

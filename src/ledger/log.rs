@@ -258,7 +258,7 @@ fn apply(view: &mut LogView, r: &crate::audit::Record) {
 ///
 /// # Errors
 /// Audit errors.
-pub fn append(
+pub(crate) fn append(
     ws: &Workspace,
     actor: &str,
     action: &str,
@@ -275,7 +275,7 @@ pub fn append(
 ///
 /// # Errors
 /// Audit errors.
-pub fn confirm(
+pub(crate) fn confirm(
     ws: &Workspace,
     actor: &str,
     fingerprint: &str,
