@@ -8,7 +8,8 @@
 //! # Privacy
 //! Pixels and labels are private. The metadata (shape, class names, record counts) is treated
 //! as public by policy (DESIGN §5); nothing else derived from the pixels is stored here except
-//! a keyed fingerprint (HMAC with the workspace secret).
+//! a keyed fingerprint (HMAC with the workspace secret, [`fingerprint`]), which keys the
+//! privacy ledger: the budget follows the images, not the name.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -19,6 +20,7 @@ use crate::digest::{hex, sha256_hex};
 use crate::error::{Class, Coded, IoError};
 use crate::workspace::{atomic_write, publish_dir, validate_name, Workspace};
 
+pub mod fingerprint;
 mod sheet;
 mod synthetic;
 
@@ -268,11 +270,27 @@ pub struct Meta {
     pub notes: Vec<String>,
     /// RFC 3339 time of ingest.
     pub created: String,
-    /// Keyed fingerprint: HMAC-SHA256 (workspace secret) over the stored arrays. Never a plain
-    /// hash of private data.
+    /// Keyed fingerprint (version 2, [`fingerprint`]): HMAC-SHA256 (workspace secret) over
+    /// the sorted per-image digests, independent of order and split. The ledger is keyed by
+    /// it. Never a plain hash of private data.
     pub fingerprint: String,
+    /// The version-1 fingerprint of a dataset ingested before version 2 (an HMAC over the
+    /// arrays in split order), kept so old run records and packages still resolve.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint_v1: Option<String>,
     /// SHA-256 of each stored file (integrity of the workspace, not published).
     pub files: std::collections::BTreeMap<String, String>,
+}
+
+/// The `dataset.json` version written now: 2 = `fingerprint` is the version-2 fingerprint.
+pub const META_VERSION: u32 = 2;
+
+impl Meta {
+    /// Whether `fingerprint` is the version-2 (order- and split-independent) fingerprint the
+    /// ledger is keyed by; `false` for a dataset not yet migrated.
+    pub fn has_v2_fingerprint(&self) -> bool {
+        self.version >= 2
+    }
 }
 
 /// A dataset as stored: metadata plus the two splits, loaded on demand.
@@ -347,10 +365,9 @@ pub fn store(ws: &Workspace, name: &str, ds: &NewDataset) -> Result<Stored> {
     ));
     crate::workspace::create_dir_all(&tmp)?;
     let result = (|| -> Result<Stored> {
-        let secret =
-            crate::keys::HmacSecret::load(&crate::keys::KeyPaths::in_dir(&ws.keys_dir()).hmac)
-                .map_err(|e| invalid(format!("cannot read the workspace HMAC secret: {e}")))?;
-        let mut mac = secret.context();
+        let secret = load_secret(ws).map_err(|e| invalid(e.to_string()))?;
+        let fingerprint = fingerprint::fingerprint_v2(&secret, &ds.classes, &[&ds.train, &ds.test])
+            .ok_or_else(|| invalid("a label is out of range of the class names".into()))?;
         let mut files = std::collections::BTreeMap::new();
         let blobs: [Vec<u8>; 4] = [
             ds.train.pixels.clone(),
@@ -361,12 +378,9 @@ pub fn store(ws: &Workspace, name: &str, ds: &NewDataset) -> Result<Stored> {
         for (fname, bytes) in FILES.iter().zip(blobs.iter()) {
             atomic_write(&tmp.join(fname), bytes)?;
             files.insert(fname.to_string(), sha256_hex(bytes));
-            mac.update(fname.as_bytes());
-            mac.update(&(bytes.len() as u64).to_le_bytes());
-            mac.update(bytes);
         }
         let meta = Meta {
-            version: 1,
+            version: META_VERSION,
             name: name.into(),
             shape: ds.train.shape,
             classes: ds.classes.clone(),
@@ -378,7 +392,8 @@ pub fn store(ws: &Workspace, name: &str, ds: &NewDataset) -> Result<Stored> {
             split: ds.split.clone(),
             notes: ds.notes.clone(),
             created: crate::workspace::now_rfc3339(),
-            fingerprint: hex(mac.sign().as_ref()),
+            fingerprint,
+            fingerprint_v1: None,
             files,
         };
         let json = serde_json::to_vec_pretty(&meta).expect("invariant: meta serializes");
@@ -393,6 +408,48 @@ pub fn store(ws: &Workspace, name: &str, ds: &NewDataset) -> Result<Stored> {
         let _ = fs::remove_dir_all(&tmp);
     }
     result
+}
+
+/// The workspace HMAC secret (keys the fingerprints).
+fn load_secret(ws: &Workspace) -> Result<crate::keys::HmacSecret, String> {
+    crate::keys::HmacSecret::load(&crate::keys::KeyPaths::in_dir(&ws.keys_dir()).hmac)
+        .map_err(|e| format!("cannot read the workspace HMAC secret: {e}"))
+}
+
+/// Recompute the version-2 fingerprint of a stored dataset from its files (both splits; each
+/// file checked against its recorded digest). Used to migrate datasets ingested before
+/// version 2.
+///
+/// # Privacy
+/// Reads private pixels, to hash them under the workspace key; returns only the keyed digest.
+///
+/// # Errors
+/// `dataset-corrupt`, `dataset-invalid` (secret unreadable), I/O.
+pub fn compute_fingerprint(ws: &Workspace, stored: &Stored) -> Result<String> {
+    let invalid = |why: String| Error::Invalid {
+        name: stored.meta.name.clone(),
+        why,
+    };
+    let secret = load_secret(ws).map_err(invalid)?;
+    let train = stored.load(Split::Train)?;
+    let test = stored.load(Split::Test)?;
+    fingerprint::fingerprint_v2(&secret, &stored.meta.classes, &[&train, &test]).ok_or_else(|| {
+        Error::Corrupt {
+            name: stored.meta.name.clone(),
+            why: "a stored label is out of range".into(),
+        }
+    })
+}
+
+/// Replace a stored dataset's `dataset.json` atomically (migration only: the data files and
+/// their digests are unchanged).
+///
+/// # Errors
+/// I/O.
+pub fn rewrite_meta(stored: &Stored) -> Result<()> {
+    let json = serde_json::to_vec_pretty(&stored.meta).expect("invariant: meta serializes");
+    atomic_write(&stored.dir.join("dataset.json"), &json)?;
+    Ok(())
 }
 
 fn labels_bytes(labels: &[u32]) -> Vec<u8> {

@@ -287,7 +287,9 @@ fn budget_series(
         }
     }
     // The ledger files are authoritative for what was charged (crashed runs included):
-    // `ledger/<dataset>.json` = {"dataset", "records": [{"op":"reserve","run","epsilon","at",…}]}.
+    // `ledger/<fingerprint>.json` = {"fingerprint", "names", "records": [{"op":"reserve","run",
+    // "dataset","epsilon","at",…}]} (version 1, not yet migrated: `ledger/<dataset>.json` with a
+    // top-level "dataset").
     if let Ok(rd) = fs::read_dir(ws.ledger_dir()) {
         for e in rd.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
@@ -308,6 +310,7 @@ fn budget_series(
                 .iter()
                 .filter(|r| r.get("op").and_then(|x| x.as_str()) == Some("reserve"))
             {
+                let ds = r.get("dataset").and_then(|x| x.as_str()).unwrap_or(ds);
                 let run = r.get("run").and_then(|x| x.as_str());
                 let t = r.get("at").and_then(|x| x.as_str()).and_then(parse_ts);
                 let eps = r.get("epsilon").and_then(|x| x.as_f64());

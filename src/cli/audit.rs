@@ -151,16 +151,35 @@ fn run_verify(ctx: &mut Ctx, external: Vec<PathBuf>, key: Option<PathBuf>) -> Re
         }
     };
     let rep = verify::verify(&ws, &verify::Options { external, key })?;
+    // The ledgers against the log (a finding per ledger).
+    let ledgers = crate::ledger::check_all(&ws);
+    let mismatches: Vec<&crate::ledger::Finding> = match &ledgers {
+        Ok(f) => f.iter().filter(|f| f.is_mismatch()).collect(),
+        Err(_) => Vec::new(),
+    };
     ctx.detail("verdict", rep.verdict);
     ctx.detail("records", rep.records);
     ctx.detail("errors", rep.errors);
     ctx.detail("checkpoints", rep.checkpoints.len());
     ctx.detail("unsealed_tail", rep.unsealed_tail);
     ctx.detail("head_sha256", rep.head_sha256.clone());
-    let json = serde_json::to_value(&rep).expect("invariant: report serializes");
-    let human = render_verify(&ws, &rep);
-    if rep.intact {
+    ctx.detail("ledger_mismatches", mismatches.len());
+    let mut json = serde_json::to_value(&rep).expect("invariant: report serializes");
+    json["ledgers"] = ledgers_json(&ledgers);
+    let intact = rep.intact && mismatches.is_empty();
+    if !intact {
+        json["verdict"] = "FAIL".into();
+    }
+    let mut human = render_verify(&ws, &rep);
+    human += &render_ledgers(&ledgers);
+    if intact {
         return Ok(Report::new(human, json));
+    }
+    if rep.intact {
+        human = human.replace(
+            "verdict: PASS - the log and every checkpoint are intact",
+            "verdict: FAIL - the log and every checkpoint are intact, but a ledger does not match the log",
+        );
     }
     // Failure: print the report, then let the error (exit 4) follow on stderr / as the last
     // JSON line.
@@ -173,11 +192,87 @@ fn run_verify(ctx: &mut Ctx, external: Vec<PathBuf>, key: Option<PathBuf>) -> Re
         Ok(())
     };
     let _ = out.flush();
+    if let (true, Some(f)) = (rep.intact, mismatches.first()) {
+        return Err(crate::ledger::Error::LogMismatch {
+            dataset: f.names.join(", "),
+            fingerprint: f.fingerprint.clone(),
+            kind: f.kind.unwrap_or("mismatch"),
+            detail: f.message.clone(),
+        }
+        .into());
+    }
     Err(crate::audit::Error::VerifyFailed {
         errors: rep.errors,
         bad_checkpoints: rep.checkpoints.iter().filter(|c| c.status != "ok").count(),
     }
     .into())
+}
+
+/// The `ledgers` part of `audit verify --json`: counts and one finding per ledger.
+fn ledgers_json(
+    l: &std::result::Result<Vec<crate::ledger::Finding>, crate::ledger::Error>,
+) -> serde_json::Value {
+    match l {
+        Ok(f) => {
+            let count = |s: &str| f.iter().filter(|x| x.status == s).count();
+            serde_json::json!({
+                "checked": f.len(),
+                "ok": count("ok"),
+                "pending_repair": count("pending-repair"),
+                "mismatch": count("mismatch"),
+                "findings": f,
+            })
+        }
+        Err(e) => serde_json::json!({
+            "checked": 0,
+            "not_checked": e.to_string(),
+            "code": crate::error::Coded::code(e),
+        }),
+    }
+}
+
+/// The ledger lines of the verification report.
+fn render_ledgers(
+    l: &std::result::Result<Vec<crate::ledger::Finding>, crate::ledger::Error>,
+) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::new();
+    match l {
+        Err(e) => {
+            let _ = writeln!(s, "ledgers: not checked against the log: {e}");
+        }
+        Ok(f) => {
+            let count = |st: &str| f.iter().filter(|x| x.status == st).count();
+            let _ = writeln!(
+                s,
+                "ledgers: {} checked against the log ({} ok, {} pending repair, {} mismatch)",
+                f.len(),
+                count("ok"),
+                count("pending-repair"),
+                count("mismatch")
+            );
+            for x in f {
+                let what = match x.kind {
+                    Some(k) => format!("{} ({k})", x.status),
+                    None => x.status.to_string(),
+                };
+                let _ = writeln!(
+                    s,
+                    "  {:<24} {}  ledger {} / log {} record(s){}",
+                    what,
+                    x.names.join(", "),
+                    x.ledger_records.map_or("-".into(), |n| n.to_string()),
+                    x.log_records,
+                    if x.message.is_empty() {
+                        String::new()
+                    } else {
+                        format!("\n                           {}", x.message)
+                    }
+                );
+            }
+        }
+    }
+    s
 }
 
 /// The verification report for people.

@@ -1,22 +1,44 @@
-//! `retort budget [DATASET]`: spent / reserved / remaining ε per dataset, with the runs behind it.
-//! Read-only: it never changes the ledger.
+//! `retort budget [DATASET]`: spent / reserved / remaining ε per dataset, with the runs behind
+//! it, after checking every ledger against the audit log (a mismatch is exit 4). Read-only: it
+//! never changes the ledger.
+//!
+//! `retort budget rebuild DATASET`: the audited recovery path, rebuilding a ledger from the
+//! audit log (after restoring a backup, or when `budget` reports a mismatch).
 
 use serde_json::json;
 
 use super::{Ctx, Report};
-use crate::ledger::{Ledger, RunState, Summary};
+use crate::ledger::{self, Ledger, RunState, Summary};
 use crate::workspace::Workspace;
 use crate::Result;
 
 /// Arguments of `retort budget`.
 #[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct Args {
-    /// The dataset (all datasets with a ledger when omitted).
+    /// Recovery.
+    #[command(subcommand)]
+    pub cmd: Option<BudgetCmd>,
+    /// The dataset: a stored dataset, or a deleted one with budget history (all ledgers when
+    /// omitted; a dataset named "rebuild": `retort budget -- rebuild`).
     pub dataset: Option<String>,
     /// delta for the totals [default: the smallest delta of the dataset's runs, else the
     /// policy's max_delta, else 1e-5].
     #[arg(long)]
     pub delta: Option<f64>,
+}
+
+/// `budget` subcommands.
+#[derive(Debug, clap::Subcommand)]
+#[non_exhaustive]
+pub enum BudgetCmd {
+    /// Rebuild a dataset's ledger from the audit log (audited): after restoring a backup whose
+    /// ledger is older than its log, or when `budget` reports that the ledger does not match
+    /// the log. Refused unless the audit log verifies.
+    Rebuild {
+        /// The dataset (a deleted dataset's name, or a ledger fingerprint, also work).
+        dataset: String,
+    },
 }
 
 /// The dataset cap and max delta from the active policy (or `--policy`). A missing or invalid
@@ -35,35 +57,14 @@ fn policy_limits(ws: &Workspace, ctx: &Ctx, dataset: &str) -> (Option<f64>, Opti
     }
 }
 
-fn datasets(ws: &Workspace) -> Result<Vec<String>> {
-    let dir = ws.ledger_dir();
-    let mut out = Vec::new();
-    let rd = match std::fs::read_dir(&dir) {
-        Ok(r) => r,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-        Err(e) => return Err(crate::error::IoError::new("reading", dir, e).into()),
-    };
-    for e in rd.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        if let Some(d) = name.strip_suffix(".json") {
-            if !d.starts_with('.') {
-                out.push(d.to_string());
-            }
-        }
-    }
-    out.sort();
-    Ok(out)
-}
-
 fn one(
     ws: &Workspace,
     ctx: &Ctx,
-    dataset: &str,
+    l: &Ledger,
     delta: Option<f64>,
 ) -> Result<(Summary, Option<f64>)> {
-    let l = Ledger::open(ws, dataset)?;
     let runs = l.runs()?;
-    let (cap, max_delta) = policy_limits(ws, ctx, dataset);
+    let (cap, max_delta) = policy_limits(ws, ctx, l.dataset());
     let delta = delta
         .or_else(|| runs.iter().map(|r| r.delta).reduce(f64::min))
         .or(max_delta)
@@ -73,6 +74,18 @@ fn one(
 
 fn human(s: &Summary, cap: Option<f64>) -> String {
     let mut out = format!("Dataset {} (totals at delta = {:e})\n", s.dataset, s.delta);
+    let others: Vec<&str> = s
+        .names
+        .iter()
+        .map(String::as_str)
+        .filter(|n| *n != s.dataset)
+        .collect();
+    if !others.is_empty() {
+        out += &format!(
+            "  the same images were also used as: {} (the budget follows the images)\n",
+            others.join(", ")
+        );
+    }
     out += &format!(
         "  spent (finished runs)      {:.4}\n  reserved (runs in flight)  {:.4}\n  total (by {})           {:.4}   (plain sum of runs: {:.4})\n",
         s.epsilon_committed,
@@ -90,6 +103,9 @@ fn human(s: &Summary, cap: Option<f64>) -> String {
             )
         }
         None => out += "  cap, remaining             unknown (no readable policy with [budget] dataset_epsilon_cap)\n",
+    }
+    if s.pending_repair {
+        out += "  note: the ledger lags the audit log by its last change (a command stopped in between); it is counted above and the next reservation repairs the file\n";
     }
     if s.runs.is_empty() {
         out += "  no runs yet\n";
@@ -111,6 +127,8 @@ fn human(s: &Summary, cap: Option<f64>) -> String {
 fn to_json(s: &Summary, cap: Option<f64>) -> serde_json::Value {
     json!({
         "dataset": s.dataset,
+        "fingerprint": s.fingerprint,
+        "names": s.names,
         "delta": s.delta,
         "spent": s.epsilon_committed,
         "reserved": s.epsilon_reserved,
@@ -121,6 +139,7 @@ fn to_json(s: &Summary, cap: Option<f64>) -> serde_json::Value {
         "plain_sum": s.plain_sum,
         "cap": cap,
         "remaining": cap.map(|c| (c - s.epsilon).max(0.0)),
+        "pending_repair": s.pending_repair,
         "runs": s.runs,
     })
 }
@@ -128,37 +147,83 @@ fn to_json(s: &Summary, cap: Option<f64>) -> serde_json::Value {
 /// Run `retort budget`.
 ///
 /// # Errors
-/// Workspace errors, `ledger-corrupt`, `name-invalid`, `dp-invalid-parameter`.
+/// Workspace errors; `ledger-log-mismatch` and `ledger-log-unverified` (exit 4) when a ledger
+/// does not match the audit log; `ledger-not-found`, `name-invalid`, `dp-invalid-parameter`.
 pub fn run(args: Args, ctx: &mut Ctx) -> Result<Report> {
+    if let Some(BudgetCmd::Rebuild { dataset }) = args.cmd {
+        return rebuild(&dataset, ctx);
+    }
     let object = args.dataset.clone().unwrap_or_else(|| "*".into());
     let ws = ctx.open_audited("budget", &object)?;
     if let Some(d) = args.delta {
         crate::dp::Delta::new(d)?;
     }
-    let names = match &args.dataset {
-        Some(d) => vec![d.clone()],
-        None => datasets(&ws)?,
+    let ledgers = match &args.dataset {
+        Some(d) => vec![Ledger::find(&ws, d)?],
+        None => {
+            let findings = ledger::check_all(&ws)?;
+            ctx.detail("ledgers", findings.len());
+            let mut v = Vec::new();
+            for f in &findings {
+                v.push(Ledger::find(&ws, &f.fingerprint)?);
+            }
+            v
+        }
     };
     let mut text = String::new();
     let mut items = Vec::new();
-    for n in &names {
-        let (s, cap) = one(&ws, ctx, n, args.delta)?;
+    for l in &ledgers {
+        let (s, cap) = one(&ws, ctx, l, args.delta)?;
         if args.dataset.is_some() {
             ctx.detail("epsilon_total", s.epsilon);
             ctx.detail("delta", s.delta);
+            ctx.detail("fingerprint", s.fingerprint.clone());
         }
         text += &human(&s, cap);
         items.push(to_json(&s, cap));
     }
-    if names.is_empty() {
+    if ledgers.is_empty() {
         text += "No dataset has spent any privacy budget yet.\n";
     }
     text += "\nEpsilon bounds how much any one image can change what the outputs reveal: every outcome is at most \
              e^epsilon times more or less likely with or without that image (except with probability delta). \
-             Spends add up across runs (the total above is the accountant over all runs, tighter than the plain sum).\n";
+             Spends add up across runs (the total above is the accountant over all runs, tighter than the plain sum). \
+             Every ledger was checked against the signed audit log.\n";
     let json = match &args.dataset {
         Some(_) => items.pop().unwrap_or_default(),
         None => json!({ "datasets": items }),
     };
     Ok(Report::new(text, json))
+}
+
+fn rebuild(dataset: &str, ctx: &mut Ctx) -> Result<Report> {
+    let ws = ctx.open_audited("budget.rebuild", dataset)?;
+    let r = ledger::rebuild(&ws, dataset, &ctx.actor)?;
+    ctx.detail("fingerprint", r.fingerprint.clone());
+    ctx.detail("action", r.action);
+    ctx.detail("found", r.found);
+    ctx.detail("record_count", r.records);
+    let human = match r.action {
+        "unchanged" => format!(
+            "the ledger of {dataset} already matches the audit log ({} record(s)); nothing changed\n",
+            r.records
+        ),
+        "repaired" => format!(
+            "the ledger of {dataset} lagged the audit log by its last change (a command stopped in between); repaired from the log ({} record(s))\n",
+            r.records
+        ),
+        _ => format!(
+            "the ledger of {dataset} was {} ({} record(s) in the file); rebuilt from the audit log with {} record(s){}\n\
+             the rebuild is in the audit log (ledger.rebuild); `retort budget {dataset}` shows the budget\n",
+            r.found,
+            r.ledger_records_before
+                .map_or("no readable file".into(), |n| n.to_string()),
+            r.records,
+            r.kept_as
+                .as_ref()
+                .map_or(String::new(), |p| format!("; the replaced file is kept as {}", p.display())),
+        ),
+    };
+    let json = serde_json::to_value(&r).expect("invariant: rebuild report serializes");
+    Ok(Report::new(human, json))
 }

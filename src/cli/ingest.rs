@@ -177,6 +177,20 @@ pub fn run(args: Args, ctx: &mut Ctx) -> Result<Report> {
         }
     }
     human.push_str(&format!("see it with `retort datasets show {}`\n", m.name));
+    // The budget follows the images (keyed fingerprint): say so when they already spent some.
+    match crate::ledger::Ledger::open(&ws, m).and_then(|l| l.check()) {
+        Ok(c) if !c.records.is_empty() => {
+            let others: Vec<&String> = c.names.iter().filter(|n| **n != m.name).collect();
+            ctx.detail("budget_history", json!(others));
+            human.push_str(&format!(
+                "note: these images were ingested before (as {}); their spent privacy budget carries over: see `retort budget {}`\n",
+                others.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "),
+                m.name
+            ));
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!("the budget history of these images could not be checked: {e}"),
+    }
     let skipped: Vec<_> = out
         .skipped
         .iter()

@@ -190,6 +190,8 @@ impl Ctx {
     pub fn open_audited(&mut self, action: &str, object: &str) -> Result<Workspace> {
         let ws = Workspace::open(&self.workspace_path())?;
         self.session = Some(Session::begin(&ws, &self.actor, action, object)?);
+        // Workspaces from before the ledger was bound to the log: migrated once, audited.
+        crate::ledger::migrate(&ws, &self.actor)?;
         Ok(ws)
     }
 

@@ -414,6 +414,7 @@ mod tests {
             notes: vec![],
             created: "now".into(),
             fingerprint: "f".into(),
+            fingerprint_v1: None,
             files: Default::default(),
         }
     }

@@ -72,7 +72,7 @@ pub fn create(ws: &Workspace, req: &Request<'_>, session: &mut Session) -> Resul
     session.detail("policy", loaded.identity_json());
     let who = OsIdentity::current();
     let utility = read_utility(&run)?;
-    let ledger = Ledger::open(ws, &rec.dataset)?;
+    let ledger = Ledger::of_run(ws, &rec.id)?;
     let runs = ledger.runs()?;
     let utility = match utility {
         Some(u)

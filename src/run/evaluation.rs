@@ -377,8 +377,10 @@ fn dp_sgd_baseline(
     let loaded = crate::policy::load_active(ws, None)?;
     let cap = loaded.policy.dataset_epsilon_cap(&rec.dataset);
     let id = crate::workspace::new_id("evaldp");
-    let reservation = Ledger::open(ws, &rec.dataset)?.reserve(
+    let reservation = Ledger::open(ws, &stored.meta)?.reserve(
+        session.actor(),
         &id,
+        "eval-dp-baseline",
         std::slice::from_ref(&plan.event),
         rec.delta.get(),
         Some(cap),
@@ -408,7 +410,7 @@ fn dp_sgd_baseline(
         });
     match result {
         Ok(score) => {
-            reservation.commit()?;
+            reservation.commit(session.actor())?;
             Ok(Baseline {
                 score,
                 private: true,
@@ -417,7 +419,7 @@ fn dp_sgd_baseline(
             })
         }
         Err(e) => {
-            let _ = reservation.cancel();
+            let _ = reservation.cancel(session.actor());
             Err(e)
         }
     }
@@ -469,7 +471,7 @@ fn utility_release(
     if let Some(u) = read_utility(run)? {
         return Ok((Some(u), false, None));
     }
-    let ledger = Ledger::open(ws, &rec.dataset)?;
+    let ledger = Ledger::of_run(ws, &rec.id)?;
     let ledger_id = utility_ledger_id(&rec.id);
     if ledger.runs()?.iter().any(|r| r.run == ledger_id) {
         // Charged but never written (a crash between the two): releasing again would spend
@@ -489,7 +491,14 @@ fn utility_release(
     let sigma = *sigma;
     let loaded = crate::policy::load_active(ws, None)?;
     let cap = loaded.policy.dataset_epsilon_cap(&rec.dataset);
-    let reservation = ledger.reserve(&ledger_id, &share.events, rec.delta.get(), Some(cap))?;
+    let reservation = ledger.reserve(
+        session.actor(),
+        &ledger_id,
+        "eval-utility",
+        &share.events,
+        rec.delta.get(),
+        Some(cap),
+    )?;
     session.intent(
         "eval.utility-release",
         &ledger_id,
@@ -501,7 +510,7 @@ fn utility_release(
     let noisy = match result {
         Ok(v) => v,
         Err(e) => {
-            let _ = reservation.cancel();
+            let _ = reservation.cancel(session.actor());
             return Err(e);
         }
     };
@@ -544,7 +553,7 @@ fn utility_release(
     };
     let bytes = serde_json::to_vec_pretty(&u).expect("invariant: utility release serializes");
     atomic_write(&run.dir().join("utility.json"), &bytes)?;
-    reservation.commit()?;
+    reservation.commit(session.actor())?;
     Ok((Some(u), true, None))
 }
 

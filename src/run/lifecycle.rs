@@ -57,7 +57,7 @@ pub fn plan<'w>(
     let charged = accountant::epsilon(&plan.events, delta)?;
     let all_events: Vec<_> = plan.shares.iter().flat_map(|s| s.events.clone()).collect();
     let total = accountant::epsilon(&all_events, delta)?;
-    let ledger = Ledger::open(ws, &plan.dataset)?;
+    let ledger = Ledger::open(ws, &stored.meta)?;
     let mut spent = ledger.all_events()?;
     let dataset_before = accountant::epsilon(&spent, delta)?.epsilon;
     spent.extend(all_events);
@@ -148,8 +148,10 @@ impl<'w> Planned<'w> {
         session.detail("ipc", plan.ipc as u64);
         session.detail("policy_sha256", this.policy.sha256.clone());
         let cap = this.policy.policy.dataset_epsilon_cap(&plan.dataset);
-        let reservation = Ledger::open(this.ws, &plan.dataset)?.reserve(
+        let reservation = Ledger::open(this.ws, &this.stored.meta)?.reserve(
+            session.actor(),
             &run_id,
+            "distill",
             &plan.events,
             delta,
             Some(cap),
@@ -179,6 +181,7 @@ impl<'w> Planned<'w> {
             plan: this.plan,
             rec,
             reservation,
+            actor: session.actor().to_string(),
             t0: Instant::now(),
         })
     }
@@ -197,7 +200,7 @@ impl<'w> Planned<'w> {
             .collect();
         self.total = accountant::epsilon(&all, delta)?;
         self.charged = charged;
-        let mut spent = Ledger::open(self.ws, &self.plan.dataset)?.all_events()?;
+        let mut spent = Ledger::open(self.ws, &self.stored.meta)?.all_events()?;
         spent.extend(all);
         self.dataset_after = accountant::epsilon(&spent, delta)?.epsilon;
         self.decision =
@@ -224,6 +227,7 @@ pub struct Reserved<'w> {
     plan: Plan,
     rec: RunRecord,
     reservation: Reservation,
+    actor: String,
     t0: Instant,
 }
 
@@ -255,6 +259,7 @@ impl<'w> Reserved<'w> {
             plan,
             mut rec,
             reservation,
+            actor,
             t0,
         } = self;
         let t_read = Instant::now();
@@ -293,11 +298,11 @@ impl<'w> Reserved<'w> {
                     Err(e) => {
                         end(&mut rec, Status::Failed);
                         let _ = dir::write_record(ws, &rec);
-                        let _ = reservation.cancel();
+                        let _ = reservation.cancel(&actor);
                         return Err(e);
                     }
                 };
-                reservation.commit()?;
+                reservation.commit(&actor)?;
                 Ok(Completed {
                     record: rec,
                     dir,
@@ -312,7 +317,7 @@ impl<'w> Reserved<'w> {
                 };
                 end(&mut rec, status);
                 let _ = dir::write_record(ws, &rec);
-                let _ = reservation.cancel();
+                let _ = reservation.cancel(&actor);
                 Err(e)
             }
         }
@@ -346,7 +351,14 @@ impl Completed {
             run: id.into(),
             why,
         };
-        let runs = Ledger::open(ws, &record.dataset)?.runs()?;
+        let ledger = match Ledger::of_run(ws, &record.id) {
+            Ok(l) => l,
+            Err(crate::ledger::Error::NotFound { .. }) => {
+                return Err(not_charged("no ledger holds a reservation for it".into()))
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let runs = ledger.runs()?;
         let entry = runs
             .iter()
             .find(|r| r.run == record.id)

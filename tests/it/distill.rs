@@ -362,6 +362,7 @@ fn measure_dm_fashion() {
         notes: vec![],
         created: String::new(),
         fingerprint: String::new(),
+        fingerprint_v1: None,
         files: Default::default(),
     };
     let iterations = std::env::var("ITERS").ok().and_then(|s| s.parse().ok());

@@ -7,6 +7,7 @@ mod audit;
 mod distill;
 mod foundation;
 mod ingest;
+mod ledger;
 mod nn;
 mod package;
 mod policy;

@@ -70,15 +70,9 @@ fn workspace_with_run() -> TestWs {
 
 /// Charge the run to the dataset's ledger, as `retort distill` does before reading data.
 fn charge_ledger(t: &TestWs) {
-    let ws = retort::workspace::Workspace::open(&t.ws).unwrap();
     let events: Vec<retort::dp::event::DpEvent> =
         serde_json::from_value(run_json("completed")["events"].clone()).unwrap();
-    retort::ledger::Ledger::open(&ws, "phantoms")
-        .unwrap()
-        .reserve(RUN_ID, &events, 1e-5, Some(10.0))
-        .unwrap()
-        .commit()
-        .unwrap();
+    crate::util::charge(t, "phantoms", RUN_ID, &events, Some(10.0));
 }
 
 fn package(t: &TestWs, extra: &[&str]) -> serde_json::Value {

@@ -9,7 +9,7 @@ use retort::dp::DpEvent;
 use retort::ledger::Ledger;
 use retort::workspace::Workspace;
 
-use crate::util::{bin, TestWs};
+use crate::util::{bin, TestWs, TEST_ACTOR};
 
 fn reference() -> serde_json::Value {
     let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/accounting.json");
@@ -136,16 +136,17 @@ fn fail_invalid_privacy_values() {
 fn budget_of_empty_and_charged_dataset() {
     let t = TestWs::init();
     t.run(&["budget"]).expect(0).stdout_has(&["No dataset"]);
-    let ws = Workspace::open(&t.ws).unwrap();
-    let l = Ledger::open(&ws, "chest").unwrap();
+    let l = crate::util::ledger_of(&t, "chest");
     l.reserve(
+        TEST_ACTOR,
         "run-a",
+        "distill",
         &[DpEvent::poisson_gaussian(0.01, 1.1, 1000)],
         1e-5,
         None,
     )
     .unwrap()
-    .commit()
+    .commit(TEST_ACTOR)
     .unwrap();
     let before = std::fs::read(l.path()).unwrap();
     let run = t.run(&["budget", "chest", "--json"]);
@@ -186,10 +187,12 @@ fn helper_reserve_then_wait_to_be_killed() {
         return; // only meaningful as the child process of the test below
     };
     let ws = Workspace::open(Path::new(&root)).unwrap();
-    let l = Ledger::open(&ws, "chest").unwrap();
+    let l = Ledger::open(&ws, &retort::dataset::open(&ws, "chest").unwrap().meta).unwrap();
     let r = l
         .reserve(
+            TEST_ACTOR,
             "run-killed",
+            "distill",
             &[DpEvent::poisson_gaussian(0.02, 1.0, 500)],
             1e-5,
             Some(50.0),
@@ -197,12 +200,13 @@ fn helper_reserve_then_wait_to_be_killed() {
         .unwrap();
     println!("RESERVED {}", r.epsilon);
     std::thread::sleep(std::time::Duration::from_secs(120));
-    r.commit().unwrap();
+    r.commit(TEST_ACTOR).unwrap();
 }
 
 #[test]
 fn killed_between_reserve_and_commit_stays_charged() {
     let t = TestWs::init();
+    crate::util::ledger_of(&t, "chest");
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args([
             "privacy::helper_reserve_then_wait_to_be_killed",
@@ -235,12 +239,13 @@ fn killed_between_reserve_and_commit_stays_charged() {
     assert!(j["total"].as_f64().unwrap() > 0.5, "{j}");
     assert!(j["reserved"].as_f64().unwrap() > 0.5, "{j}");
     // And the next reservation is checked against a total that includes it.
-    let ws = Workspace::open(&t.ws).unwrap();
-    let l = Ledger::open(&ws, "chest").unwrap();
+    let l = crate::util::ledger_of(&t, "chest");
     let charged = j["total"].as_f64().unwrap();
     let e = l
         .reserve(
+            TEST_ACTOR,
             "run-next",
+            "distill",
             &[DpEvent::poisson_gaussian(0.02, 1.0, 500)],
             1e-5,
             Some(charged + 0.01),

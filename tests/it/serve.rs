@@ -981,15 +981,9 @@ mod real {
         std::fs::write(rd.join("run.json"), run_json().to_string()).unwrap();
         std::fs::write(rd.join("synthetic.parquet"), synthetic_parquet()).unwrap();
         std::fs::write(rd.join("contact_sheet.png"), png()).unwrap();
-        let ws = retort::workspace::Workspace::open(&t.ws).unwrap();
         let events: Vec<retort::dp::event::DpEvent> =
             serde_json::from_value(run_json()["events"].clone()).unwrap();
-        retort::ledger::Ledger::open(&ws, "phantoms")
-            .unwrap()
-            .reserve(RUN_ID, &events, 1e-5, Some(10.0))
-            .unwrap()
-            .commit()
-            .unwrap();
+        crate::util::charge(t, "phantoms", RUN_ID, &events, Some(10.0));
         let j = t
             .run(&["package", RUN_ID, "--partner", "alpha", "--json"])
             .expect(0)

@@ -228,3 +228,34 @@ pub fn audit_segments(ws: &Path) -> Vec<PathBuf> {
     segs.sort();
     segs
 }
+
+/// The audit actor the library-driven test helpers log as.
+pub const TEST_ACTOR: &str = "user:test";
+
+/// The stored dataset `name`, stored first (a small demo set) when it is not there yet.
+pub fn ensure_dataset(ws: &retort::workspace::Workspace, name: &str) -> retort::dataset::Meta {
+    match retort::dataset::open(ws, name) {
+        Ok(s) => s.meta,
+        Err(_) => {
+            retort::dataset::store(ws, name, &retort::demo::generate(3, 1))
+                .unwrap()
+                .meta
+        }
+    }
+}
+
+/// The ledger of dataset `name` (stored first when missing), as `retort distill` opens it.
+pub fn ledger_of(t: &TestWs, name: &str) -> retort::ledger::Ledger {
+    let ws = retort::workspace::Workspace::open(&t.ws).unwrap();
+    let meta = ensure_dataset(&ws, name);
+    retort::ledger::Ledger::open(&ws, &meta).unwrap()
+}
+
+/// Charge `run` to the ledger of dataset `name` and commit it, as `retort distill` does.
+pub fn charge(t: &TestWs, name: &str, run: &str, events: &[retort::dp::DpEvent], cap: Option<f64>) {
+    ledger_of(t, name)
+        .reserve(TEST_ACTOR, run, "distill", events, 1e-5, cap)
+        .unwrap()
+        .commit(TEST_ACTOR)
+        .unwrap();
+}
