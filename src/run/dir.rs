@@ -102,12 +102,15 @@ fn read_at(p: &Path, id: &str) -> Result<RunRecord, Error> {
     Ok(r)
 }
 
+/// A run directory's id and its record, or why the record cannot be read.
+pub type Listed = (String, Result<RunRecord, Error>);
+
 /// Every run directory of the workspace, oldest id first, each with its record or the reason
 /// it cannot be read (a compliance report must show an unreadable record, never skip it).
 ///
 /// # Errors
 /// I/O on the `runs/` directory itself.
-pub fn list(ws: &Workspace) -> Result<Vec<(String, Result<RunRecord, Error>)>, Error> {
+pub fn list(ws: &Workspace) -> Result<Vec<Listed>, Error> {
     let dir = ws.runs_dir();
     let rd = match std::fs::read_dir(&dir) {
         Ok(r) => r,
