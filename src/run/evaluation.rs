@@ -67,9 +67,9 @@ pub struct Baseline {
     pub private: bool,
     /// What it is, in words.
     pub what: String,
-    /// Extra facts (training cap, ledger id, plan).
-    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
-    pub notes: serde_json::Value,
+    /// Extra facts (`capped` training, `ledger_run`, `plan`).
+    #[serde(flatten)]
+    pub notes: serde_json::Map<String, serde_json::Value>,
 }
 
 /// `runs/<id>/eval.json`: the INTERNAL evaluation record (never packaged).
@@ -342,11 +342,16 @@ fn non_private_baselines(
             score: rnd,
             private: false,
             what: "the same number of real training images per class, drawn at random: a NON-PRIVATE reference (real pixels); internal only".into(),
-            notes: serde_json::Value::Null,
+            notes: Default::default(),
         },
         Baseline {
-            notes: json!({"capped": {"steps": fs.steps, "batch": ceiling.batch, "epochs": epochs, "models": 1,
-                "why": "training on all data is capped so it stays affordable on a 2-core host; the ceiling is therefore an underestimate"}}),
+            notes: [(
+                "capped".to_string(),
+                json!({"steps": fs.steps, "batch": ceiling.batch, "epochs": epochs, "models": 1,
+                "why": "training on all data is capped so it stays affordable on a 2-core host; the ceiling is therefore an underestimate"}),
+            )]
+            .into_iter()
+            .collect(),
             score: fs,
             private: false,
             what: "all real training images: the NON-PRIVATE ceiling; internal only".into(),
@@ -415,7 +420,12 @@ fn dp_sgd_baseline(
                 score,
                 private: true,
                 what: "a DP-SGD classifier trained directly on the real training split at the run's (epsilon, delta); one model; charged to the ledger; internal only".into(),
-                notes: json!({"ledger_run": id, "plan": plan}),
+                notes: [
+                    ("ledger_run".to_string(), json!(id)),
+                    ("plan".to_string(), json!(plan)),
+                ]
+                .into_iter()
+                .collect(),
             })
         }
         Err(e) => {

@@ -1,8 +1,6 @@
 //! `retort bench dp-step` and `retort eval` through the real binary.
 
-use crate::util::{retort, TestWs};
-use retort::dataset::{self, FloatImages, Split};
-use retort::workspace::Workspace;
+use crate::util::retort;
 
 #[test]
 fn bench_dp_step_prints_time_and_floor() {
@@ -45,35 +43,9 @@ fn bench_dp_step_prints_time_and_floor() {
     retort(&["bench", "dp-step", "--width", "0"]).expect(2);
 }
 
-/// A workspace with the demo dataset and a completed run whose synthetic set is a few
-/// (smoothed) demo images — evaluation does not care where the images came from.
-fn workspace_with_run(status: &str) -> (TestWs, String) {
-    let t = TestWs::init();
-    let ws = Workspace::open(&t.ws).unwrap();
-    let stored = dataset::store(&ws, "demo", &retort::demo::generate(12, 6)).unwrap();
-    let train = stored.load(Split::Train).unwrap();
-    let mut syn = FloatImages::new(train.shape);
-    for k in 0..4u32 {
-        for i in (0..train.len()).filter(|&i| train.labels[i] == k).take(2) {
-            syn.push(&train.image_f32(i), k);
-        }
-    }
-    let id = "run-test-1".to_string();
-    let dir = ws.runs_dir().join(&id);
-    std::fs::create_dir_all(&dir).unwrap();
-    dataset::write_synthetic_parquet(&dir.join("synthetic.parquet"), &syn, &stored.meta.classes)
-        .unwrap();
-    let rec = serde_json::json!({
-        "version": 1, "id": id, "dataset": "demo", "status": status, "ipc": 2,
-        "epsilon": 1.0, "delta": 1e-5, "shape": [1, 28, 28],
-    });
-    std::fs::write(dir.join("run.json"), rec.to_string()).unwrap();
-    (t, id)
-}
-
 #[test]
 fn eval_writes_report_with_baselines() {
-    let (t, id) = workspace_with_run("completed");
+    let (t, id) = crate::util::workspace_with_real_run(12);
     let r = t.run(&[
         "eval",
         &id,
@@ -100,12 +72,24 @@ fn eval_writes_report_with_baselines() {
     assert_eq!(b["random_real"]["train_images"], 8);
     assert_eq!(b["all_real"]["train_images"], 48);
     assert_eq!(b["all_real"]["capped"]["steps"], 2);
-    assert!(j["compression"]["synthetic_bytes"].as_u64().unwrap() > 0);
+    assert!(j["compression"]["synthetic_bytes_f32"].as_u64().unwrap() > 0);
     let file: serde_json::Value = serde_json::from_slice(
         &std::fs::read(t.ws.join("runs").join(&id).join("eval.json")).unwrap(),
     )
     .unwrap();
     assert_eq!(file["accuracy"], j["accuracy"]);
+    // The run's utility share is released once, charged to the ledger first, and reused.
+    // See: issue 19 (release boundary).
+    assert_eq!(j["released_now"], true);
+    let u = &j["released"];
+    let acc = u["accuracy"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&acc));
+    assert_eq!(u["mechanism"]["sensitivity"], 2.0);
+    assert!(u["noisy_count"].as_f64().is_some());
+    assert!(t.ws.join("runs").join(&id).join("utility.json").is_file());
+    let b = t.run(&["budget", "demo", "--json"]);
+    b.expect(0);
+    assert!(b.stdout.contains(&format!("{id}-utility")), "{}", b.stdout);
     // the training split was read only after an intent record
     let recs = t.audit_records();
     assert!(recs.iter().any(|r| r["action"] == "eval.read-train"));
@@ -127,15 +111,20 @@ fn eval_writes_report_with_baselines() {
         "--model",
         "mlp",
     ]);
-    h.expect(0)
-        .stdout_has(&["synthetic (this run)", "per class", "compression"]);
+    h.expect(0).stdout_has(&[
+        "synthetic (this run)",
+        "per class",
+        "compression",
+        "RELEASED figures",
+        "made earlier, reused",
+    ]);
     assert!(!h.stdout.contains("random real"));
 }
 
 /// The DP-SGD baseline spends budget: it is charged to the ledger before it reads data.
 #[test]
 fn eval_dp_baseline_is_charged_to_the_ledger() {
-    let (t, id) = workspace_with_run("completed");
+    let (t, id) = crate::util::workspace_with_real_run(12);
     let r = t.run(&[
         "eval",
         &id,
@@ -170,12 +159,18 @@ fn eval_dp_baseline_is_charged_to_the_ledger() {
 
 #[test]
 fn fail_eval_of_unfinished_or_missing_run() {
-    let (t, id) = workspace_with_run("running");
+    let (t, id) = crate::util::workspace_with_real_run(12);
+    let p = t.ws.join("runs").join(&id).join("run.json");
+    let mut rec: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+    rec["status"] = "running".into();
+    std::fs::write(&p, rec.to_string()).unwrap();
     let r = t.run(&["eval", &id]);
-    r.expect(1).stderr_has(&["not \"completed\"", "hint:"]);
+    r.expect(1)
+        .stderr_has(&["status \"running\"", "only a completed run", "hint:"]);
     assert!(!t.ws.join("runs").join(&id).join("eval.json").exists());
     t.run(&["eval", "no-such-run"])
         .expect(1)
         .stderr_has(&["no-such-run", "hint:"]);
-    t.run(&["eval", "../etc"]).expect(1);
+    // A malformed id is wrong in itself: a usage error. See: issue 20 (CLI contract).
+    t.run(&["eval", "../etc"]).expect(2);
 }

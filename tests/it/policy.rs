@@ -58,7 +58,7 @@ fn fail_malformed_policy_names_file_line_column() {
                 "require_dicom_deidentification = true",
                 "require_dicom_deidentification = false",
             ),
-            "32:34",
+            "36:34",
             "may not turn that off",
             "policy-invalid-value",
         ),
@@ -67,7 +67,7 @@ fn fail_malformed_policy_names_file_line_column() {
                 "methods = [\"gm\", \"dm\"]",
                 "methods = [\"gm\", \"dp-gan\"]",
             ),
-            "26:18",
+            "30:18",
             "unknown method \"dp-gan\"",
             "policy-invalid-value",
         ),
@@ -105,7 +105,7 @@ fn check_warns_and_deny_warnings_fails() {
     let f = f.display().to_string();
     retort(&["policy", "check", &f])
         .expect(0)
-        .stderr_has(&[&format!("warning: {f}:37:10: "), "policy-warn-unknown-user"]);
+        .stderr_has(&[&format!("warning: {f}:41:10: "), "policy-warn-unknown-user"]);
     retort(&["policy", "check", &f, "--deny-warnings"])
         .expect(1)
         .stderr_has(&["--deny-warnings"]);

@@ -147,6 +147,32 @@ impl TestWs {
     }
 }
 
+/// A workspace holding the demo phantoms (`per_class` training images per class, stored as
+/// dataset `demo`) and one completed run distilled from them with fast settings (ipc 2):
+/// a real, charged run, as `eval` and `package` require. Returns the run id.
+pub fn workspace_with_real_run(per_class: usize) -> (TestWs, String) {
+    let t = TestWs::init();
+    let ws = retort::workspace::Workspace::open(&t.ws).unwrap();
+    retort::dataset::store(&ws, "demo", &retort::demo::generate(per_class, 6)).unwrap();
+    let r = t.run(&[
+        "distill",
+        "--dataset",
+        "demo",
+        "--epsilon",
+        "1",
+        "--ipc",
+        "2",
+        "--iterations",
+        "2",
+        "--seed",
+        "7",
+        "--json",
+    ]);
+    r.expect(0);
+    let id = r.json()["run"].as_str().unwrap().to_string();
+    (t, id)
+}
+
 /// Run the binary without a workspace argument.
 pub fn retort(args: &[&str]) -> Run {
     let mut c = Command::new(bin());
