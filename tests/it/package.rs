@@ -969,3 +969,69 @@ fn interop_pyarrow_loads_parquet() {
     let (ok, out) = sh(&broken, &format!("python3 {}", script.display()));
     assert!(!ok, "{out}");
 }
+
+/// A real run, evaluated and packaged: every field of the package is either declared public or
+/// released by a share its guarantee covers, the utility figures are the released (noisy) ones,
+/// and the stated epsilon is the composition of the main and utility shares.
+/// See: issue 19 (release boundary).
+#[test]
+fn real_package_passes_the_release_boundary() {
+    let (t, id) = crate::util::workspace_with_real_run(12);
+    t.run(&["policy", "add-partner", "acme"]).expect(0);
+    let e = t.run(&[
+        "eval",
+        &id,
+        "--json",
+        "--models",
+        "1",
+        "--epochs",
+        "2",
+        "--width",
+        "4",
+        "--ceiling-steps",
+        "2",
+    ]);
+    e.expect(0);
+    let released = e.json()["released"].clone();
+    let internal = e.json()["internal"].clone();
+    let p = t.run(&["package", &id, "--partner", "acme", "--json"]);
+    p.expect(0);
+    let j = p.json();
+    let dir = PathBuf::from(j["path"].as_str().unwrap());
+    retort::package::boundary::check_package(&dir).unwrap();
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("data/privacy_report.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        report["guarantee"]["covers"],
+        serde_json::json!(["main", "utility"])
+    );
+    assert_eq!(report["utility"]["accuracy"], released["accuracy"]);
+    assert!(report["release_boundary"]["released"]["/utility/accuracy"].is_string());
+    // The stated epsilon is the accountant's composition of both shares' events.
+    let rec: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(t.ws.join("runs").join(&id).join("run.json")).unwrap(),
+    )
+    .unwrap();
+    let mut events: Vec<retort::dp::DpEvent> =
+        serde_json::from_value(rec["events"].clone()).unwrap();
+    events.extend(
+        serde_json::from_value::<Vec<retort::dp::DpEvent>>(released["share"]["events"].clone())
+            .unwrap(),
+    );
+    let want = retort::dp::accountant::epsilon(&events, 1e-5)
+        .unwrap()
+        .epsilon;
+    let got = report["guarantee"]["epsilon"].as_f64().unwrap();
+    assert!((got - want).abs() < 1e-9, "{got} vs {want}");
+    assert!(got <= 1.0 + 1e-9, "{got}");
+    // Nothing of the internal evaluation record is in the package.
+    let text = std::fs::read_to_string(dir.join("data/privacy_report.json")).unwrap();
+    assert!(!text.contains("random_real") && !text.contains("all_real"));
+    assert_ne!(internal["accuracy"], report["utility"]["accuracy"]);
+    // The partner's verifier agrees with the stated claims.
+    let fp = j["key_sha256"].as_str().unwrap();
+    let v = verify(&dir, fp);
+    v.expect(0);
+    assert_eq!(v.json()["epsilon"], report["guarantee"]["epsilon"]);
+}
