@@ -43,7 +43,9 @@ def load_parquet(path, labels):
     import pyarrow.parquet as pq
 
     t = pq.read_table(path)
-    shape = [int(v) for v in t.schema.metadata[b"retort.shape"].decode().split(",")]
+    meta = dict(t.schema.metadata or {})
+    meta.update(pq.ParquetFile(path).metadata.metadata or {})
+    shape = [int(v) for v in meta[b"retort.shape"].decode().split(",")]
     x = np.stack(t.column("image").to_numpy(zero_copy_only=False)).astype("float32")
     x = x.reshape(-1, *shape)
     y = np.asarray(t.column("label").to_numpy(), dtype="int64")
