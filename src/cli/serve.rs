@@ -28,12 +28,30 @@ pub struct Args {
     /// The CA certificate(s) that sign partner client certificates (PEM).
     #[arg(long, value_name = "FILE")]
     pub client_ca: PathBuf,
-    /// Most connections served at once (more wait to be accepted).
+    /// Most partner connections served at once; a slot is taken only after a successful
+    /// TLS handshake.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_CONNECTIONS)]
     pub max_connections: usize,
-    /// Close a connection after this many seconds without traffic.
+    /// Most TLS handshakes in progress at once, all peers together (more wait to be accepted).
+    #[arg(long, value_name = "N", default_value_t = crate::serve::DEFAULT_MAX_HANDSHAKES)]
+    pub max_handshakes: usize,
+    /// Most TLS handshakes in progress at once from one address (IPv4 address or IPv6 /64);
+    /// a connection beyond it is closed at once.
+    #[arg(long, value_name = "N", default_value_t = crate::serve::DEFAULT_MAX_HANDSHAKES_PER_IP)]
+    pub max_handshakes_per_ip: usize,
+    /// Seconds a TLS handshake may take (and then the wait for a free connection slot).
+    #[arg(long, value_name = "SECONDS", default_value_t = crate::serve::DEFAULT_HANDSHAKE_TIMEOUT.as_secs())]
+    pub handshake_timeout: u64,
+    /// Seconds within which a request's head must be complete (bytes do not extend it).
+    #[arg(long, value_name = "SECONDS", default_value_t = crate::serve::DEFAULT_HEADER_TIMEOUT.as_secs())]
+    pub header_timeout: u64,
+    /// Window of the minimum-rate rule: over every this many seconds of waiting for a client
+    /// to take data, it must take --min-rate bytes per second (nothing at all: always cut).
     #[arg(long, value_name = "SECONDS", default_value_t = crate::serve::DEFAULT_IDLE_TIMEOUT.as_secs())]
     pub idle_timeout: u64,
+    /// Bytes per second a client must take while the server waits on it.
+    #[arg(long, value_name = "BYTES", default_value_t = crate::serve::DEFAULT_MIN_RATE)]
+    pub min_rate: u64,
     /// On shutdown, wait this many seconds for in-flight downloads before cutting them.
     #[arg(long, value_name = "SECONDS", default_value_t = crate::serve::DEFAULT_DRAIN_TIMEOUT.as_secs())]
     pub drain_timeout: u64,
@@ -49,19 +67,52 @@ pub struct Args {
 /// address in use), workspace and audit errors.
 pub fn run(args: Args, ctx: &mut Ctx) -> Result<Report> {
     let ws = ctx.open_audited("serve.run", &args.listen.to_string())?;
-    if args.idle_timeout == 0 {
-        return Err(super::usage(
-            "--idle-timeout must be at least 1 second",
-            "give --idle-timeout a positive number of seconds (default 30)",
-        ));
+    for (flag, v, default) in [
+        (
+            "--idle-timeout",
+            args.idle_timeout,
+            crate::serve::DEFAULT_IDLE_TIMEOUT,
+        ),
+        (
+            "--handshake-timeout",
+            args.handshake_timeout,
+            crate::serve::DEFAULT_HANDSHAKE_TIMEOUT,
+        ),
+        (
+            "--header-timeout",
+            args.header_timeout,
+            crate::serve::DEFAULT_HEADER_TIMEOUT,
+        ),
+    ] {
+        if v == 0 {
+            return Err(super::usage(
+                format!("{flag} must be at least 1 second"),
+                format!(
+                    "give {flag} a positive number of seconds (default {})",
+                    default.as_secs()
+                ),
+            ));
+        }
     }
+    let secs = std::time::Duration::from_secs;
     let mut opts = Options::new(args.listen, args.cert, args.key, args.client_ca);
     opts.max_connections = args.max_connections;
-    opts.idle_timeout = std::time::Duration::from_secs(args.idle_timeout);
+    opts.max_handshakes = args.max_handshakes;
+    opts.max_handshakes_per_ip = args.max_handshakes_per_ip;
+    opts.handshake_timeout = secs(args.handshake_timeout);
+    opts.header_timeout = secs(args.header_timeout);
+    opts.min_rate = args.min_rate;
+    opts.idle_timeout = secs(args.idle_timeout);
     opts.drain_timeout = std::time::Duration::from_secs(args.drain_timeout);
     opts.allow_tls12 = args.allow_tls12;
     opts.policy = ctx.policy.clone();
     ctx.detail("max_connections", opts.max_connections);
+    ctx.detail("max_handshakes", opts.max_handshakes);
+    ctx.detail("max_handshakes_per_ip", opts.max_handshakes_per_ip);
+    ctx.detail("handshake_timeout_s", args.handshake_timeout);
+    ctx.detail("header_timeout_s", args.header_timeout);
+    ctx.detail("idle_timeout_s", args.idle_timeout);
+    ctx.detail("min_rate", opts.min_rate);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("retort-serve")
@@ -104,12 +155,14 @@ pub fn run(args: Args, ctx: &mut Ctx) -> Result<Report> {
     ctx.detail("bytes_sent", summary.bytes_sent);
     ctx.detail("handshakes_refused", summary.handshakes_refused);
     ctx.detail("connections_cut", summary.connections_cut);
+    ctx.detail("connections_dropped", summary.connections_dropped);
     let human = format!(
-        "stopped: {} connections, {} requests, {} bytes sent, {} handshakes refused{}\n",
+        "stopped: {} connections, {} requests, {} bytes sent, {} handshakes refused, {} connections dropped by limits{}\n",
         summary.connections,
         summary.requests,
         summary.bytes_sent,
         summary.handshakes_refused,
+        summary.connections_dropped,
         if summary.connections_cut > 0 {
             format!(
                 ", {} downloads cut at the drain timeout",

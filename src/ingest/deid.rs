@@ -13,16 +13,21 @@
 //!
 //! Burned-in text cannot be removed by dropping attributes: objects with Burned In Annotation
 //! (0028,0301) = YES are refused, and so are objects of SOP classes known to carry burned-in
-//! text (secondary capture, ultrasound) unless the flag explicitly says NO (treated as a claim,
-//! as PS3.15 advises). File names can contain patient names: they are shown to the operator
-//! but never audited.
+//! text ([`BURNED_IN_RISK_SOP_CLASSES`]: secondary capture, ultrasound, visible-light
+//! endoscopy, microscopy and photography, ophthalmic photography) unless the flag explicitly
+//! says NO (treated as a claim, as PS3.15 advises). Likewise a face cannot be removed by
+//! dropping attributes: objects with Recognizable Visual Features (0028,0302) = YES are refused,
+//! and so are objects of classes that photograph the patient's body surface
+//! ([`VISUAL_FEATURES_RISK_SOP_CLASSES`]) unless that flag explicitly says NO. The reasoning
+//! for every class on these lists, and for the classes left off, is in `docs/ingest.md`. File
+//! names can contain patient names: they are shown to the operator but never audited.
 
 use dicom_core::Tag;
 use dicom_dictionary_std::tags;
 use dicom_object::DefaultDicomObject;
 
-/// Header attributes the reader may consult: what decoding needs, plus the burned-in flag and
-/// the SOP class (for the burned-in risk rule). Nothing else is read.
+/// Header attributes the reader may consult: what decoding needs, plus the burned-in and
+/// recognizable-features flags and the SOP class (for the risk rules). Nothing else is read.
 pub const DECODING_TAGS: &[Tag] = &[
     tags::SOP_CLASS_UID,
     tags::SAMPLES_PER_PIXEL,
@@ -36,6 +41,7 @@ pub const DECODING_TAGS: &[Tag] = &[
     tags::HIGH_BIT,
     tags::PIXEL_REPRESENTATION,
     tags::BURNED_IN_ANNOTATION,
+    tags::RECOGNIZABLE_VISUAL_FEATURES,
     tags::RESCALE_INTERCEPT,
     tags::RESCALE_SLOPE,
     tags::WINDOW_CENTER,
@@ -104,18 +110,223 @@ pub const IDENTIFYING_TAGS: &[Tag] = &[
     tags::REQUESTING_PHYSICIAN,
 ];
 
-/// SOP classes that often carry burned-in text (secondary capture family, ultrasound): refused
-/// unless Burned In Annotation explicitly says NO.
-pub const BURNED_IN_RISK_SOP_CLASSES: &[&str] = &[
-    "1.2.840.10008.5.1.4.1.1.7",     // Secondary Capture
-    "1.2.840.10008.5.1.4.1.1.7.1",   // Multi-frame Single Bit SC
-    "1.2.840.10008.5.1.4.1.1.7.2",   // Multi-frame Grayscale Byte SC
-    "1.2.840.10008.5.1.4.1.1.7.3",   // Multi-frame Grayscale Word SC
-    "1.2.840.10008.5.1.4.1.1.7.4",   // Multi-frame True Color SC
-    "1.2.840.10008.5.1.4.1.1.6.1",   // Ultrasound
-    "1.2.840.10008.5.1.4.1.1.3.1",   // Ultrasound Multi-frame
-    "1.2.840.10008.5.1.4.1.1.104.1", // Encapsulated PDF
+/// A SOP class refused for a pixel-level identification risk unless its header says otherwise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RiskClass {
+    /// The SOP Class UID (PS3.6 Table A-1).
+    pub uid: &'static str,
+    /// Its name in PS3.6.
+    pub name: &'static str,
+    /// The family it belongs to, in the words of the refusal.
+    pub family: &'static str,
+}
+
+const fn class(uid: &'static str, name: &'static str, family: &'static str) -> RiskClass {
+    RiskClass { uid, name, family }
+}
+
+const SC: &str = "secondary capture: screen captures and digitised film or paper";
+const US: &str = "ultrasound: the scanner renders patient and exam text into the image";
+const VL: &str =
+    "visible-light endoscopy and microscopy: camera frames with on-screen text, slide labels";
+const PHOTO: &str = "visible-light photography of the patient";
+const OP: &str = "ophthalmic photography: fundus cameras stamp names and dates into the image";
+
+/// SOP classes that often carry burned-in text: refused unless Burned In Annotation (0028,0301)
+/// explicitly says NO. Why each is here, and why other classes are not: `docs/ingest.md`.
+pub const BURNED_IN_RISK_SOP_CLASSES: &[RiskClass] = &[
+    class(
+        "1.2.840.10008.5.1.4.1.1.7",
+        "Secondary Capture Image Storage",
+        SC,
+    ),
+    class(
+        "1.2.840.10008.5.1.4.1.1.7.1",
+        "Multi-frame Single Bit Secondary Capture Image Storage",
+        SC,
+    ),
+    class(
+        "1.2.840.10008.5.1.4.1.1.7.2",
+        "Multi-frame Grayscale Byte Secondary Capture Image Storage",
+        SC,
+    ),
+    class(
+        "1.2.840.10008.5.1.4.1.1.7.3",
+        "Multi-frame Grayscale Word Secondary Capture Image Storage",
+        SC,
+    ),
+    class(
+        "1.2.840.10008.5.1.4.1.1.7.4",
+        "Multi-frame True Color Secondary Capture Image Storage",
+        SC,
+    ),
+    class(
+        "1.2.840.10008.5.1.4.1.1.6",
+        "Ultrasound Image Storage (Retired)",
+        US,
+    ),
+    class(
+        "1.2.840.10008.5.1.4.1.1.6.1",
+        "Ultrasound Image Storage",
+        US,
+    ),
+    class(
+        "1.2.840.10008.5.1.4.1.1.3",
+        "Ultrasound Multi-frame Image Storage (Retired)",
+        US,
+    ),
+    class(
+        "1.2.840.10008.5.1.4.1.1.3.1",
+        "Ultrasound Multi-frame Image Storage",
+        US,
+    ),
+    class(
+        "1.2.840.10008.5.1.4.1.1.6.2",
+        "Enhanced US Volume Storage",
+        US,
+    ),
+    class(
+        "1.2.840.10008.5.1.4.1.1.6.3",
+        "Photoacoustic Image Storage",
+        US,
+    ),
+    class(
+        "1.2.840.10008.5.1.4.1.1.77.1",
+        "VL Image Storage - Trial (Retired)",
+        VL,
+    ),
+    class(
+        "1.2.840.10008.5.1.4.1.1.77.2",
+        "VL Multi-frame Image Storage - Trial (Retired)",
+        VL,
+    ),
+    class(
+        "1.2.840.10008.5.1.4.1.1.77.1.1",
+        "VL Endoscopic Image Storage",
+        VL,
+    ),
+    class(
+        "1.2.840.10008.5.1.4.1.1.77.1.1.1",
+        "Video Endoscopic Image Storage",
+        VL,
+    ),
+    class(
+        "1.2.840.10008.5.1.4.1.1.77.1.2",
+        "VL Microscopic Image Storage",
+        VL,
+    ),
+    class(
+        "1.2.840.10008.5.1.4.1.1.77.1.2.1",
+        "Video Microscopic Image Storage",
+        VL,
+    ),
+    class(
+        "1.2.840.10008.5.1.4.1.1.77.1.3",
+        "VL Slide-Coordinates Microscopic Image Storage",
+        VL,
+    ),
+    class(
+        "1.2.840.10008.5.1.4.1.1.77.1.6",
+        "VL Whole Slide Microscopy Image Storage",
+        VL,
+    ),
+    class(
+        "1.2.840.10008.5.1.4.1.1.77.1.8",
+        "Confocal Microscopy Image Storage",
+        VL,
+    ),
+    class(
+        "1.2.840.10008.5.1.4.1.1.77.1.9",
+        "Confocal Microscopy Tiled Pyramidal Image Storage",
+        VL,
+    ),
+    class(
+        "1.2.840.10008.5.1.4.1.1.77.1.4",
+        "VL Photographic Image Storage",
+        PHOTO,
+    ),
+    class(
+        "1.2.840.10008.5.1.4.1.1.77.1.4.1",
+        "Video Photographic Image Storage",
+        PHOTO,
+    ),
+    class(
+        "1.2.840.10008.5.1.4.1.1.77.1.7",
+        "Dermoscopic Photography Image Storage",
+        PHOTO,
+    ),
+    class(
+        "1.2.840.10008.5.1.4.1.1.77.1.5.1",
+        "Ophthalmic Photography 8 Bit Image Storage",
+        OP,
+    ),
+    class(
+        "1.2.840.10008.5.1.4.1.1.77.1.5.2",
+        "Ophthalmic Photography 16 Bit Image Storage",
+        OP,
+    ),
+    class(
+        "1.2.840.10008.5.1.4.1.1.77.1.5.5",
+        "Wide Field Ophthalmic Photography Stereographic Projection Image Storage",
+        OP,
+    ),
+    class(
+        "1.2.840.10008.5.1.4.1.1.77.1.5.6",
+        "Wide Field Ophthalmic Photography 3D Coordinates Image Storage",
+        OP,
+    ),
+    class(
+        "1.2.840.10008.5.1.4.1.1.104.1",
+        "Encapsulated PDF Storage",
+        "encapsulated documents: scanned or printed pages",
+    ),
 ];
+
+/// SOP classes that photograph the patient's body surface (a face, a tattoo): refused unless
+/// Recognizable Visual Features (0028,0302) explicitly says NO (on top of the burned-in rule).
+pub const VISUAL_FEATURES_RISK_SOP_CLASSES: &[RiskClass] = &[
+    class(
+        "1.2.840.10008.5.1.4.1.1.77.1.4",
+        "VL Photographic Image Storage",
+        PHOTO,
+    ),
+    class(
+        "1.2.840.10008.5.1.4.1.1.77.1.4.1",
+        "Video Photographic Image Storage",
+        PHOTO,
+    ),
+    class(
+        "1.2.840.10008.5.1.4.1.1.77.1.7",
+        "Dermoscopic Photography Image Storage",
+        PHOTO,
+    ),
+    class(
+        "1.2.840.10008.5.1.4.1.1.77.1",
+        "VL Image Storage - Trial (Retired)",
+        PHOTO,
+    ),
+    class(
+        "1.2.840.10008.5.1.4.1.1.77.2",
+        "VL Multi-frame Image Storage - Trial (Retired)",
+        PHOTO,
+    ),
+];
+
+/// The risk class of `uid` in `list`.
+fn risk(list: &[RiskClass], uid: &str) -> Option<RiskClass> {
+    list.iter().find(|c| c.uid == uid).copied()
+}
+
+/// Why a DICOM object is refused for what its pixels may show.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PixelRisk {
+    /// Burned-in text (Burned In Annotation (0028,0301), or the SOP class).
+    BurnedIn(String),
+    /// Recognizable visual features (Recognizable Visual Features (0028,0302), or the SOP
+    /// class).
+    VisualFeatures(String),
+}
 
 /// Read-only access to the decoding attributes of an object, and nothing else.
 pub struct DecodeView<'a>(&'a DefaultDicomObject);
@@ -169,22 +380,52 @@ impl<'a> DecodeView<'a> {
         self.element(tag).is_some()
     }
 
+    fn flag(&self, tag: Tag) -> Option<String> {
+        self.string(tag).map(|s| s.to_ascii_uppercase())
+    }
+
     /// `Some(reason)` if the object must be refused for burned-in text.
-    pub fn burned_in(&self) -> Option<&'static str> {
-        match self
-            .string(tags::BURNED_IN_ANNOTATION)
-            .map(|s| s.to_ascii_uppercase())
-            .as_deref()
-        {
-            Some("YES") => Some("Burned In Annotation (0028,0301) is YES"),
+    pub fn burned_in(&self) -> Option<String> {
+        match self.flag(tags::BURNED_IN_ANNOTATION).as_deref() {
+            Some("YES") => Some("Burned In Annotation (0028,0301) is YES".into()),
             Some("NO") => None,
             _ => {
                 let sop = self.string(tags::SOP_CLASS_UID).unwrap_or_default();
-                BURNED_IN_RISK_SOP_CLASSES
-                    .contains(&sop.as_str())
-                    .then_some("its SOP class (secondary capture or ultrasound) often carries burned-in text and Burned In Annotation (0028,0301) does not say NO")
+                risk(BURNED_IN_RISK_SOP_CLASSES, &sop).map(|c| {
+                    format!(
+                        "its SOP class, {} ({}), often carries burned-in text ({}), and Burned In Annotation (0028,0301) does not say NO",
+                        c.name, c.uid, c.family
+                    )
+                })
             }
         }
+    }
+
+    /// `Some(reason)` if the object must be refused for recognizable visual features.
+    pub fn visual_features(&self) -> Option<String> {
+        match self.flag(tags::RECOGNIZABLE_VISUAL_FEATURES).as_deref() {
+            Some("YES") => Some(
+                "Recognizable Visual Features (0028,0302) is YES: the pixels show features, such as a face, that can identify the patient".into(),
+            ),
+            Some("NO") => None,
+            _ => {
+                let sop = self.string(tags::SOP_CLASS_UID).unwrap_or_default();
+                risk(VISUAL_FEATURES_RISK_SOP_CLASSES, &sop).map(|c| {
+                    format!(
+                        "its SOP class, {} ({}), photographs the patient and Recognizable Visual Features (0028,0302) does not say NO",
+                        c.name, c.uid
+                    )
+                })
+            }
+        }
+    }
+
+    /// The first pixel-level risk that refuses the object: burned-in text, then recognizable
+    /// visual features.
+    pub fn pixel_risk(&self) -> Option<PixelRisk> {
+        self.burned_in()
+            .map(PixelRisk::BurnedIn)
+            .or_else(|| self.visual_features().map(PixelRisk::VisualFeatures))
     }
 }
 
@@ -229,6 +470,144 @@ impl Inventory {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every class on the risk lists is a real PS3.6 SOP class (checked against the DICOM
+    /// dictionary crate, names included), and none is listed twice.
+    #[test]
+    #[allow(deprecated)] // retired UIDs are deprecated constants in the dictionary
+    fn risk_classes_are_the_dictionary_s() {
+        use dicom_dictionary_std::uids as u;
+        let known = [
+            (
+                u::SECONDARY_CAPTURE_IMAGE_STORAGE,
+                "Secondary Capture Image Storage",
+            ),
+            (
+                u::MULTI_FRAME_SINGLE_BIT_SECONDARY_CAPTURE_IMAGE_STORAGE,
+                "Multi-frame Single Bit Secondary Capture Image Storage",
+            ),
+            (
+                u::MULTI_FRAME_GRAYSCALE_BYTE_SECONDARY_CAPTURE_IMAGE_STORAGE,
+                "Multi-frame Grayscale Byte Secondary Capture Image Storage",
+            ),
+            (
+                u::MULTI_FRAME_GRAYSCALE_WORD_SECONDARY_CAPTURE_IMAGE_STORAGE,
+                "Multi-frame Grayscale Word Secondary Capture Image Storage",
+            ),
+            (
+                u::MULTI_FRAME_TRUE_COLOR_SECONDARY_CAPTURE_IMAGE_STORAGE,
+                "Multi-frame True Color Secondary Capture Image Storage",
+            ),
+            (
+                u::ULTRASOUND_IMAGE_STORAGE_RETIRED,
+                "Ultrasound Image Storage (Retired)",
+            ),
+            (u::ULTRASOUND_IMAGE_STORAGE, "Ultrasound Image Storage"),
+            (
+                u::ULTRASOUND_MULTI_FRAME_IMAGE_STORAGE_RETIRED,
+                "Ultrasound Multi-frame Image Storage (Retired)",
+            ),
+            (
+                u::ULTRASOUND_MULTI_FRAME_IMAGE_STORAGE,
+                "Ultrasound Multi-frame Image Storage",
+            ),
+            (u::ENHANCED_US_VOLUME_STORAGE, "Enhanced US Volume Storage"),
+            (
+                u::PHOTOACOUSTIC_IMAGE_STORAGE,
+                "Photoacoustic Image Storage",
+            ),
+            (
+                u::VL_IMAGE_STORAGE_TRIAL,
+                "VL Image Storage - Trial (Retired)",
+            ),
+            (
+                u::VL_MULTI_FRAME_IMAGE_STORAGE_TRIAL,
+                "VL Multi-frame Image Storage - Trial (Retired)",
+            ),
+            (
+                u::VL_ENDOSCOPIC_IMAGE_STORAGE,
+                "VL Endoscopic Image Storage",
+            ),
+            (
+                u::VIDEO_ENDOSCOPIC_IMAGE_STORAGE,
+                "Video Endoscopic Image Storage",
+            ),
+            (
+                u::VL_MICROSCOPIC_IMAGE_STORAGE,
+                "VL Microscopic Image Storage",
+            ),
+            (
+                u::VIDEO_MICROSCOPIC_IMAGE_STORAGE,
+                "Video Microscopic Image Storage",
+            ),
+            (
+                u::VL_SLIDE_COORDINATES_MICROSCOPIC_IMAGE_STORAGE,
+                "VL Slide-Coordinates Microscopic Image Storage",
+            ),
+            (
+                u::VL_WHOLE_SLIDE_MICROSCOPY_IMAGE_STORAGE,
+                "VL Whole Slide Microscopy Image Storage",
+            ),
+            (
+                u::CONFOCAL_MICROSCOPY_IMAGE_STORAGE,
+                "Confocal Microscopy Image Storage",
+            ),
+            (
+                u::CONFOCAL_MICROSCOPY_TILED_PYRAMIDAL_IMAGE_STORAGE,
+                "Confocal Microscopy Tiled Pyramidal Image Storage",
+            ),
+            (
+                u::VL_PHOTOGRAPHIC_IMAGE_STORAGE,
+                "VL Photographic Image Storage",
+            ),
+            (
+                u::VIDEO_PHOTOGRAPHIC_IMAGE_STORAGE,
+                "Video Photographic Image Storage",
+            ),
+            (
+                u::DERMOSCOPIC_PHOTOGRAPHY_IMAGE_STORAGE,
+                "Dermoscopic Photography Image Storage",
+            ),
+            (
+                u::OPHTHALMIC_PHOTOGRAPHY8_BIT_IMAGE_STORAGE,
+                "Ophthalmic Photography 8 Bit Image Storage",
+            ),
+            (
+                u::OPHTHALMIC_PHOTOGRAPHY16_BIT_IMAGE_STORAGE,
+                "Ophthalmic Photography 16 Bit Image Storage",
+            ),
+            (
+                u::WIDE_FIELD_OPHTHALMIC_PHOTOGRAPHY_STEREOGRAPHIC_PROJECTION_IMAGE_STORAGE,
+                "Wide Field Ophthalmic Photography Stereographic Projection Image Storage",
+            ),
+            (
+                u::WIDE_FIELD_OPHTHALMIC_PHOTOGRAPHY3_D_COORDINATES_IMAGE_STORAGE,
+                "Wide Field Ophthalmic Photography 3D Coordinates Image Storage",
+            ),
+            (u::ENCAPSULATED_PDF_STORAGE, "Encapsulated PDF Storage"),
+        ];
+        for list in [BURNED_IN_RISK_SOP_CLASSES, VISUAL_FEATURES_RISK_SOP_CLASSES] {
+            let mut seen = std::collections::BTreeSet::new();
+            for c in list {
+                assert!(seen.insert(c.uid), "{} listed twice", c.uid);
+                assert!(
+                    known.contains(&(c.uid, c.name)),
+                    "{} {:?} is not a dictionary SOP class with that name",
+                    c.uid,
+                    c.name
+                );
+            }
+        }
+        assert_eq!(BURNED_IN_RISK_SOP_CLASSES.len(), known.len());
+        // Every class refused for visual features is also refused for burned-in text.
+        for c in VISUAL_FEATURES_RISK_SOP_CLASSES {
+            assert!(
+                risk(BURNED_IN_RISK_SOP_CLASSES, c.uid).is_some(),
+                "{}",
+                c.uid
+            );
+        }
+    }
 
     #[test]
     fn no_identifying_tag_is_a_decoding_tag() {

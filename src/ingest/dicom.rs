@@ -5,7 +5,9 @@
 //! 1. open as DICOM Part 10 (preamble, `DICM`, file meta group);
 //! 2. the transfer syntax must be one this build decodes ([`SUPPORTED_TRANSFER_SYNTAXES`]):
 //!    JPEG-LS, 12-bit JPEG, video and unknown syntaxes are refused;
-//! 3. burned-in text: refused per [`super::deid::DecodeView::burned_in`];
+//! 3. what the pixels may show: refused for burned-in text per
+//!    [`super::deid::DecodeView::burned_in`], then for recognizable visual features per
+//!    [`super::deid::DecodeView::visual_features`];
 //! 4. decode the pixel data (dicom-pixeldata), **first frame only** of multi-frame objects;
 //! 5. monochrome: modality rescale (slope/intercept), then the first VOI window (linear or
 //!    sigmoid, PS3.3 C.11.2.1.2) or, without a window, min-max of the frame; MONOCHROME1 is
@@ -20,7 +22,7 @@ use dicom_object::DefaultDicomObject;
 use dicom_pixeldata::{DecodedPixelData, PixelDecoder, VoiLutFunction};
 use rayon::prelude::*;
 
-use super::deid::{DecodeView, Inventory};
+use super::deid::{DecodeView, Inventory, PixelRisk};
 use super::error::Refusal;
 use super::images::class_folders;
 use super::pixels::{min_max, palette, samples, voi};
@@ -140,12 +142,22 @@ pub fn decode_object(
         ));
     }
     let view = DecodeView::new(obj);
-    if let Some(why) = view.burned_in() {
-        return Err(Error::dicom(
-            path,
-            Refusal::BurnedIn,
-            format!("refused: {why}"),
-        ));
+    match view.pixel_risk() {
+        Some(PixelRisk::BurnedIn(why)) => {
+            return Err(Error::dicom(
+                path,
+                Refusal::BurnedIn,
+                format!("refused: {why}"),
+            ))
+        }
+        Some(PixelRisk::VisualFeatures(why)) => {
+            return Err(Error::dicom(
+                path,
+                Refusal::VisualFeatures,
+                format!("refused: {why}"),
+            ))
+        }
+        None => {}
     }
     if !view.has(tags::PIXEL_DATA) {
         return Err(Error::dicom(

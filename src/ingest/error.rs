@@ -17,9 +17,12 @@ pub enum Refusal {
     Unreadable,
     /// The transfer syntax cannot be decoded by this build (JPEG-LS, 12-bit JPEG, …).
     TransferSyntax,
-    /// Burned In Annotation (0028,0301) = YES: text in the pixels that de-identification
-    /// cannot remove.
+    /// Burned In Annotation (0028,0301) = YES, or a SOP class that often carries burned-in text
+    /// without an explicit NO: text in the pixels that de-identification cannot remove.
     BurnedIn,
+    /// Recognizable Visual Features (0028,0302) = YES, or a class that photographs the patient
+    /// without an explicit NO: a face (or similar) that de-identification cannot remove.
+    VisualFeatures,
     /// No pixel data (SR, RT plan, waveform, encapsulated document, …).
     NoPixelData,
     /// The pixel data is truncated or does not decode.
@@ -35,6 +38,7 @@ impl Refusal {
             Refusal::Unreadable => "ingest-dicom-unreadable",
             Refusal::TransferSyntax => "ingest-dicom-transfer-syntax",
             Refusal::BurnedIn => "ingest-dicom-burned-in",
+            Refusal::VisualFeatures => "ingest-dicom-recognizable-features",
             Refusal::NoPixelData => "ingest-dicom-no-pixel-data",
             Refusal::PixelData => "ingest-dicom-pixel-data",
             Refusal::Unsupported => "ingest-dicom-unsupported",
@@ -48,6 +52,9 @@ impl Refusal {
                 "a DICOM file has a transfer syntax this build cannot decode"
             }
             Refusal::BurnedIn => "a DICOM file may carry burned-in annotation",
+            Refusal::VisualFeatures => {
+                "a DICOM file may show recognizable visual features of the patient"
+            }
             Refusal::NoPixelData => "a DICOM object has no pixel data",
             Refusal::PixelData => "a DICOM file's pixel data is damaged or truncated",
             Refusal::Unsupported => "a DICOM file has an unsupported pixel layout",
@@ -58,7 +65,8 @@ impl Refusal {
         match self {
             Refusal::Unreadable => "export the object again as a DICOM Part 10 file (with the 128-byte preamble, DICM and a file meta group), or leave it out with --skip-invalid",
             Refusal::TransferSyntax => "transcode it to an uncompressed or JPEG 2000 transfer syntax (e.g. `gdcmconv --raw` or `dcmdjpls`), or leave it out with --skip-invalid",
-            Refusal::BurnedIn => "burned-in text may identify the patient and cannot be removed here; clean the pixels first or leave the file out (--skip-invalid)",
+            Refusal::BurnedIn => "burned-in text may identify the patient and cannot be removed here; ingest a de-identified export instead (pixels cleaned, Burned In Annotation (0028,0301) set to NO), or leave the file out with --skip-invalid",
+            Refusal::VisualFeatures => "a face or other recognizable feature cannot be removed here; ingest a de-identified export instead (de-faced or cropped, with Recognizable Visual Features (0028,0302) set to NO: PS3.15's Clean Recognizable Visual Features Option), or leave the file out with --skip-invalid",
             Refusal::NoPixelData => "only image objects can be ingested; remove non-image objects (SR, RT plans, documents) or use --skip-invalid",
             Refusal::PixelData => "the pixel data is damaged or truncated; re-export the file from the archive, or leave it out with --skip-invalid",
             Refusal::Unsupported => "convert the image to MONOCHROME2 or RGB with 8 or 16 bits, or leave it out with --skip-invalid",
@@ -244,6 +252,7 @@ impl Error {
         "ingest-dicom-unreadable",
         "ingest-dicom-transfer-syntax",
         "ingest-dicom-burned-in",
+        "ingest-dicom-recognizable-features",
         "ingest-dicom-no-pixel-data",
         "ingest-dicom-pixel-data",
         "ingest-dicom-unsupported",

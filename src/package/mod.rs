@@ -208,6 +208,10 @@ pub enum VerifyError {
     /// embedded key files disagree with the trusted key.
     #[error("wrong key at {0}")]
     KeyMismatch(Failure),
+    /// The trusted key file lives inside the package being verified (or a copy of it): it
+    /// proves nothing, since whoever altered the package could have replaced its key.
+    #[error("untrusted key at {0}")]
+    KeyFromPackage(Failure),
     /// `provenance.intoto.jsonl` is not one well-formed DSSE envelope.
     #[error("malformed envelope at {0}")]
     EnvelopeMalformed(Failure),
@@ -243,6 +247,7 @@ impl VerifyError {
         "verify-unsafe-package",
         "verify-missing-file",
         "verify-key-mismatch",
+        "verify-key-from-package",
         "verify-envelope-malformed",
         "verify-signature-invalid",
         "verify-payload-type",
@@ -260,6 +265,7 @@ impl VerifyError {
             VerifyError::Unsafe(f)
             | VerifyError::MissingFile(f)
             | VerifyError::KeyMismatch(f)
+            | VerifyError::KeyFromPackage(f)
             | VerifyError::EnvelopeMalformed(f)
             | VerifyError::SignatureInvalid(f)
             | VerifyError::PayloadType(f)
@@ -277,6 +283,7 @@ impl VerifyError {
             VerifyError::Unsafe(f)
             | VerifyError::MissingFile(f)
             | VerifyError::KeyMismatch(f)
+            | VerifyError::KeyFromPackage(f)
             | VerifyError::EnvelopeMalformed(f)
             | VerifyError::SignatureInvalid(f)
             | VerifyError::PayloadType(f)
@@ -307,6 +314,7 @@ impl Coded for VerifyError {
             VerifyError::Unsafe(_) => "verify-unsafe-package",
             VerifyError::MissingFile(_) => "verify-missing-file",
             VerifyError::KeyMismatch(_) => "verify-key-mismatch",
+            VerifyError::KeyFromPackage(_) => "verify-key-from-package",
             VerifyError::EnvelopeMalformed(_) => "verify-envelope-malformed",
             VerifyError::SignatureInvalid(_) => "verify-signature-invalid",
             VerifyError::PayloadType(_) => "verify-payload-type",
@@ -322,6 +330,9 @@ impl Coded for VerifyError {
         Some(match self {
             VerifyError::KeyMismatch(_) | VerifyError::SignatureInvalid(_) | VerifyError::SumsSignatureInvalid(_) => {
                 "do not use this package: it was not signed by the key you pinned (check the fingerprint with the hospital out of band)".into()
+            }
+            VerifyError::KeyFromPackage(_) => {
+                "pin the hospital's key instead of taking it from the package: `retort verify PKG --key <fingerprint>` with the fingerprint `retort keys show` prints at the hospital, obtained out of band (phone, letter, contract), or a copy of the public key the hospital sent you separately".into()
             }
             VerifyError::Unsafe(_) => {
                 "do not unpack or use this package; ask the hospital for a fresh copy".into()
@@ -394,6 +405,7 @@ mod tests {
             VerifyError::Unsafe(f()),
             VerifyError::MissingFile(f()),
             VerifyError::KeyMismatch(f()),
+            VerifyError::KeyFromPackage(f()),
             VerifyError::EnvelopeMalformed(f()),
             VerifyError::SignatureInvalid(f()),
             VerifyError::PayloadType(f()),

@@ -4,8 +4,10 @@
 //!
 //! 1. `read`: the package is read safely into a snapshot (regular files only, safe paths,
 //!    size limits; see [`super::export`]).
-//! 2. `key`: the trusted key is resolved (a fingerprint is compared with the embedded
-//!    `keys/retort.pub.pem`) and the embedded key files are the same key.
+//! 2. `key`: a trusted key *file* that lives inside the package being checked (or a copy of
+//!    it) is refused — it proves nothing ([`key_from_package`]); the trusted key is resolved (a
+//!    fingerprint is compared with the embedded `keys/retort.pub.pem`) and the embedded key
+//!    files are the same key.
 //! 3. `envelope`: `provenance.intoto.jsonl` is exactly one DSSE envelope line.
 //! 4. `signature`: a signature verifies with the trusted key over PAE(payloadType, payload),
 //!    before the payload is parsed.
@@ -25,7 +27,7 @@
 //! Steps that depend on an earlier failed step are skipped (never run on unverified data). The
 //! package passes only if every step passes; the first failed step decides the error code.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
 
@@ -45,6 +47,14 @@ pub enum TrustedKey {
     Key(PublicKey),
     /// The SHA-256 fingerprint of the raw key (lowercase hex), compared with the embedded key.
     Fingerprint(String),
+    /// A public key read from a file ([`TrustedKey::from_arg`]). Where it was read from is kept
+    /// so that [`verify_package`] can refuse a key taken from the package it checks.
+    File {
+        /// The key.
+        key: PublicKey,
+        /// The file it was read from, as given.
+        path: PathBuf,
+    },
 }
 
 impl TrustedKey {
@@ -65,7 +75,10 @@ impl TrustedKey {
                 });
             }
             let text = std::fs::read_to_string(p).map_err(|e| IoError::new("reading", p, e))?;
-            return Ok(TrustedKey::Key(PublicKey::parse(&text, arg)?));
+            return Ok(TrustedKey::File {
+                key: PublicKey::parse(&text, arg)?,
+                path: p.to_path_buf(),
+            });
         }
         let fp: String = arg
             .trim()
@@ -247,7 +260,7 @@ pub fn verify_package(
     limits: &Limits,
 ) -> Result<Verification, IoError> {
     match read_package(path, limits) {
-        Ok(snap) => Ok(verify_snapshot(&snap, key)),
+        Ok(snap) => Ok(verify_snapshot_from(&snap, key, Some(path))),
         Err(ReadError::Io(e)) => Err(e),
         Err(ReadError::Unsafe(why)) => {
             let mut st = Steps {
@@ -290,8 +303,92 @@ fn missing(path: &str) -> (Kind, String) {
     (VerifyError::MissingFile, format!("{path} is missing"))
 }
 
-/// Verify an already read package.
+/// Verify an already read package (the trusted key's origin cannot be checked against a
+/// package that has no path: [`verify_package`] does that).
 pub fn verify_snapshot(snap: &Snapshot, trusted: &TrustedKey) -> Verification {
+    verify_snapshot_from(snap, trusted, None)
+}
+
+/// Why a trusted key file proves nothing about the package at `package` (read into `snap`):
+/// `Some(reason)` when the file is inside the package directory (compared as canonical paths,
+/// so symbolic links and `..` do not hide it), is a hard link to one of the package's files,
+/// or has the bytes of the package's own key file and sits inside a copy of the package (an
+/// ancestor folder holds this package's `provenance.intoto.jsonl` or `SHA256SUMS`, byte for
+/// byte — for example the extracted copy of the tar being verified). A key file elsewhere that
+/// merely equals the package's key is the normal case and is not refused.
+pub fn key_from_package(package: &Path, key_file: &Path, snap: &Snapshot) -> Option<String> {
+    let key_canon = std::fs::canonicalize(key_file).ok()?;
+    if let Ok(pkg_canon) = std::fs::canonicalize(package) {
+        if pkg_canon.is_dir() {
+            if key_canon.starts_with(&pkg_canon) {
+                return Some(format!(
+                    "{} is inside the package {} being verified",
+                    key_file.display(),
+                    package.display()
+                ));
+            }
+            if let Some(rel) = hard_link_into(&pkg_canon, &key_canon, snap) {
+                return Some(format!(
+                    "{} is a hard link to the package's own {rel}",
+                    key_file.display()
+                ));
+            }
+        }
+    }
+    let key_bytes = std::fs::read(&key_canon).ok()?;
+    let own = [super::PUB_PEM, super::PUB_SIGNIFY]
+        .iter()
+        .any(|rel| snap.content(rel) == Some(key_bytes.as_slice()));
+    if !own {
+        return None;
+    }
+    for dir in key_canon.ancestors().skip(1).take(MAX_PACKAGE_DEPTH) {
+        for marker in [super::PROVENANCE, super::SUMS] {
+            let Some(want) = snap.content(marker) else {
+                continue;
+            };
+            let p = dir.join(marker);
+            let same_size = std::fs::metadata(&p)
+                .map(|m| m.is_file() && m.len() == want.len() as u64)
+                .unwrap_or(false);
+            if same_size && std::fs::read(&p).is_ok_and(|b| b == want) {
+                return Some(format!(
+                    "{} is the package's own key file, inside {}, a copy of the package being verified (same {marker})",
+                    key_file.display(),
+                    dir.display()
+                ));
+            }
+        }
+    }
+    None
+}
+
+/// How many folders up from a key file [`key_from_package`] looks for a copy of the package.
+const MAX_PACKAGE_DEPTH: usize = 8;
+
+/// The package file (relative path) that `key` is a hard link to, if any.
+#[cfg(unix)]
+fn hard_link_into(pkg: &Path, key: &Path, snap: &Snapshot) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let k = std::fs::metadata(key).ok()?;
+    snap.files.keys().find_map(|rel| {
+        let m = std::fs::metadata(pkg.join(rel)).ok()?;
+        (m.dev() == k.dev() && m.ino() == k.ino()).then(|| rel.clone())
+    })
+}
+
+#[cfg(not(unix))]
+fn hard_link_into(_pkg: &Path, _key: &Path, _snap: &Snapshot) -> Option<String> {
+    None
+}
+
+/// [`verify_snapshot`], with the path the package was read from (to check where a trusted key
+/// file comes from).
+fn verify_snapshot_from(
+    snap: &Snapshot,
+    trusted: &TrustedKey,
+    package: Option<&Path>,
+) -> Verification {
     let mut st = Steps {
         steps: Vec::new(),
         error: None,
@@ -306,7 +403,19 @@ pub fn verify_snapshot(snap: &Snapshot, trusted: &TrustedKey) -> Verification {
     );
 
     // 2. key
-    let key = resolve_key(snap, trusted);
+    let from_package = match (trusted, package) {
+        (TrustedKey::File { path, .. }, Some(pkg)) => key_from_package(pkg, path, snap),
+        _ => None,
+    };
+    let key = match from_package {
+        Some(why) => Err((
+            VerifyError::KeyFromPackage as Kind,
+            format!(
+                "the trusted key {why}: a key taken from the package proves nothing, since whoever altered the package could have replaced its key as well"
+            ),
+        )),
+        None => resolve_key(snap, trusted),
+    };
     let key = match key {
         Ok(k) => {
             st.pass(
@@ -531,8 +640,8 @@ fn resolve_key(snap: &Snapshot, trusted: &TrustedKey) -> Result<PublicKey, (Kind
         ));
     }
     match trusted {
-        TrustedKey::Key(k) if *k == pem => Ok(*k),
-        TrustedKey::Key(k) => Err((
+        TrustedKey::Key(k) | TrustedKey::File { key: k, .. } if *k == pem => Ok(*k),
+        TrustedKey::Key(k) | TrustedKey::File { key: k, .. } => Err((
             VerifyError::KeyMismatch,
             format!(
                 "the package's key is SHA256 {}, not the pinned key SHA256 {}",
@@ -733,13 +842,13 @@ mod tests {
         std::fs::write(&p, k.spki_pem()).unwrap();
         assert_eq!(
             TrustedKey::from_arg(p.to_str().unwrap()).unwrap(),
-            TrustedKey::Key(k)
+            TrustedKey::File { key: k, path: p }
         );
         let p = d.path().join("k.pub");
         std::fs::write(&p, k.signify_pub("c")).unwrap();
         assert_eq!(
             TrustedKey::from_arg(p.to_str().unwrap()).unwrap(),
-            TrustedKey::Key(k)
+            TrustedKey::File { key: k, path: p }
         );
     }
 }

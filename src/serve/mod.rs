@@ -17,8 +17,13 @@
 //!   closed). The server never holds the workspace lock; the audit log takes its own lock per
 //!   record.
 //! - **Operations.** Streaming downloads (a tar is built on the fly, a file is read in chunks),
-//!   bounded connections, header size and idle time, graceful shutdown on SIGTERM / Ctrl-C
-//!   (in-flight downloads finish, then the audit log is closed and checkpointed).
+//!   graceful shutdown on SIGTERM / Ctrl-C (in-flight downloads finish, then the audit log is
+//!   closed and checkpointed).
+//! - **Bounded connections** (see `conn`). A connection slot is taken only after a successful
+//!   handshake; handshakes in progress are limited per peer address and overall and have a
+//!   deadline; a request head has an absolute deadline; a client must take response data at a
+//!   minimum rate. Every connection closed by one of these limits is audited
+//!   (`serve.connection`, rate-limited with the refused handshakes).
 //!
 //! The library never prints; the CLI (`cli/serve.rs`) reports through [`Server::local_addr`]
 //! and the [`Summary`] that [`Server::run`] returns.
@@ -47,14 +52,27 @@ use crate::workspace::Workspace;
 
 pub use partners::{PartnerDirectory, PartnerInfo};
 
-/// Default for `--max-connections`.
+/// Default for `--max-connections`: partner connections served at once (a slot is taken only
+/// after a successful handshake).
 pub const DEFAULT_MAX_CONNECTIONS: usize = 64;
-/// A connection with no traffic in either direction for this long is closed.
+/// Default for `--max-handshakes`: TLS handshakes in progress at once, all peers together
+/// (more connections wait in the kernel's accept queue).
+pub const DEFAULT_MAX_HANDSHAKES: usize = 128;
+/// Default for `--max-handshakes-per-ip`: TLS handshakes in progress at once from one peer
+/// address (IPv4 address or IPv6 /64); a connection beyond it is closed at once.
+pub const DEFAULT_MAX_HANDSHAKES_PER_IP: usize = 8;
+/// Default for `--idle-timeout`: the window over which the minimum transfer rate is measured
+/// while the server waits for a client to take data (a client that takes nothing for this
+/// long is always cut).
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
-/// A TLS handshake must finish within this time.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// A request's headers must arrive within this time.
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default for `--min-rate`: bytes per second a client must take while the server waits on it.
+pub const DEFAULT_MIN_RATE: u64 = 4096;
+/// Default for `--handshake-timeout`: a TLS handshake (and the wait for a connection slot after
+/// it) must finish within this time.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default for `--header-timeout`: a request head must be complete this long after the server
+/// starts reading it (an absolute deadline: bytes arriving do not extend it).
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// The largest request head (request line + headers) accepted, in bytes.
 pub const MAX_HEADER_BYTES: usize = 16 * 1024;
 /// The most header fields accepted in a request.
@@ -175,6 +193,12 @@ impl Error {
         "serve-audit-unavailable",
         "serve-internal",
         "serve-download-incomplete",
+        // Connections closed by a limit or deadline (audit records only):
+        "serve-handshake-timeout",
+        "serve-handshake-limit",
+        "serve-header-timeout",
+        "serve-client-too-slow",
+        "serve-busy",
     ];
 }
 
@@ -236,10 +260,25 @@ pub struct Options {
     pub key: PathBuf,
     /// PEM certificate(s) of the CA that signs partner certificates.
     pub client_ca: PathBuf,
-    /// Most connections served at once; more wait in the kernel's accept queue.
+    /// Most partner connections served at once. A slot is taken only after a successful
+    /// handshake; an authenticated connection waits up to `handshake_timeout` for one.
     pub max_connections: usize,
-    /// Close connections idle this long.
+    /// Most TLS handshakes in progress at once, all peers together; more connections wait in
+    /// the kernel's accept queue.
+    pub max_handshakes: usize,
+    /// Most TLS handshakes in progress at once from one peer address (IPv4 address, IPv6 /64);
+    /// a connection beyond it is closed at once.
+    pub max_handshakes_per_ip: usize,
+    /// A TLS handshake, and then the wait for a connection slot, must each finish within this.
+    pub handshake_timeout: Duration,
+    /// A request head must be complete within this of the server starting to read it.
+    pub header_timeout: Duration,
+    /// The window of the minimum-rate rule: over every `idle_timeout` of waiting for a client
+    /// to take data, it must take `min_rate` bytes per second.
     pub idle_timeout: Duration,
+    /// Bytes per second a client must take while the server waits on it (0: no rate rule,
+    /// only the idle window).
+    pub min_rate: u64,
     /// Also offer TLS 1.2 (TLS 1.3 only by default).
     pub allow_tls12: bool,
     /// How long a shutdown waits for in-flight downloads.
@@ -257,7 +296,12 @@ impl Options {
             key,
             client_ca,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_handshakes: DEFAULT_MAX_HANDSHAKES,
+            max_handshakes_per_ip: DEFAULT_MAX_HANDSHAKES_PER_IP,
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            header_timeout: DEFAULT_HEADER_TIMEOUT,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            min_rate: DEFAULT_MIN_RATE,
             allow_tls12: false,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             policy: None,
@@ -279,6 +323,10 @@ pub struct Summary {
     pub bytes_sent: u64,
     /// Connections cut at the end of the drain timeout.
     pub connections_cut: u64,
+    /// Connections closed by a limit or deadline: handshakes over the per-address limit or
+    /// past their deadline, no connection slot in time, a request head past its deadline, a
+    /// client taking data slower than the minimum rate (each audited as `serve.connection`).
+    pub connections_dropped: u64,
 }
 
 #[cfg(test)]
@@ -288,13 +336,31 @@ mod tests {
     #[test]
     fn refusal_records_are_rate_limited_and_summarised() {
         let l = RefusalLimiter::new();
-        let admitted = (0..50).filter(|_| l.admit().0).count();
+        let admitted = (0..50)
+            .filter(|i| {
+                let reason = if i % 2 == 0 {
+                    "serve-handshake-refused"
+                } else {
+                    "serve-header-timeout"
+                };
+                l.admit(reason).0
+            })
+            .count();
         assert_eq!(admitted, MAX_REFUSAL_RECORDS_PER_SECOND as usize);
+        // The 30 suppressed ones are counted per reason (records 20..50 alternate).
         assert_eq!(
             l.take_suppressed(),
-            50 - MAX_REFUSAL_RECORDS_PER_SECOND as u64
+            vec![
+                ("serve-handshake-refused", 15),
+                ("serve-header-timeout", 15)
+            ]
         );
-        assert_eq!(l.take_suppressed(), 0);
+        assert!(l.take_suppressed().is_empty());
+        // Summary records name the right action.
+        let r = suppressed_record("serve-header-timeout", 3);
+        assert_eq!(r.action, "serve.connection");
+        let r = suppressed_record("serve-partner-unknown", 3);
+        assert_eq!(r.action, "serve.handshake");
     }
 
     #[test]
@@ -310,63 +376,84 @@ pub(crate) struct Counters {
     pub(crate) handshakes_refused: AtomicU64,
     pub(crate) requests: AtomicU64,
     pub(crate) bytes_sent: AtomicU64,
+    pub(crate) dropped: AtomicU64,
 }
 
-/// At most this many refused-handshake records are written per second; the rest are counted
-/// and summarised in one record, so a flood of bad handshakes cannot fill the disk.
+/// At most this many connection-level records (refused handshakes, dropped connections) are
+/// written per second; the rest are counted and summarised in one record per reason, so a flood
+/// of bad or slow clients cannot fill the disk.
 pub const MAX_REFUSAL_RECORDS_PER_SECOND: u32 = 20;
 
-/// Rate limit for refused-handshake audit records.
+/// Rate limit for connection-level audit records (refused handshakes, dropped connections).
 #[derive(Debug)]
 pub(crate) struct RefusalLimiter {
-    state: std::sync::Mutex<(std::time::Instant, u32, u64)>,
+    state: std::sync::Mutex<LimiterState>,
+}
+
+#[derive(Debug)]
+struct LimiterState {
+    /// Start of the current one-second window.
+    since: std::time::Instant,
+    /// Records admitted in it.
+    admitted: u32,
+    /// Suppressed records not yet summarised, per reason code.
+    suppressed: std::collections::BTreeMap<&'static str, u64>,
 }
 
 impl RefusalLimiter {
     fn new() -> RefusalLimiter {
         RefusalLimiter {
-            state: std::sync::Mutex::new((std::time::Instant::now(), 0, 0)),
+            state: std::sync::Mutex::new(LimiterState {
+                since: std::time::Instant::now(),
+                admitted: 0,
+                suppressed: std::collections::BTreeMap::new(),
+            }),
         }
     }
 
-    /// Whether this refusal gets its own record, and how many earlier ones were suppressed and
-    /// must now be reported in a summary record.
-    pub(crate) fn admit(&self) -> (bool, u64) {
+    /// Whether this record (with reason code `reason`) is written on its own, and the earlier
+    /// suppressed ones (per reason) that must now be reported in summary records.
+    pub(crate) fn admit(&self, reason: &'static str) -> (bool, Vec<(&'static str, u64)>) {
         let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let now = std::time::Instant::now();
-        let mut report = 0;
-        if now.duration_since(s.0) >= Duration::from_secs(1) {
-            report = s.2;
-            *s = (now, 0, 0);
+        let mut report = Vec::new();
+        if now.duration_since(s.since) >= Duration::from_secs(1) {
+            report = std::mem::take(&mut s.suppressed).into_iter().collect();
+            s.since = now;
+            s.admitted = 0;
         }
-        if s.1 < MAX_REFUSAL_RECORDS_PER_SECOND {
-            s.1 += 1;
+        if s.admitted < MAX_REFUSAL_RECORDS_PER_SECOND {
+            s.admitted += 1;
             (true, report)
         } else {
-            s.2 += 1;
+            *s.suppressed.entry(reason).or_default() += 1;
             (false, report)
         }
     }
 
-    /// Suppressed refusals not yet reported (at shutdown).
-    pub(crate) fn take_suppressed(&self) -> u64 {
+    /// Suppressed records not yet reported, per reason (at shutdown).
+    pub(crate) fn take_suppressed(&self) -> Vec<(&'static str, u64)> {
         let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        std::mem::take(&mut s.2)
+        std::mem::take(&mut s.suppressed).into_iter().collect()
     }
 }
 
-/// The summary record for suppressed handshake refusals.
-pub(crate) fn suppressed_record(n: u64) -> crate::audit::NewRecord {
+/// The summary record for `n` suppressed records with reason `reason`.
+pub(crate) fn suppressed_record(reason: &'static str, n: u64) -> crate::audit::NewRecord {
+    let action = match reason {
+        "serve-handshake-refused" | "serve-partner-unknown" => "serve.handshake",
+        _ => "serve.connection",
+    };
     crate::audit::NewRecord::new(
         "partner:unknown",
-        "serve.handshake",
+        action,
         "suppressed",
         crate::audit::Outcome::Refused,
     )
-    .reason("serve-handshake-refused")
+    .reason(reason)
     .details(serde_json::json!({
         "suppressed": n,
-        "why": format!("more than {MAX_REFUSAL_RECORDS_PER_SECOND} refused handshakes in one second; counted, not recorded one by one"),
+        "why": format!("more than {MAX_REFUSAL_RECORDS_PER_SECOND} refused handshakes or dropped connections in one second; counted, not recorded one by one"),
     }))
 }
 
@@ -378,6 +465,33 @@ pub(crate) struct Shared {
     pub(crate) audit: audit::Auditor,
     pub(crate) counters: Counters,
     pub(crate) refusals: RefusalLimiter,
+    /// Handshakes in progress per peer address.
+    pub(crate) handshaking: conn::PeerLimiter,
+    /// The connection limits and deadlines in force.
+    pub(crate) limits: Limits,
+}
+
+impl Shared {
+    /// Write a connection-level record (refused handshake, dropped connection) through the
+    /// rate limit, with the summary of what the limit suppressed before it.
+    pub(crate) fn record_limited(&self, reason: &'static str, rec: crate::audit::NewRecord) {
+        let (own, suppressed) = self.refusals.admit(reason);
+        for (r, n) in suppressed {
+            self.audit.record(suppressed_record(r, n));
+        }
+        if own {
+            self.audit.record(rec);
+        }
+    }
+}
+
+/// The connection limits and deadlines (from [`Options`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    pub(crate) handshake_timeout: Duration,
+    pub(crate) header_timeout: Duration,
+    pub(crate) idle_timeout: Duration,
+    pub(crate) min_rate: u64,
 }
 
 /// Facts about the server's TLS identity, for the startup audit record and the operator.
@@ -422,10 +536,27 @@ impl Server {
     /// `serve-key-mismatch`, `serve-client-ca-invalid`, `serve-no-partners`,
     /// `serve-bind-failed`, `serve-option-invalid`; workspace errors.
     pub async fn bind(ws: &Workspace, options: Options) -> Result<Server> {
-        if options.max_connections == 0 {
-            return Err(Error::BadOption {
-                what: "--max-connections must be at least 1".into(),
-            });
+        for (flag, v) in [
+            ("--max-connections", options.max_connections),
+            ("--max-handshakes", options.max_handshakes),
+            ("--max-handshakes-per-ip", options.max_handshakes_per_ip),
+        ] {
+            if v == 0 {
+                return Err(Error::BadOption {
+                    what: format!("{flag} must be at least 1"),
+                });
+            }
+        }
+        for (flag, v) in [
+            ("--handshake-timeout", options.handshake_timeout),
+            ("--header-timeout", options.header_timeout),
+            ("--idle-timeout", options.idle_timeout),
+        ] {
+            if v.is_zero() {
+                return Err(Error::BadOption {
+                    what: format!("{flag} must be at least 1 second"),
+                });
+            }
         }
         let partners = Arc::new(PartnerDirectory::new(ws.root(), options.policy.clone()));
         let names = partners.names()?;
@@ -457,6 +588,13 @@ impl Server {
             audit: audit::Auditor::start(ws.audit_dir())?,
             counters: Counters::default(),
             refusals: RefusalLimiter::new(),
+            handshaking: conn::PeerLimiter::new(options.max_handshakes_per_ip),
+            limits: Limits {
+                handshake_timeout: options.handshake_timeout,
+                header_timeout: options.header_timeout,
+                idle_timeout: options.idle_timeout,
+                min_rate: options.min_rate,
+            },
         });
         Ok(Server {
             listener,
@@ -493,14 +631,19 @@ impl Server {
             options,
             identity: _,
         } = self;
-        let limit = Arc::new(Semaphore::new(options.max_connections));
+        // A connection slot is taken only after a successful handshake (in `conn`); before
+        // that a connection holds one of `max_handshakes` places, and at most
+        // `max_handshakes_per_ip` of them per peer address, so anonymous connections that never
+        // finish a handshake cannot starve partners of slots.
+        let slots = Arc::new(Semaphore::new(options.max_connections));
+        let handshakes = Arc::new(Semaphore::new(options.max_handshakes));
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         let mut tasks = JoinSet::new();
         tokio::pin!(shutdown);
         loop {
-            let permit = tokio::select! {
+            let place = tokio::select! {
                 _ = &mut shutdown => break,
-                p = limit.clone().acquire_owned() => p.expect("invariant: the semaphore is never closed"),
+                p = handshakes.clone().acquire_owned() => p.expect("invariant: the semaphore is never closed"),
             };
             let (tcp, peer) = tokio::select! {
                 _ = &mut shutdown => break,
@@ -515,16 +658,32 @@ impl Server {
                 },
             };
             shared.counters.connections.fetch_add(1, Ordering::Relaxed);
+            // Reap finished connection tasks so the set stays small.
+            while tasks.try_join_next().is_some() {}
+            let Some(admission) = conn::Admission::new(place, &shared.handshaking, peer.ip())
+            else {
+                // Too many handshakes from this address already: close at once.
+                drop(tcp);
+                conn::dropped(
+                    &shared,
+                    "partner:unknown",
+                    peer,
+                    "serve-handshake-limit",
+                    format!(
+                        "{} TLS handshakes from this address are already in progress (--max-handshakes-per-ip)",
+                        options.max_handshakes_per_ip
+                    ),
+                );
+                continue;
+            };
             let _ = tcp.set_nodelay(true);
             let shared = shared.clone();
             let acceptor = acceptor.clone();
             let watcher = graceful.watcher();
-            let idle = options.idle_timeout;
-            // Reap finished connection tasks so the set stays small.
-            while tasks.try_join_next().is_some() {}
+            let slots = slots.clone();
             tasks.spawn(async move {
-                conn::serve_connection(tcp, peer, acceptor, shared, idle, watcher).await;
-                drop(permit);
+                conn::serve_connection(tcp, peer, acceptor, shared, admission, slots, watcher)
+                    .await;
             });
         }
         drop(listener);
@@ -553,10 +712,10 @@ impl Server {
             requests: c.requests.load(Ordering::Relaxed),
             bytes_sent: c.bytes_sent.load(Ordering::Relaxed),
             connections_cut: cut,
+            connections_dropped: c.dropped.load(Ordering::Relaxed),
         };
-        let suppressed = shared.refusals.take_suppressed();
-        if suppressed > 0 {
-            shared.audit.record(suppressed_record(suppressed));
+        for (reason, n) in shared.refusals.take_suppressed() {
+            shared.audit.record(suppressed_record(reason, n));
         }
         shared.audit.close()?;
         Ok(summary)
@@ -588,11 +747,13 @@ pub async fn shutdown_signal() {
     }
 }
 
-/// The http1 connection settings: header limits and the header-read timeout.
-pub(crate) fn http1_builder() -> hyper::server::conn::http1::Builder {
+/// The http1 connection settings: header limits and the header deadline. hyper's
+/// `header_read_timeout` is an absolute deadline, armed when it starts reading a request head
+/// (also the next one on a kept-alive connection) and not extended by bytes that arrive.
+pub(crate) fn http1_builder(header_timeout: Duration) -> hyper::server::conn::http1::Builder {
     let mut b = hyper::server::conn::http1::Builder::new();
     b.timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .header_read_timeout(header_timeout)
         .max_buf_size(MAX_HEADER_BYTES)
         .max_headers(MAX_HEADERS)
         .keep_alive(true);

@@ -106,6 +106,8 @@ mod dcm {
         pub sop_class: &'a str,
         pub photometric: &'a str,
         pub burned_in: Option<&'a str>,
+        /// Recognizable Visual Features (0028,0302).
+        pub recognizable: Option<&'a str>,
         pub h: u16,
         pub w: u16,
         pub pixels: &'a [u8],
@@ -147,6 +149,9 @@ mod dcm {
         if let Some(b) = s.burned_in {
             el(&mut out, 0x28, 0x301, b"CS", b.as_bytes());
         }
+        if let Some(r) = s.recognizable {
+            el(&mut out, 0x28, 0x302, b"CS", r.as_bytes());
+        }
         if let Some((c, w)) = s.window {
             el(&mut out, 0x28, 0x1050, b"DS", c.as_bytes());
             el(&mut out, 0x28, 0x1051, b"DS", w.as_bytes());
@@ -174,6 +179,7 @@ mod dcm {
             sop_class: CT,
             photometric,
             burned_in: None,
+            recognizable: None,
             h,
             w,
             pixels,
@@ -623,6 +629,7 @@ fn spec<'a>(pi: &'a str, px: &'a [u8]) -> dcm::Spec<'a> {
         sop_class: dcm::CT,
         photometric: pi,
         burned_in: None,
+        recognizable: None,
         h: 2,
         w: 2,
         pixels: px,
@@ -695,6 +702,303 @@ fn dicom_labels_csv_and_golden_refusals() {
     ])
     .expect(1)
     .stderr_has(&["labels.csv:2:", "missing.dcm", "hint: "]);
+}
+
+/// The SOP classes whose objects often carry burned-in text (PS3.6 UIDs, listed here
+/// independently of the library's table): one crafted file per class is refused unless Burned
+/// In Annotation (0028,0301) says NO. The classes that photograph the patient also need
+/// Recognizable Visual Features (0028,0302) = NO.
+#[test]
+fn dicom_burned_in_risk_classes_are_refused_one_file_per_class() {
+    use retort::ingest::dicom::read_file;
+    const BURNED_IN: &[(&str, &str)] = &[
+        (
+            "1.2.840.10008.5.1.4.1.1.7",
+            "Secondary Capture Image Storage",
+        ),
+        (
+            "1.2.840.10008.5.1.4.1.1.7.1",
+            "Multi-frame Single Bit Secondary Capture",
+        ),
+        (
+            "1.2.840.10008.5.1.4.1.1.7.2",
+            "Multi-frame Grayscale Byte Secondary Capture",
+        ),
+        (
+            "1.2.840.10008.5.1.4.1.1.7.3",
+            "Multi-frame Grayscale Word Secondary Capture",
+        ),
+        (
+            "1.2.840.10008.5.1.4.1.1.7.4",
+            "Multi-frame True Color Secondary Capture",
+        ),
+        (
+            "1.2.840.10008.5.1.4.1.1.6",
+            "Ultrasound Image Storage (Retired)",
+        ),
+        ("1.2.840.10008.5.1.4.1.1.6.1", "Ultrasound Image Storage"),
+        (
+            "1.2.840.10008.5.1.4.1.1.3",
+            "Ultrasound Multi-frame Image Storage (Retired)",
+        ),
+        (
+            "1.2.840.10008.5.1.4.1.1.3.1",
+            "Ultrasound Multi-frame Image Storage",
+        ),
+        ("1.2.840.10008.5.1.4.1.1.6.2", "Enhanced US Volume Storage"),
+        ("1.2.840.10008.5.1.4.1.1.6.3", "Photoacoustic Image Storage"),
+        (
+            "1.2.840.10008.5.1.4.1.1.77.1",
+            "VL Image Storage - Trial (Retired)",
+        ),
+        (
+            "1.2.840.10008.5.1.4.1.1.77.2",
+            "VL Multi-frame Image Storage - Trial (Retired)",
+        ),
+        (
+            "1.2.840.10008.5.1.4.1.1.77.1.1",
+            "VL Endoscopic Image Storage",
+        ),
+        (
+            "1.2.840.10008.5.1.4.1.1.77.1.1.1",
+            "Video Endoscopic Image Storage",
+        ),
+        (
+            "1.2.840.10008.5.1.4.1.1.77.1.2",
+            "VL Microscopic Image Storage",
+        ),
+        (
+            "1.2.840.10008.5.1.4.1.1.77.1.2.1",
+            "Video Microscopic Image Storage",
+        ),
+        (
+            "1.2.840.10008.5.1.4.1.1.77.1.3",
+            "VL Slide-Coordinates Microscopic Image Storage",
+        ),
+        (
+            "1.2.840.10008.5.1.4.1.1.77.1.6",
+            "VL Whole Slide Microscopy Image Storage",
+        ),
+        (
+            "1.2.840.10008.5.1.4.1.1.77.1.8",
+            "Confocal Microscopy Image Storage",
+        ),
+        (
+            "1.2.840.10008.5.1.4.1.1.77.1.9",
+            "Confocal Microscopy Tiled Pyramidal Image Storage",
+        ),
+        (
+            "1.2.840.10008.5.1.4.1.1.77.1.4",
+            "VL Photographic Image Storage",
+        ),
+        (
+            "1.2.840.10008.5.1.4.1.1.77.1.4.1",
+            "Video Photographic Image Storage",
+        ),
+        (
+            "1.2.840.10008.5.1.4.1.1.77.1.7",
+            "Dermoscopic Photography Image Storage",
+        ),
+        (
+            "1.2.840.10008.5.1.4.1.1.77.1.5.1",
+            "Ophthalmic Photography 8 Bit Image Storage",
+        ),
+        (
+            "1.2.840.10008.5.1.4.1.1.77.1.5.2",
+            "Ophthalmic Photography 16 Bit Image Storage",
+        ),
+        (
+            "1.2.840.10008.5.1.4.1.1.77.1.5.5",
+            "Wide Field Ophthalmic Photography Stereographic",
+        ),
+        (
+            "1.2.840.10008.5.1.4.1.1.77.1.5.6",
+            "Wide Field Ophthalmic Photography 3D Coordinates",
+        ),
+    ];
+    // Photographs of the patient's body surface: need both flags.
+    const PHOTOGRAPHS: &[&str] = &[
+        "1.2.840.10008.5.1.4.1.1.77.1",
+        "1.2.840.10008.5.1.4.1.1.77.2",
+        "1.2.840.10008.5.1.4.1.1.77.1.4",
+        "1.2.840.10008.5.1.4.1.1.77.1.4.1",
+        "1.2.840.10008.5.1.4.1.1.77.1.7",
+    ];
+    let d = tempfile::tempdir().unwrap();
+    let px: Vec<u8> = vec![0, 50, 100, 200];
+    let write = |name: &str, s: dcm::Spec| {
+        let p = d.path().join(name);
+        std::fs::write(&p, dcm::file(&s)).unwrap();
+        p
+    };
+    for (i, (uid, name)) in BURNED_IN.iter().enumerate() {
+        let p = write(
+            &format!("class-{i}.dcm"),
+            dcm::Spec {
+                sop_class: uid,
+                ..spec("MONOCHROME2", &px)
+            },
+        );
+        let e = read_file(&p).expect_err(uid);
+        assert_eq!(e.code_str(), "ingest-dicom-burned-in", "{uid}: {e}");
+        let msg = e.to_string();
+        for part in [*name, *uid, "(0028,0301)", "does not say NO", "class-"] {
+            assert!(msg.contains(part), "{uid}: {msg:?} lacks {part:?}");
+        }
+        let hint = retort::error::Coded::hint(&e).unwrap();
+        assert!(hint.contains("de-identified export"), "{hint}");
+        // Audit text: fixed, no file name, no class detail that could vary.
+        assert!(!e.what().contains("class-"), "{}", e.what());
+        // Flagged NO: read, unless it photographs the patient and says nothing about it.
+        let p = write(
+            &format!("class-{i}-no.dcm"),
+            dcm::Spec {
+                sop_class: uid,
+                burned_in: Some("NO"),
+                ..spec("MONOCHROME2", &px)
+            },
+        );
+        if PHOTOGRAPHS.contains(uid) {
+            let e = read_file(&p).expect_err(uid);
+            assert_eq!(
+                e.code_str(),
+                "ingest-dicom-recognizable-features",
+                "{uid}: {e}"
+            );
+            assert!(e.to_string().contains(name) && e.to_string().contains("(0028,0302)"));
+            let p = write(
+                &format!("class-{i}-no-no.dcm"),
+                dcm::Spec {
+                    sop_class: uid,
+                    burned_in: Some("NO"),
+                    recognizable: Some("NO"),
+                    ..spec("MONOCHROME2", &px)
+                },
+            );
+            read_file(&p).unwrap_or_else(|e| panic!("{uid} flagged NO twice: {e}"));
+        } else {
+            read_file(&p).unwrap_or_else(|e| panic!("{uid} flagged NO: {e}"));
+        }
+    }
+    // Acquisition classes rely on the flags alone: CT, MR, digital X-ray without flags are read.
+    for uid in [
+        dcm::CT,
+        "1.2.840.10008.5.1.4.1.1.4",
+        "1.2.840.10008.5.1.4.1.1.1.1",
+        "1.2.840.10008.5.1.4.1.1.77.1.5.4",
+    ] {
+        let p = write(
+            "acq.dcm",
+            dcm::Spec {
+                sop_class: uid,
+                ..spec("MONOCHROME2", &px)
+            },
+        );
+        read_file(&p).unwrap_or_else(|e| panic!("{uid}: {e}"));
+    }
+}
+
+/// Recognizable Visual Features (0028,0302) = YES (a head scan with the face, a photograph) is
+/// refused like burned-in annotation, naming the attribute and the fix, through the library and
+/// the CLI; the audit record carries the reason and no file name. NO, or no flag on an
+/// acquisition class, is read.
+#[test]
+fn dicom_recognizable_visual_features_yes_is_refused() {
+    use retort::ingest::dicom::read_file;
+    let px: Vec<u8> = (0..16).collect();
+    let d = tempfile::tempdir().unwrap();
+    for (flag, refused) in [
+        (Some("YES"), true),
+        (Some("yes "), true),
+        (Some("NO"), false),
+        (None, false),
+    ] {
+        let p = d.path().join("face.dcm");
+        std::fs::write(
+            &p,
+            dcm::file(&dcm::Spec {
+                recognizable: flag,
+                burned_in: Some("NO"),
+                ..spec("MONOCHROME2", &px[..4])
+            }),
+        )
+        .unwrap();
+        match read_file(&p) {
+            Err(e) if refused => {
+                assert_eq!(e.code_str(), "ingest-dicom-recognizable-features");
+                let m = e.to_string();
+                assert!(
+                    m.contains("face.dcm")
+                        && m.contains("Recognizable Visual Features (0028,0302) is YES"),
+                    "{m}"
+                );
+                let hint = retort::error::Coded::hint(&e).unwrap();
+                assert!(
+                    hint.contains("de-identified export") && hint.contains("(0028,0302)"),
+                    "{hint}"
+                );
+            }
+            Ok(_) if !refused => {}
+            other => panic!("flag {flag:?}: {:?}", other.map(|_| ())),
+        }
+    }
+
+    // Through the CLI, with a file name that holds a patient name.
+    let t = TestWs::init();
+    let src = t.path("faces");
+    for (class, n) in [("a", 2), ("b", 2)] {
+        std::fs::create_dir_all(src.join(class)).unwrap();
+        for i in 0..n {
+            std::fs::write(
+                src.join(class).join(format!("{i}.dcm")),
+                dcm::simple("MONOCHROME2", &px, 4, 4),
+            )
+            .unwrap();
+        }
+    }
+    std::fs::write(
+        src.join("b").join("DOE_JANE_head.dcm"),
+        dcm::file(&dcm::Spec {
+            recognizable: Some("YES"),
+            h: 4,
+            w: 4,
+            ..spec("MONOCHROME2", &px)
+        }),
+    )
+    .unwrap();
+    let r = t.run(&[
+        "ingest",
+        src.to_str().unwrap(),
+        "--name",
+        "heads",
+        "--format",
+        "dicom",
+    ]);
+    r.expect(1).stderr_has(&[
+        "DOE_JANE_head.dcm",
+        "Recognizable Visual Features (0028,0302)",
+        "hint: ",
+        "de-identified export",
+        "--skip-invalid",
+    ]);
+    assert!(!t.ws.join("datasets/heads").exists());
+    let rec = last_record(&t);
+    assert_eq!(rec["reason"], "ingest-dicom-recognizable-features");
+    let text = rec.to_string();
+    assert!(!text.contains("DOE_JANE"), "file name in the audit: {text}");
+    // Left out with --skip-invalid, the rest is ingested.
+    t.run(&[
+        "ingest",
+        src.to_str().unwrap(),
+        "--name",
+        "heads",
+        "--format",
+        "dicom",
+        "--skip-invalid",
+    ])
+    .expect(0);
+    let text = t.audit_records().last().unwrap().to_string();
+    assert!(!text.contains("DOE_JANE"), "file name in the audit: {text}");
 }
 
 // ---------------------------------------------------------------- images, parquet

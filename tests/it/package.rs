@@ -92,6 +92,16 @@ fn pub_pem(t: &TestWs) -> PathBuf {
     p
 }
 
+/// The package key as a signify public key file, exported from the workspace (not taken from a
+/// package: `verify` refuses that).
+fn pub_signify(t: &TestWs) -> PathBuf {
+    let r = t.run(&["keys", "export-public", "--format", "signify", "--json"]);
+    r.expect(0);
+    let p = t.path("retort.signify.pub");
+    std::fs::write(&p, r.json()["public_key"].as_str().unwrap()).unwrap();
+    p
+}
+
 fn verify(pkg: &Path, key: &str) -> Run {
     crate::util::retort(&["verify", pkg.to_str().unwrap(), "--key", key, "--json"])
 }
@@ -221,18 +231,13 @@ fn package_then_verify_with_every_key_form() {
 
     // verify: PEM, fingerprint, signify key; directory and copy.
     let pem = pub_pem(&t);
+    let signify = pub_signify(&t);
     let fp = j["key_sha256"].as_str().unwrap();
     for (pkg, key) in [
         (&dir, pem.to_str().unwrap().to_string()),
         (&dir, fp.to_string()),
         (&dir, format!("SHA256:{fp}")),
-        (
-            &out.join(&id),
-            dir.join("keys/retort.signify.pub")
-                .to_str()
-                .unwrap()
-                .to_string(),
-        ),
+        (&out.join(&id), signify.to_str().unwrap().to_string()),
     ] {
         let r = verify(pkg, &key);
         r.expect(0);
@@ -1034,4 +1039,110 @@ fn real_package_passes_the_release_boundary() {
     let v = verify(&dir, fp);
     v.expect(0);
     assert_eq!(v.json()["epsilon"], report["guarantee"]["epsilon"]);
+}
+
+/// `verify --key FILE` with a key file that lives inside the package being checked proves
+/// nothing (whoever altered the package replaced that key too): refused with exit 4 and a hint
+/// to pin the fingerprint, by every route to the package's own key file. A key file elsewhere
+/// that equals the package's key is the normal case and passes.
+#[test]
+fn fail_verify_refuses_a_key_taken_from_the_package() {
+    use std::os::unix::fs::symlink;
+    let t = workspace_with_run();
+    let out = t.path("out");
+    let j = package(&t, &["--out", out.to_str().unwrap()]);
+    let id = j["package"].as_str().unwrap().to_string();
+    let dir = PathBuf::from(j["path"].as_str().unwrap());
+    let fp = j["key_sha256"].as_str().unwrap().to_string();
+    let own_pem = dir.join("keys/retort.pub.pem");
+
+    // The same package as a tar, and that tar extracted next to it.
+    let out_tar = t.path("out-tar");
+    let jt = package(&t, &["--out", out_tar.to_str().unwrap(), "--tar"]);
+    let tid = jt["package"].as_str().unwrap().to_string();
+    let tar = out_tar.join(format!("{tid}.tar"));
+    let extracted = t.path("extracted");
+    tar::Archive::new(std::fs::File::open(&tar).unwrap())
+        .unpack(&extracted)
+        .unwrap();
+
+    let sym_key = t.path("link.pem");
+    symlink(&own_pem, &sym_key).unwrap();
+    let sym_pkg = t.path("pkg-link");
+    symlink(&dir, &sym_pkg).unwrap();
+    let hard_key = t.path("hard.pem");
+    std::fs::hard_link(&own_pem, &hard_key).unwrap();
+    let dotdot = dir.join("data/../keys/retort.pub.pem");
+
+    let cases: Vec<(&str, PathBuf, PathBuf)> = vec![
+        ("the embedded PEM", dir.clone(), own_pem.clone()),
+        (
+            "the embedded signify key",
+            dir.clone(),
+            dir.join("keys/retort.signify.pub"),
+        ),
+        ("through ..", dir.clone(), dotdot),
+        ("through a symlinked key", dir.clone(), sym_key),
+        ("through a symlinked package", sym_pkg, own_pem.clone()),
+        ("a hard link to the embedded key", dir.clone(), hard_key),
+        (
+            "the key of a copy of the package (--out)",
+            dir.clone(),
+            out.join(&id).join("keys/retort.pub.pem"),
+        ),
+        (
+            "the key of the tar's extracted copy",
+            tar.clone(),
+            extracted.join(&tid).join("keys/retort.pub.pem"),
+        ),
+    ];
+    for (what, pkg, key) in &cases {
+        let r = verify(pkg, key.to_str().unwrap());
+        r.expect(4);
+        let j = r.json();
+        assert_eq!(
+            j["error"]["code"], "verify-key-from-package",
+            "{what}: {j:#}"
+        );
+        let msg = j["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+            + &r.stderr;
+        assert!(msg.contains("proves nothing"), "{what}: {msg}");
+        let hint = j["error"]["hint"].as_str().unwrap();
+        assert!(
+            hint.contains("--key <fingerprint>") && hint.contains("retort keys show"),
+            "{what}: {hint}"
+        );
+        // Nothing is verified with that key: every later step that needs it is skipped.
+        let v = j["error"]["report"].clone();
+        let v = if v.is_null() { j.clone() } else { v };
+        assert_eq!(v["failed_step"], "key", "{what}: {v:#}");
+    }
+    // Human output says why and what to do.
+    crate::util::retort(&[
+        "verify",
+        dir.to_str().unwrap(),
+        "--key",
+        own_pem.to_str().unwrap(),
+    ])
+    .expect(4)
+    .stderr_has(&[
+        "inside the package",
+        "proves nothing",
+        "hint:",
+        "--key <fingerprint>",
+    ]);
+
+    // A key file elsewhere with exactly the package key's bytes is fine (the normal case), for
+    // the directory and the tar; so is the pinned fingerprint.
+    let mine = t.path("hospital.pub.pem");
+    std::fs::copy(&own_pem, &mine).unwrap();
+    verify(&dir, mine.to_str().unwrap()).expect(0);
+    verify(&tar, mine.to_str().unwrap()).expect(0);
+    verify(&dir, &fp).expect(0);
+    let sig = t.path("hospital.signify.pub");
+    std::fs::copy(dir.join("keys/retort.signify.pub"), &sig).unwrap();
+    verify(&extracted.join(&tid), sig.to_str().unwrap()).expect(0);
 }

@@ -344,13 +344,21 @@ impl Client {
         }
     }
 
+    /// A TLS stream to the server, no HTTP on top (for clients that misbehave on purpose).
+    async fn tls(
+        &self,
+        addr: SocketAddr,
+    ) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+        let tcp = tokio::net::TcpStream::connect(addr).await?;
+        tokio_rustls::TlsConnector::from(self.config.clone())
+            .connect(ServerName::try_from("localhost").unwrap(), tcp)
+            .await
+    }
+
     /// Connect and complete the handshake (TLS 1.3: the server's verdict on our certificate
     /// arrives with the first read, so callers must make a request to see a refusal).
     async fn connect(&self, addr: SocketAddr) -> std::io::Result<Sender> {
-        let tcp = tokio::net::TcpStream::connect(addr).await?;
-        let tls = tokio_rustls::TlsConnector::from(self.config.clone())
-            .connect(ServerName::try_from("localhost").unwrap(), tcp)
-            .await?;
+        let tls = self.tls(addr).await?;
         let (sender, conn) =
             hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
                 .await
@@ -851,7 +859,10 @@ fn load_32_clients_x_20_downloads() {
     const CLIENTS: usize = 32;
     const EACH: usize = 20;
     let f = Fixture::new(256 << 10);
-    let srv = f.start(&["--max-connections", "64"]);
+    // All 32 clients connect at once from one loopback address, which the default per-address
+    // handshake limit (8 at a time) would partly close: allow them all, as a hospital would for
+    // a partner that downloads in parallel through one address.
+    let srv = f.start(&["--max-connections", "64", "--max-handshakes-per-ip", "32"]);
     let addr = srv.addr;
     let alpha = f.client("alpha");
     let expected = {
@@ -1064,5 +1075,257 @@ fn real_package_fetched_over_mtls_verifies() {
         key.to_str().unwrap(),
     ])
     .expect(0);
+    assert_audit_intact(&f.t);
+}
+
+// ---------------------------------------------------------------- hardening (issue 20)
+
+/// `serve.connection` records (connections dropped by a limit or deadline) with `reason`:
+/// the ones recorded one by one, and the count the rate limit summarised.
+fn dropped_records(t: &TestWs, reason: &str) -> (Vec<serde_json::Value>, u64) {
+    let all: Vec<_> = records(t, "serve.connection")
+        .into_iter()
+        .filter(|r| r["reason"] == reason)
+        .collect();
+    let (summaries, own): (Vec<_>, Vec<_>) =
+        all.into_iter().partition(|r| r["object"] == "suppressed");
+    let suppressed = summaries
+        .iter()
+        .map(|r| r["details"]["suppressed"].as_u64().unwrap())
+        .sum();
+    (own, suppressed)
+}
+
+/// Many raw TCP connections that never start a handshake (from 127.0.0.2) take no connection
+/// slot: a real partner (from 127.0.0.1) is served at once, on more connections in a row than
+/// there are slots. The anonymous connections beyond the per-address limit are closed at once,
+/// the others at the handshake deadline, and every one of them is audited.
+#[test]
+fn anonymous_connections_that_never_handshake_do_not_starve_partners() {
+    const ANONYMOUS: usize = 60;
+    let f = Fixture::new(1000);
+    let srv = f.start(&[
+        "--max-connections",
+        "2",
+        "--max-handshakes-per-ip",
+        "4",
+        "--handshake-timeout",
+        "2",
+    ]);
+    let addr = srv.addr;
+    let alpha = f.client("alpha");
+    rt().block_on(async {
+        use tokio::io::AsyncReadExt;
+        let mut held = Vec::new();
+        for _ in 0..ANONYMOUS {
+            let s = tokio::net::TcpSocket::new_v4().unwrap();
+            s.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+            held.push(s.connect(addr).await.unwrap());
+        }
+        // Before any anonymous handshake times out, the partner gets served, four times in a
+        // row with two slots.
+        let t0 = Instant::now();
+        for _ in 0..4 {
+            let (st, _) = alpha.get(addr, "/healthz").await.unwrap();
+            assert_eq!(st, 200);
+        }
+        assert!(
+            t0.elapsed() < Duration::from_millis(1500),
+            "the partner waited {:?} behind anonymous connections",
+            t0.elapsed()
+        );
+        // Past the handshake deadline, the server has closed every anonymous connection.
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        for (i, s) in held.iter_mut().enumerate() {
+            let mut b = [0u8; 16];
+            let r = tokio::time::timeout(Duration::from_secs(1), s.read(&mut b)).await;
+            assert!(
+                matches!(r, Ok(Ok(0)) | Ok(Err(_))),
+                "anonymous connection {i} is still open: {r:?}"
+            );
+        }
+    });
+    let summary = srv.stop();
+    assert_eq!(
+        summary["connections_dropped"], ANONYMOUS as u64,
+        "{summary}"
+    );
+    assert_eq!(summary["requests"], 4, "{summary}");
+    let (limit, limit_suppressed) = dropped_records(&f.t, "serve-handshake-limit");
+    assert_eq!(
+        limit.len() as u64 + limit_suppressed,
+        ANONYMOUS as u64 - 4,
+        "every connection over the per-address limit is counted"
+    );
+    assert!(limit.len() <= 20, "the rate limit summarises bursts");
+    for r in &limit {
+        assert_eq!(r["actor"], "partner:unknown");
+        assert_eq!(r["object"], "127.0.0.2");
+        assert_eq!(r["outcome"], "refused");
+        assert!(r["details"]["why"]
+            .as_str()
+            .unwrap()
+            .contains("--max-handshakes-per-ip"));
+    }
+    let (timeouts, timeouts_suppressed) = dropped_records(&f.t, "serve-handshake-timeout");
+    assert_eq!(timeouts.len() as u64 + timeouts_suppressed, 4);
+    assert!(timeouts.iter().all(|r| r["details"]["peer"]
+        .as_str()
+        .unwrap()
+        .starts_with("127.0.0.2:")));
+    assert_eq!(records(&f.t, "serve.health").len(), 4);
+    assert_audit_intact(&f.t);
+}
+
+/// A partner that sends its request head one byte at a time is cut at the header deadline:
+/// the trickled bytes do not extend it.
+#[test]
+fn slow_request_head_is_cut_at_the_deadline() {
+    let f = Fixture::new(1000);
+    let srv = f.start(&["--header-timeout", "2"]);
+    let addr = srv.addr;
+    let alpha = f.client("alpha");
+    let (took, sent) = rt().block_on(async {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let tls = alpha.tls(addr).await.unwrap();
+        let t0 = Instant::now();
+        let (mut rd, mut wr) = tokio::io::split(tls);
+        let reader = tokio::spawn(async move {
+            let mut b = [0u8; 256];
+            loop {
+                match rd.read(&mut b).await {
+                    Ok(0) | Err(_) => break Instant::now(),
+                    Ok(_) => {}
+                }
+            }
+        });
+        let head = b"GET /healthz HTTP/1.1\r\nhost: localhost\r\nx-slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n";
+        let mut sent = 0;
+        // Four bytes a second, never the whole head in 8 s: a deadline reset by each byte
+        // would never strike.
+        while !reader.is_finished() && t0.elapsed() < Duration::from_secs(8) {
+            if wr.write_all(&head[sent..sent + 1]).await.is_err() {
+                break;
+            }
+            sent += 1;
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        let cut = tokio::time::timeout(Duration::from_secs(2), reader)
+            .await
+            .expect("the server did not close the connection")
+            .unwrap();
+        (cut - t0, sent)
+    });
+    assert!(
+        took >= Duration::from_millis(1900) && took < Duration::from_secs(4),
+        "cut after {took:?}, expected at the 2 s header deadline"
+    );
+    assert!(sent >= 6, "only {sent} bytes were trickled before the cut");
+    // A kept-alive connection that made its request and then stays silent is closed at the
+    // same deadline, but that is not a drop: it is not recorded as one.
+    let quiet = rt().block_on(async {
+        let mut s = alpha.connect(addr).await.unwrap();
+        let (st, _) = Client::get_on(&mut s, "/healthz").await.unwrap();
+        assert_eq!(st, 200);
+        let t0 = Instant::now();
+        while !s.is_closed() && t0.elapsed() < Duration::from_secs(6) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(s.is_closed(), "an idle kept-alive connection stayed open");
+        t0.elapsed()
+    });
+    assert!(
+        quiet < Duration::from_secs(4),
+        "idle connection closed after {quiet:?}"
+    );
+    let summary = srv.stop();
+    assert_eq!(summary["connections_dropped"], 1, "{summary}");
+    assert_eq!(summary["requests"], 1, "{summary}");
+    let (cut, _) = dropped_records(&f.t, "serve-header-timeout");
+    assert_eq!(cut.len(), 1);
+    assert_eq!(cut[0]["actor"], "partner:alpha");
+    assert!(cut[0]["details"]["why"]
+        .as_str()
+        .unwrap()
+        .contains("--header-timeout"));
+    assert_audit_intact(&f.t);
+}
+
+/// A partner that reads its download a byte a second is dropped by the minimum-rate rule,
+/// while a normal client downloads the same large package in full at the same time.
+#[test]
+fn slow_reader_is_dropped_while_a_normal_download_completes() {
+    // Larger than what the kernel and TLS buffers hold, so the slow reader makes the server
+    // wait on it.
+    const BIG: usize = 24 << 20;
+    let f = Fixture::new(BIG);
+    let srv = f.start(&["--idle-timeout", "1", "--min-rate", "65536"]);
+    let addr = srv.addr;
+    let alpha = f.client("alpha");
+    let expected =
+        std::fs::read(f.t.ws.join("packages/pkg-alpha-1/data/synthetic.parquet")).unwrap();
+    let (slow_total, full_len) = rt().block_on(async {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut tls = alpha.tls(addr).await.unwrap();
+        tls.write_all(b"GET /v1/packages/pkg-alpha-1.tar HTTP/1.1\r\nhost: localhost\r\n\r\n")
+            .await
+            .unwrap();
+        let slow = tokio::spawn(async move {
+            let mut one = [0u8; 1];
+            let mut got = 0usize;
+            let t0 = Instant::now();
+            while t0.elapsed() < Duration::from_secs(4) {
+                match tls.read(&mut one).await {
+                    Ok(1) => got += 1,
+                    _ => return got,
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            // By now the server has given up on it: what is left is what was buffered.
+            let mut rest = Vec::new();
+            let _ = tls.read_to_end(&mut rest).await;
+            got + rest.len()
+        });
+        let (st, body) = alpha
+            .get(addr, "/v1/packages/pkg-alpha-1.tar")
+            .await
+            .unwrap();
+        assert_eq!(st, 200);
+        assert_eq!(
+            untar(&body)["pkg-alpha-1/data/synthetic.parquet"],
+            expected,
+            "the normal download is incomplete or corrupt"
+        );
+        (slow.await.unwrap(), body.len())
+    });
+    assert!(
+        slow_total < full_len,
+        "the slow reader received the whole package ({slow_total} of {full_len} bytes)"
+    );
+    let summary = srv.stop();
+    assert_eq!(summary["connections_dropped"], 1, "{summary}");
+    let (cut, _) = dropped_records(&f.t, "serve-client-too-slow");
+    assert_eq!(cut.len(), 1);
+    assert_eq!(cut[0]["actor"], "partner:alpha");
+    assert!(cut[0]["details"]["why"]
+        .as_str()
+        .unwrap()
+        .contains("--min-rate"));
+    let downloads: Vec<_> = records(&f.t, "serve.download")
+        .into_iter()
+        .filter(|r| r["outcome"] != "intent")
+        .collect();
+    assert_eq!(downloads.len(), 2, "{downloads:#?}");
+    let complete: Vec<_> = downloads
+        .iter()
+        .map(|r| r["details"]["complete"].as_bool().unwrap())
+        .collect();
+    assert!(
+        complete.contains(&true) && complete.contains(&false),
+        "{downloads:#?}"
+    );
+    assert!(downloads
+        .iter()
+        .any(|r| r["reason"] == "serve-download-incomplete"));
     assert_audit_intact(&f.t);
 }
