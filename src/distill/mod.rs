@@ -18,7 +18,6 @@
 //! Unit: one image (add/remove-one neighbouring). Only the record count and class names are
 //! read from the dataset before the reservation; they are public metadata by policy (DESIGN §5).
 
-pub mod accounting;
 pub mod augment;
 pub mod dm;
 pub mod gm;

@@ -222,7 +222,7 @@ fn dm_privacy(p: &dm::DmParams, epsilon: f64, delta: f64) -> Result<DmPrivacy, E
         }
         None => {
             // Tight calibration through the dp accountants (PLD for one Gaussian = the exact
-            // analytic curve, cross-checked in tests against [`accounting`]).
+            // analytic curve, cross-checked in tests against `dp::analytic`).
             let fail = || Error::Calibration {
                 epsilon,
                 delta,
@@ -375,7 +375,7 @@ mod tests {
         assert_eq!(p.events, vec![DpEvent::gaussian(p.noise_multiplier, 1)]);
         assert!(p.epsilon <= 1.0 + 1e-9, "{}", p.epsilon);
         // The tight accountant agrees with the exact analytic curve of one Gaussian mechanism.
-        let exact = super::super::accounting::gaussian_sigma(1.0, 1e-5);
+        let exact = crate::dp::analytic::gaussian_sigma(1.0, 1e-5);
         assert!(
             (p.noise_multiplier - exact).abs() / exact < 0.02,
             "sigma {} vs analytic {exact}",

@@ -12,6 +12,7 @@
 //! smaller of the two.
 
 pub mod accountant;
+pub mod analytic;
 pub mod calibrate;
 pub mod clip;
 pub mod event;
