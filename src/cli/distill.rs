@@ -92,12 +92,18 @@ pub fn run(args: Args, ctx: &mut Ctx) -> Result<Report> {
             let read_s = t_read.elapsed().as_secs_f64();
             let bar = Bar::new(ctx.show_progress());
             let sink = |e: Event<'_>| bar.event(e);
-            crate::distill::run(&plan, &train, &sink)
-                .map(|o| (o, read_s))
-                .map_err(|e| match e {
-                    crate::distill::Error::Cancelled => crate::Error::Cancelled,
-                    other => other.into(),
-                })
+            let mut allowance = crate::dp::mechanism::Allowance::new(&plan.events)?;
+            crate::distill::run(
+                &plan,
+                &crate::dp::mechanism::Records::new(&train),
+                &mut allowance,
+                &sink,
+            )
+            .map(|o| (o, read_s))
+            .map_err(|e| match e {
+                crate::distill::Error::Cancelled => crate::Error::Cancelled,
+                other => other.into(),
+            })
         });
     let finish = |rec: &mut RunRecord, status: Status| {
         rec.status = status;

@@ -271,10 +271,13 @@ fn dp_sgd_baseline(
         .load(Split::Train)
         .map_err(crate::Error::from)
         .and_then(|train| {
+            let mut allowance =
+                crate::dp::mechanism::Allowance::new(std::slice::from_ref(&plan.event))?;
             eval::dp_baseline(
                 &plan,
                 model,
-                &train.to_float(),
+                &crate::dp::mechanism::Records::new(&train),
+                &mut allowance,
                 test,
                 stored.num_classes(),
                 1,

@@ -544,7 +544,8 @@ mod tests {
             g.inner = 2;
             g.net_steps = 2;
         }
-        let out = super::super::run(&p, &train, &crate::progress::silent).unwrap();
+        let out =
+            super::super::measure::run_unaccounted(&p, &train, &crate::progress::silent).unwrap();
         assert_eq!(out.synthetic.labels, vec![0, 0, 1, 1]);
         assert_eq!(out.synthetic.data.len(), 4 * 144);
         assert!(out.synthetic.data.iter().all(|x| (0.0..=1.0).contains(x)));
@@ -576,7 +577,8 @@ mod tests {
         }
         p.recalibrate().unwrap();
         assert_eq!(p.steps, 4 + 2 * 3);
-        let out = super::super::run(&p, &train, &crate::progress::silent).unwrap();
+        let out =
+            super::super::measure::run_unaccounted(&p, &train, &crate::progress::silent).unwrap();
         assert_eq!(out.synthetic.labels, vec![0, 0, 1, 1]);
         assert!(out.synthetic.data.iter().all(|x| (0.0..=1.0).contains(x)));
         assert_eq!(

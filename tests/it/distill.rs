@@ -290,7 +290,15 @@ fn measure_dm_timing() {
     p.iterations = 5;
     let nets = dm::nets(&p, sub.shape, 10, 1).unwrap();
     let t = std::time::Instant::now();
-    let (rel, _) = dm::release(&sub, 10, &p, &nets, 3.7, &retort::progress::silent).unwrap();
+    let (rel, _) = retort::distill::measure::dm_release_unaccounted(
+        &sub,
+        10,
+        &p,
+        &nets,
+        3.7,
+        &retort::progress::silent,
+    )
+    .unwrap();
     let emb = t.elapsed().as_secs_f64();
     let t = std::time::Instant::now();
     dm::synthesise(
@@ -400,7 +408,8 @@ fn measure_dm_fashion() {
         return;
     }
     let t = std::time::Instant::now();
-    let out = retort::distill::run(&plan, &sub, &retort::progress::silent).unwrap();
+    let out =
+        retort::distill::measure::run_unaccounted(&plan, &sub, &retort::progress::silent).unwrap();
     let secs = t.elapsed().as_secs_f64();
     if let Ok(path) = std::env::var("SAVE") {
         save_set(&out.synthetic, std::path::Path::new(&path));
@@ -552,7 +561,7 @@ fn probe_warmup(
     let q = p.sample_rate.expect("per-net releases");
     let mut nets = dm::nets(p, plan.shape, 10, plan.seed).unwrap();
     let t = std::time::Instant::now();
-    let trained = dm::warm_up(
+    let trained = retort::distill::measure::dm_warm_up_unaccounted(
         sub,
         p,
         &mut nets,
