@@ -281,8 +281,8 @@ pub fn run(
             // One Poisson sample, one Gaussian mechanism over all class sums.
             let t = std::time::Instant::now();
             let grads = |b: &mut Batch<'_>| -> Result<Vec<f32>, Error> {
-                let xb = shift(b.pixels, shape, dy, dx);
-                crate::nn::per_sample_grads(&net, &xb, b.labels).map_err(nn_err)
+                let (xb, labels) = (shift(b.pixels, shape, dy, dx), b.labels);
+                crate::nn::per_sample_grads_into(&net, &xb, labels, b.buffer()).map_err(nn_err)
             };
             let released =
                 mech.release(allowance, data, net.num_params(), &grads, &progress::silent)?;

@@ -159,6 +159,8 @@ pub struct Batch<'a> {
     /// Record-level randomness (augmentations): ChaCha20 keyed by the OS for this release,
     /// never the public seed. Draw each record's randomness i.i.d.
     pub rng: &'a mut ChaCha20Rng,
+    /// An empty buffer (the previous chunk's, cleared) for the rows; see [`Batch::buffer`].
+    spare: Vec<f32>,
 }
 
 impl std::fmt::Debug for Batch<'_> {
@@ -169,7 +171,7 @@ impl std::fmt::Debug for Batch<'_> {
     }
 }
 
-impl Batch<'_> {
+impl<'a> Batch<'a> {
     /// Records in the chunk.
     pub fn len(&self) -> usize {
         self.labels.len()
@@ -178,6 +180,29 @@ impl Batch<'_> {
     /// True for an empty chunk (never passed to a per-record function).
     pub fn is_empty(&self) -> bool {
         self.labels.is_empty()
+    }
+
+    /// A batch over given values, for unit tests of per-record functions.
+    #[cfg(test)]
+    pub(crate) fn for_test(
+        pixels: &'a [f32],
+        labels: &'a [u32],
+        rng: &'a mut ChaCha20Rng,
+    ) -> Batch<'a> {
+        Batch {
+            pixels,
+            labels,
+            rng,
+            spare: Vec::new(),
+        }
+    }
+
+    /// An empty `Vec` with the capacity of the previous chunk's rows, to return the rows in
+    /// (it saves re-faulting tens of MB of fresh pages per chunk). It holds no values.
+    pub fn buffer(&mut self) -> Vec<f32> {
+        let mut v = std::mem::take(&mut self.spare);
+        v.clear();
+        v
     }
 }
 
@@ -390,6 +415,9 @@ impl GaussianSum {
         let mut pixels: Vec<f32> = Vec::with_capacity(self.chunk.min(idx.len()) * d);
         let mut labels: Vec<u32> = Vec::with_capacity(self.chunk.min(idx.len()));
         let mut group_of: Vec<usize> = Vec::with_capacity(labels.capacity());
+        // The previous chunk's row buffer, emptied, offered to `f` for reuse (fresh pages for
+        // tens of MB of rows per chunk cost more than the clipping).
+        let mut spare: Vec<f32> = Vec::new();
         for part in idx.chunks(self.chunk) {
             if crate::progress::is_cancelled() {
                 return Err(MechError::Cancelled);
@@ -409,12 +437,14 @@ impl GaussianSum {
                 labels.push(label);
                 pixels.extend(data.images.image(i).iter().map(|&v| v as f32 / 255.0));
             }
+            spare.clear();
             let mut batch = Batch {
                 pixels: &pixels,
                 labels: &labels,
                 rng: &mut rng,
+                spare: std::mem::take(&mut spare),
             };
-            let mut rows = f(&mut batch).map_err(MechError::Record)?;
+            let rows = f(&mut batch).map_err(MechError::Record)?;
             if rows.len() != part.len() * dim {
                 return Err(Error::RowShape {
                     expected: part.len() * dim,
@@ -422,8 +452,9 @@ impl GaussianSum {
                 }
                 .into());
             }
-            clip_rows(&mut rows, dim, c, path);
-            add_rows(&mut sums, &rows, dim, &group_of);
+            let factors = clip_factors(&rows, dim, c, path);
+            add_clipped_rows(&mut sums, &rows, dim, &group_of, &factors);
+            spare = rows;
             sink(Event::Advance(part.len() as u64));
         }
         // 5. Noise: N(0, σ²C²) per coordinate.
@@ -466,42 +497,62 @@ fn record_rng() -> Result<ChaCha20Rng, Error> {
     Ok(ChaCha20Rng::from_seed(*seed))
 }
 
-/// Clip every `dim`-long row of `rows` in place (in parallel): below `c` by [`clip`]'s
-/// margin, non-finite rows to zero.
-fn clip_rows(rows: &mut [f32], dim: usize, c: f64, path: Path) {
-    rows.par_chunks_mut(dim).for_each(|row| match path {
-        Path::Sound => {
-            clip::clip_in_place(row, c);
-        }
-        #[cfg(test)]
-        Path::Flawed(Flaw::NoiseScale(_)) => {
-            clip::clip_in_place(row, c);
-        }
-        #[cfg(test)]
-        Path::Flawed(Flaw::NoClip) => {
-            if !clip::norm(row).is_finite() {
-                row.fill(0.0);
+/// The clip factor of every `dim`-long row of `rows` (in parallel over rows): the factor
+/// [`clip::clip_in_place`] would apply (0 for a non-finite row).
+fn clip_factors(rows: &[f32], dim: usize, c: f64, path: Path) -> Vec<f64> {
+    rows.par_chunks(dim)
+        .map(|row| {
+            let n = clip::norm(row);
+            match path {
+                Path::Sound => clip::clip_factor(n, c),
+                #[cfg(test)]
+                Path::Flawed(Flaw::NoiseScale(_)) => clip::clip_factor(n, c),
+                #[cfg(test)]
+                Path::Flawed(Flaw::NoClip) => {
+                    if n.is_finite() {
+                        1.0
+                    } else {
+                        0.0
+                    }
+                }
             }
-        }
-    });
+        })
+        .collect()
 }
 
-/// Coordinates per parallel task of [`add_rows`].
+/// Coordinates per parallel task of [`add_clipped_rows`].
 const BLOCK: usize = 8192;
 
-/// Add every row into its group's f64 sum, in parallel over blocks of coordinates (each block
-/// adds the rows in order, so the result does not depend on scheduling).
-fn add_rows(sums: &mut [Vec<f64>], rows: &[f32], dim: usize, group_of: &[usize]) {
+/// Add every row, clipped by its factor, into its group's f64 sum, in parallel over blocks of
+/// coordinates (each block adds the rows in order, so the result does not depend on
+/// scheduling). A row enters as the f32 values [`clip::clip_in_place`] would store
+/// ([`clip::scaled`]): the clipped row is never written back, saving a pass over the chunk.
+fn add_clipped_rows(
+    sums: &mut [Vec<f64>],
+    rows: &[f32],
+    dim: usize,
+    group_of: &[usize],
+    factors: &[f64],
+) {
     for (g, sum) in sums.iter_mut().enumerate() {
-        let members: Vec<usize> = (0..group_of.len()).filter(|&r| group_of[r] == g).collect();
+        let members: Vec<(usize, f64)> = (0..group_of.len())
+            .filter(|&r| group_of[r] == g && factors[r] != 0.0)
+            .map(|r| (r, factors[r]))
+            .collect();
         if members.is_empty() {
             continue;
         }
         sum.par_chunks_mut(BLOCK).enumerate().for_each(|(b, s)| {
             let lo = b * BLOCK;
-            for &r in &members {
+            for &(r, f) in &members {
                 let row = &rows[r * dim + lo..r * dim + lo + s.len()];
-                s.iter_mut().zip(row).for_each(|(a, &x)| *a += x as f64);
+                if f == 1.0 {
+                    s.iter_mut().zip(row).for_each(|(a, &x)| *a += x as f64);
+                } else {
+                    s.iter_mut()
+                        .zip(row)
+                        .for_each(|(a, &x)| *a += clip::scaled(x, f) as f64);
+                }
             }
         });
     }

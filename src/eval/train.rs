@@ -287,11 +287,12 @@ pub(crate) fn noisy_clipped_mean(
     expected: f32,
 ) -> std::result::Result<Vec<f32>, MechError<crate::nn::Error>> {
     let grads = |b: &mut Batch<'_>| -> crate::nn::Result<Vec<f32>> {
+        let (pixels, labels, out) = (b.pixels, b.labels, b.buffer());
         if offset == 0.0 {
-            crate::nn::per_sample_grads(net, b.pixels, b.labels)
+            crate::nn::per_sample_grads_into(net, pixels, labels, out)
         } else {
-            let x: Vec<f32> = b.pixels.iter().map(|&v| v + offset).collect();
-            crate::nn::per_sample_grads(net, &x, b.labels)
+            let x: Vec<f32> = pixels.iter().map(|&v| v + offset).collect();
+            crate::nn::per_sample_grads_into(net, &x, labels, out)
         }
     };
     let r = mech.release(

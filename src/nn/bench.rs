@@ -74,7 +74,10 @@ pub fn dp_step(net: &mut Net, batch: usize, reps: usize) -> Result<StepTimes> {
     let mut ms = Vec::with_capacity(reps);
     for rep in 0..=reps {
         let t = Instant::now();
-        let grads = |b: &mut Batch<'_>| super::per_sample_grads(net, b.pixels, b.labels);
+        let grads = |b: &mut Batch<'_>| {
+            let (pixels, labels, out) = (b.pixels, b.labels, b.buffer());
+            super::per_sample_grads_into(net, pixels, labels, out)
+        };
         let released = mech
             .release(
                 &mut allowance,

@@ -78,14 +78,37 @@ pub const PER_SAMPLE_CHUNK: usize = 64;
 /// `nn-shape` (images not a multiple of the input size, label count), `nn-label` (a label
 /// outside the classes).
 pub fn per_sample_grads(net: &Net, x: &[f32], labels: &[u32]) -> Result<Vec<f32>> {
-    let n = check_batch(net, x, Some(labels), net.classes())?;
-    Ok(with_model!(net, m => per_sample_impl(m, &net.params, x, labels, n)))
+    per_sample_grads_into(net, x, labels, Vec::new())
 }
 
-fn per_sample_impl<M: Model>(m: &M, p: &[f32], x: &[f32], labels: &[u32], n: usize) -> Vec<f32> {
+/// [`per_sample_grads`] into `out` (cleared and resized first): pass the mechanism's
+/// [`crate::dp::mechanism::Batch::buffer`] to reuse the previous chunk's allocation.
+///
+/// # Errors
+/// As [`per_sample_grads`].
+pub fn per_sample_grads_into(
+    net: &Net,
+    x: &[f32],
+    labels: &[u32],
+    mut out: Vec<f32>,
+) -> Result<Vec<f32>> {
+    let n = check_batch(net, x, Some(labels), net.classes())?;
+    out.clear();
+    out.resize(n * net.num_params(), 0.0);
+    with_model!(net, m => per_sample_impl(m, &net.params, x, labels, n, &mut out));
+    Ok(out)
+}
+
+fn per_sample_impl<M: Model>(
+    m: &M,
+    p: &[f32],
+    x: &[f32],
+    labels: &[u32],
+    n: usize,
+    out: &mut [f32],
+) {
     let d = m.in_len();
     let np = m.n_params();
-    let mut out = vec![0f32; n * np];
     let ranges = chunks(n);
     let size = ranges.first().map_or(1, |r| r.len()).max(1);
     out.par_chunks_mut(size * np)
@@ -99,7 +122,6 @@ fn per_sample_impl<M: Model>(m: &M, p: &[f32], x: &[f32], labels: &[u32], n: usi
                 m.backward(p, &mut s, Upstream::Logits(&dl), Some(g), None);
             }
         });
-    out
 }
 
 /// What a batch pass computes.

@@ -277,11 +277,7 @@ fn rows_are_unit_norm_so_clipping_only_applies_the_margin() {
         let per_net = 1.0 / (nets.len() as f32).sqrt();
         let (dim, rows) = record_rows(&p, &nets, per_net, im.shape);
         let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(1); // test-only randomness
-        let mut b = Batch {
-            pixels: &pixels,
-            labels: &im.labels,
-            rng: &mut rng,
-        };
+        let mut b = Batch::for_test(&pixels, &im.labels, &mut rng);
         let out = rows(&mut b).unwrap();
         assert_eq!(out.len(), im.len() * (dim + 1));
         for row in out.chunks(dim + 1) {
