@@ -253,7 +253,7 @@ pub fn run(
         clip: ClipNorm::new(p.clip_norm)?,
         sigma: NoiseMultiplier::new(plan.noise_multiplier)?,
         noise: Noise::Float,
-        chunk: crate::nn::PER_SAMPLE_CHUNK,
+        chunk: crate::nn::per_sample_chunk(),
     };
     let mut init_rng = ChaCha8Rng::seed_from_u64(plan.seed);
     // Synthetic images from noise.

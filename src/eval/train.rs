@@ -236,7 +236,7 @@ pub fn train_dp(
         clip: ClipNorm::new(dp.clip as f64)?,
         sigma: NoiseMultiplier::new(dp.sigma)?,
         noise: Noise::Float,
-        chunk: crate::nn::PER_SAMPLE_CHUNK,
+        chunk: crate::nn::per_sample_chunk(),
     };
     let expected = (dp.q * data.len() as f64).max(1.0) as f32;
     let mut sgd = Sgd::new(net.num_params(), dp.momentum, 0.0);

@@ -33,7 +33,7 @@ fn config(why: impl std::fmt::Display) -> super::Error {
 
 /// Time `reps` DP steps (after one warm-up) of `net` on `batch` random images, through the
 /// same path training takes ([`crate::dp::mechanism::GaussianSum::release`] over
-/// [`super::per_sample_grads`], in chunks of [`super::PER_SAMPLE_CHUNK`]): per-sample
+/// [`super::per_sample_grads`], in chunks of [`super::per_sample_chunk`]): per-sample
 /// gradients, clipping to C = 1, the sum, Gaussian noise (σ = 1, from `dp::noise`) and an SGD
 /// update — what Opacus's `optimizer.step()` after `loss.backward()` does. Every record is in
 /// every step (a release over all `batch` records), so the batch size is fixed.
@@ -67,7 +67,7 @@ pub fn dp_step(net: &mut Net, batch: usize, reps: usize) -> Result<StepTimes> {
         clip: crate::dp::ClipNorm::new(1.0).map_err(config)?,
         sigma: crate::dp::NoiseMultiplier::new(1.0).map_err(config)?,
         noise: Noise::Float,
-        chunk: super::PER_SAMPLE_CHUNK,
+        chunk: super::per_sample_chunk(),
     };
     let mut allowance =
         Allowance::new(&[crate::dp::DpEvent::gaussian(1.0, reps as u64 + 1)]).map_err(config)?;

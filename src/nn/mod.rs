@@ -34,7 +34,7 @@ mod per_sample;
 pub use convnet::ConvNetConfig;
 pub use kernels::Activation;
 pub use mlp::MlpConfig;
-pub use per_sample::{per_sample_grads, per_sample_grads_into, LossGrads, PER_SAMPLE_CHUNK};
+pub use per_sample::{per_sample_chunk, per_sample_grads, per_sample_grads_into, LossGrads};
 
 use crate::error::{Class, Coded};
 

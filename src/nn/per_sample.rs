@@ -5,7 +5,7 @@
 //! Samples are split into a few contiguous chunks (about two per thread of the current rayon
 //! pool); each chunk runs sample by sample with its own buffers. [`per_sample_grads`] writes
 //! each sample's gradient into its own row of the output (the caller bounds memory by the
-//! number of samples it passes: [`PER_SAMPLE_CHUNK`]); batch passes sum chunk results in chunk
+//! number of samples it passes: [`per_sample_chunk`]); batch passes sum chunk results in chunk
 //! order. Results do not depend on scheduling.
 
 use rayon::prelude::*;
@@ -58,10 +58,15 @@ fn check_batch(net: &Net, x: &[f32], labels: Option<&[u32]>, classes: usize) -> 
     Ok(n)
 }
 
-/// Records per call of [`per_sample_grads`] in the DP-SGD releases: the chunk's gradients take
-/// `PER_SAMPLE_CHUNK × num_params` f32 (79 MB for the ConvNet-3 of width 128), and 64 keeps a
-/// few samples per thread for the parallel passes (perf-notes: clip in chunks of 32–64).
-pub const PER_SAMPLE_CHUNK: usize = 64;
+/// Records per call of [`per_sample_grads`] in the DP-SGD releases: 8 per thread of the
+/// current rayon pool, at least 16 and at most 128. The chunk's rows take `chunk × num_params`
+/// f32 (20 MB for the ConvNet-3 of width 128 at 16 records). Measured with `retort bench
+/// dp-step` on 2 threads (docs/nn.md): 16 records ran as fast as 32 or 64 with a third of the
+/// memory of 64, and below glibc's 32 MB mmap threshold the row buffer is reused from the heap
+/// rather than faulted in afresh for every release.
+pub fn per_sample_chunk() -> usize {
+    (8 * rayon::current_num_threads()).clamp(16, 128)
+}
 
 /// Per-sample gradients of the cross-entropy loss, **not clipped**: row `i` (length
 /// [`Net::num_params`]) is the gradient of sample `i`'s loss with respect to all parameters.

@@ -245,7 +245,7 @@ pub fn warm_up(
         Grouping::Single,
         sigma,
         Noise::Float,
-        crate::nn::PER_SAMPLE_CHUNK,
+        crate::nn::per_sample_chunk(),
     )?;
     let expected = (q * data.len() as f64).max(1.0) as f32;
     sink(Event::Start {
