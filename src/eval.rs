@@ -345,18 +345,20 @@ pub fn plan_dp_baseline(
 /// Train `models` DP-SGD classifiers on the real training split as `plan` says and test them.
 ///
 /// # Privacy
-/// Each model reads the private training split through [`train_dp`] and spends
-/// `plan.event`; the caller must have reserved `models` × `plan.event` in the dataset's ledger
-/// before calling (DESIGN §5: budget is reserved before private data is read). The result is
-/// then a differentially private figure, unlike the other baselines.
+/// Each model reads the private training split through [`train_dp`] (the one mechanism) and
+/// spends `plan.event`, charged step by step to `allowance`, which the caller builds from the
+/// ledger's reservation of `models` × `plan.event` (DESIGN §5: budget is reserved before
+/// private data is read; a step the allowance does not cover is refused before it reads).
+/// The result is then a differentially private figure, unlike the other baselines.
 ///
 /// # Errors
-/// `nn-*`, `cancelled`, key errors if the OS random source fails.
+/// `nn-*`, `cancelled`, `dp-allowance-exceeded`, `dp-rng-failed`.
 #[allow(clippy::too_many_arguments)]
 pub fn dp_baseline(
     plan: &DpBaselinePlan,
     model: Model,
-    train_set: &FloatImages,
+    data: &crate::dp::mechanism::Records<'_>,
+    allowance: &mut crate::dp::mechanism::Allowance,
     test: &FloatImages,
     classes: usize,
     models: usize,
@@ -364,13 +366,13 @@ pub fn dp_baseline(
     progress: Sink<'_>,
 ) -> crate::Result<Score> {
     let (accs, per, present, secs) = train_and_test(test, classes, models, seed, |s| {
-        train_dp(model, &plan.dp, train_set, classes, s, progress)
+        train_dp(model, &plan.dp, data, allowance, classes, s, progress)
     })?;
     Ok(summarise(
         accs,
         per,
         present,
-        train_set.len(),
+        data.len(),
         plan.dp.steps as usize,
         secs,
     ))
@@ -427,19 +429,38 @@ mod tests {
         assert!(plan_dp_baseline(-1.0, 1e-5, 100, 10, 10, 1.0).is_err());
         // two separable classes, many records, generous epsilon: DP-SGD must learn them
         let shape = Shape { c: 1, h: 8, w: 8 };
-        let mut set = FloatImages::new(shape);
+        let mut train = Images::new(shape);
         for i in 0..400 {
             let label = (i % 2) as u32;
-            let img: Vec<f32> = (0..64)
-                .map(|p| if (p < 32) == (label == 0) { 0.9 } else { 0.1 })
+            let img: Vec<u8> = (0..64)
+                .map(|p| if (p < 32) == (label == 0) { 230 } else { 26 })
                 .collect();
-            set.push(&img, label);
+            train.push(&img, label);
         }
+        let set = train.to_float();
         let mut plan = plan_dp_baseline(50.0, 1e-5, set.len(), 100, 40, 1.0).unwrap();
         plan.dp.lr = 0.05;
         let model = Model::Mlp { hidden: 8 };
-        let s = dp_baseline(&plan, model, &set, &set, 2, 1, 3, &crate::progress::silent).unwrap();
+        let data = crate::dp::mechanism::Records::new(&train);
+        let mut allowance =
+            crate::dp::mechanism::Allowance::new(std::slice::from_ref(&plan.event)).unwrap();
+        let s = dp_baseline(
+            &plan,
+            model,
+            &data,
+            &mut allowance,
+            &set,
+            2,
+            1,
+            3,
+            &crate::progress::silent,
+        )
+        .unwrap();
         assert!(s.accuracy > 0.9, "accuracy {}", s.accuracy);
+        assert!(
+            allowance.is_exhausted(),
+            "one model spends exactly its event"
+        );
     }
 
     #[test]

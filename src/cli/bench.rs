@@ -1,7 +1,8 @@
-//! `retort bench dp-step`: time the clipped per-sample gradient step of DP-SGD on random
-//! 28×28×1 data and print it beside the floating-point floor (the step's FLOPs over this
-//! machine's measured matrix-multiply rate). Compare with PyTorch + Opacus using
-//! `bench/peer_opacus.py` (same network, same step, same thread count).
+//! `retort bench dp-step`: time the DP-SGD step through the one mechanism (the path training
+//! takes: per-sample gradients as the per-record function, clipping, sum and noise in
+//! `dp::mechanism`) on random 28×28×1 data and print it beside the floating-point floor (the
+//! step's FLOPs over this machine's measured matrix-multiply rate). Compare with PyTorch +
+//! Opacus using `bench/peer_opacus.py` (same network, same step, same thread count).
 
 use super::{Ctx, Report};
 use crate::nn::{bench, Activation, Arch, ConvNetConfig, MlpConfig, Net};
@@ -20,7 +21,7 @@ pub struct Args {
 #[derive(Debug, clap::Subcommand)]
 #[non_exhaustive]
 pub enum BenchCmd {
-    /// The clipped per-sample gradient step (per-sample grads, clip, sum, noise, update).
+    /// The DP-SGD step through the one mechanism (per-sample grads, clip, sum, noise, update).
     DpStep(DpStepArgs),
 }
 
@@ -121,7 +122,7 @@ fn dp_step(a: DpStepArgs, ctx: &mut Ctx) -> Result<Report> {
     let samples_per_s = a.batch as f64 / (times.median_ms / 1e3);
     let human = format!(
         "model        {}\n\
-         batch        {} (clip C=1, sum, Gaussian noise, SGD update)\n\
+         batch        {} (through dp::mechanism: clip C=1, f64 sum, Gaussian noise; SGD update)\n\
          threads      {threads}\n\
          step         {:.1} ms median, {:.1} ms best, over {} steps: {:?}\n\
          throughput   {:.0} samples/s\n\

@@ -3,12 +3,15 @@
 //! - Synthetic images start from noise (never from real images), `ipc` per class.
 //! - Each outer iteration draws a fresh randomly initialised ConvNet (GELU, so the
 //!   finite-difference Hessian-vector product below is the true derivative).
-//! - Each inner step Poisson-samples the real data **once** (each record with probability q,
-//!   OS-keyed), computes per-sample gradients, clips each to C, and forms one clipped sum **per
-//!   class** ([`crate::nn::clipped_grad_sums`] with `ByClass`). A record touches only its class's
-//!   sum, so the vector of all class sums has L2 sensitivity C, and adding N(0, σ²C²) to every
-//!   coordinate is ONE Gaussian mechanism per step: `steps` of them compose as the event
-//!   `{"kind":"poisson-sampled-gaussian","q","sigma","steps"}`.
+//! - Each inner step is ONE release of the one mechanism
+//!   ([`crate::dp::mechanism::GaussianSum::release`]): it Poisson-samples the real data
+//!   (each record with probability q, OS-keyed), runs the per-record function — the
+//!   per-sample gradients of the shifted records ([`crate::nn::per_sample_grads`]) — clips each
+//!   below C and forms one clipped sum **per class** (`Grouping::ByClass`). A record touches
+//!   only its class's sum, so the vector of all class sums has L2 sensitivity C, and adding
+//!   N(0, σ²C²) to every coordinate is ONE Gaussian mechanism per step: `steps` of them compose
+//!   as the event `{"kind":"poisson-sampled-gaussian","q","sigma","steps"}`, each charged to the
+//!   run's allowance before the step reads a record.
 //! - The synthetic images of each class are updated to match their class's noisy gradient under
 //!   the layer-wise cosine distance (Σ over output rows of 1 − cos; 1-row groups such as norm
 //!   parameters are skipped). It is scale-free, so no private count is ever divided by.
@@ -24,8 +27,10 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use super::{Error, Outcome, Plan, SyntheticSet};
-use crate::dataset::{Images, Shape};
-use crate::nn::{Activation, Arch, ConvNetConfig, Grouping, Net};
+use crate::dataset::Shape;
+use crate::dp::mechanism::{Allowance, Batch, GaussianSum, Grouping, Noise, Records, Sampling};
+use crate::dp::{ClipNorm, NoiseMultiplier, SampleRate};
+use crate::nn::{Activation, Arch, ConvNetConfig, Net};
 use crate::progress::{self, Event, Sink};
 
 /// Hyper-parameters of `gm` (all public; recorded in `run.json`).
@@ -203,7 +208,10 @@ pub fn estimate_seconds(p: &GmParams, plan: &Plan) -> Result<f64, Error> {
     let x: Vec<f32> = (0..b * shape.len()).map(|_| rng.gen::<f32>()).collect();
     let labels: Vec<u32> = (0..b).map(|i| (i % k) as u32).collect();
     let t = std::time::Instant::now();
-    crate::nn::clipped_grad_sums(&net, &x, &labels, 1.0, Grouping::ByClass(k)).map_err(nn_err)?;
+    let rows = crate::nn::per_sample_grads(&net, &x, &labels).map_err(nn_err)?;
+    rows.chunks(net.num_params()).for_each(|r| {
+        std::hint::black_box(crate::dp::clip::norm(r));
+    });
     let per_real = t.elapsed().as_secs_f64() / b as f64;
     let xs = &x[..plan.ipc.min(b) * shape.len()];
     let ls = &labels[..plan.ipc.min(b)];
@@ -219,12 +227,19 @@ pub fn estimate_seconds(p: &GmParams, plan: &Plan) -> Result<f64, Error> {
 /// Run `gm` on the private training split.
 ///
 /// # Privacy
-/// Spends exactly `plan.events` = `steps` Poisson-sampled Gaussian mechanisms at (q, σ), with
-/// sampling and noise from the OS-keyed `dp` samplers.
+/// Spends exactly `plan.events` = `steps` Poisson-sampled Gaussian mechanisms at (q, σ), each
+/// one release of the one mechanism charged to `allowance` before it reads a record; the
+/// synthetic side (matching, network training) is post-processing of the noisy class sums.
 ///
 /// # Errors
-/// `distill-cancelled`, `distill-compute`, `distill-rng`.
-pub fn run(plan: &Plan, p: &GmParams, train: &Images, sink: Sink<'_>) -> Result<Outcome, Error> {
+/// `dp-allowance-exceeded` (nothing read), `distill-cancelled`, `distill-compute`, `dp-*`.
+pub fn run(
+    plan: &Plan,
+    p: &GmParams,
+    data: &Records<'_>,
+    allowance: &mut Allowance,
+    sink: Sink<'_>,
+) -> Result<Outcome, Error> {
     let shape = plan.shape;
     let k = plan.classes.len();
     let ipc = plan.ipc;
@@ -232,11 +247,15 @@ pub fn run(plan: &Plan, p: &GmParams, train: &Images, sink: Sink<'_>) -> Result<
     let q = plan.sampling_rate.ok_or_else(|| Error::Compute {
         what: "gm plan without a sampling rate".into(),
     })?;
-    let sigma = plan.noise_multiplier;
-    let clip = p.clip_norm;
+    let mech = GaussianSum {
+        sampling: Sampling::Poisson(SampleRate::new(q)?),
+        grouping: Grouping::ByClass(k),
+        clip: ClipNorm::new(p.clip_norm)?,
+        sigma: NoiseMultiplier::new(plan.noise_multiplier)?,
+        noise: Noise::Float,
+        chunk: crate::nn::per_sample_chunk(),
+    };
     let mut init_rng = ChaCha8Rng::seed_from_u64(plan.seed);
-    let mut sampler = crate::dp::sample::PoissonSampler::from_os().map_err(|_| Error::Rng)?;
-    let mut noise = crate::dp::noise::SecureGaussian::from_os().map_err(|_| Error::Rng)?;
     // Synthetic images from noise.
     let normal = rand_distr::Normal::new(0.5f32, p.init_std as f32).expect("invariant: std > 0");
     let mut syn: Vec<f32> = (0..k * ipc * d)
@@ -256,29 +275,22 @@ pub fn run(plan: &Plan, p: &GmParams, train: &Images, sink: Sink<'_>) -> Result<
         let groups = net.groups();
         for _inner in 0..p.inner {
             progress::check().map_err(|_| Error::Cancelled)?;
+            // The siamese shift is public (from the seed), the same for every record.
             let dy = init_rng.gen_range(-(p.max_shift as i64)..=p.max_shift as i64);
             let dx = init_rng.gen_range(-(p.max_shift as i64)..=p.max_shift as i64);
             // One Poisson sample, one Gaussian mechanism over all class sums.
             let t = std::time::Instant::now();
-            let idx = sampler.sample(train.len(), q);
-            let mut xb = Vec::with_capacity(idx.len() * d);
-            let mut lb = Vec::with_capacity(idx.len());
-            for &i in &idx {
-                xb.extend(train.image(i).iter().map(|&v| v as f32 / 255.0));
-                lb.push(train.labels[i]);
-            }
-            let xb = shift(&xb, shape, dy, dx);
-            let mut sums = if idx.is_empty() {
-                vec![vec![0f32; net.num_params()]; k]
-            } else {
-                crate::nn::clipped_grad_sums(&net, &xb, &lb, clip as f32, Grouping::ByClass(k))
-                    .map_err(nn_err)?
-                    .sums
+            let grads = |b: &mut Batch<'_>| -> Result<Vec<f32>, Error> {
+                let (xb, labels) = (shift(b.pixels, shape, dy, dx), b.labels);
+                crate::nn::per_sample_grads_into(&net, &xb, labels, b.buffer()).map_err(nn_err)
             };
-            for s in sums.iter_mut() {
-                noise.add_noise(s, sigma * clip);
-            }
-            drop(xb);
+            let released =
+                mech.release(allowance, data, net.num_params(), &grads, &progress::silent)?;
+            let sums: Vec<Vec<f32>> = released
+                .sums
+                .iter()
+                .map(|s| s.iter().map(|&v| v as f32).collect())
+                .collect();
             private_seconds += t.elapsed().as_secs_f64();
             // Post-processing: match each class's synthetic gradient to its noisy sum.
             last_dist.clear();

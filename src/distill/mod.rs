@@ -11,22 +11,28 @@
 //!
 //! The life cycle is owned by [`crate::run`]: `plan` (public metadata only, spends nothing) →
 //! the reservation charges the plan's events in the ledger → [`run`] (reads the private training
-//! split) → the run directory is written and the charge committed. [`Plan`] carries every
-//! parameter and the exact `DpEvent`s the run will spend; [`run`] spends exactly those.
+//! split through the one mechanism, [`crate::dp::mechanism`], charging the reservation's
+//! [`Allowance`](crate::dp::mechanism::Allowance)) → the run directory is written and the charge
+//! committed. [`Plan`] carries every parameter and the exact `DpEvent`s the run will spend;
+//! [`run`] spends exactly those.
 //!
 //! # Privacy
 //! Unit: one image (add/remove-one neighbouring). Only the record count and class names are
 //! read from the dataset before the reservation; they are public metadata by policy (DESIGN §5).
+//! Method code sees private pixels only as the mechanism's [`crate::dp::mechanism::Batch`],
+//! and every release is charged to the [`Allowance`] before it reads a record.
 
-pub mod accounting;
 pub mod augment;
 pub mod dm;
 pub mod gm;
+#[cfg(feature = "measure")]
+#[doc(hidden)]
+pub mod measure;
 pub mod plan;
 
 use serde::{Deserialize, Serialize};
 
-use crate::dataset::Images;
+use crate::dp::mechanism::{Allowance, MechError, Records};
 pub use crate::dp::DpEvent;
 use crate::error::{Class, Coded};
 use crate::progress::Sink;
@@ -86,6 +92,20 @@ pub enum Error {
         /// What is wrong.
         why: String,
     },
+    /// The mechanism refused or failed (e.g. `dp-allowance-exceeded`: a release the
+    /// reservation does not cover; nothing was read). Carries the `dp` code.
+    #[error(transparent)]
+    Privacy(#[from] crate::dp::Error),
+}
+
+impl From<MechError<Error>> for Error {
+    fn from(e: MechError<Error>) -> Error {
+        match e {
+            MechError::Dp(e) => Error::Privacy(e),
+            MechError::Record(e) => e,
+            MechError::Cancelled => Error::Cancelled,
+        }
+    }
 }
 
 impl Error {
@@ -100,6 +120,7 @@ impl Error {
         "distill-cancelled",
         "distill-run",
     ];
+    // `Privacy` carries the `dp-*` codes (listed in `dp::Error::CODES`).
 }
 
 impl Coded for Error {
@@ -113,6 +134,7 @@ impl Coded for Error {
             Error::Rng => "distill-rng",
             Error::Cancelled => "distill-cancelled",
             Error::Run { .. } => "distill-run",
+            Error::Privacy(e) => e.code(),
         }
     }
     fn hint(&self) -> Option<String> {
@@ -125,11 +147,13 @@ impl Coded for Error {
             Error::Rng => "check the system's entropy source (getrandom)".into(),
             Error::Cancelled => "the run stays charged to the budget; see `retort budget`".into(),
             Error::Run { .. } => "list runs in the workspace's runs/ directory".into(),
+            Error::Privacy(e) => return e.hint(),
         })
     }
     fn class(&self) -> Class {
         match self {
             Error::BadParameter { .. } | Error::UnknownMethod(_) => Class::Usage,
+            Error::Privacy(e) => e.class(),
             _ => Class::Input,
         }
     }
@@ -208,14 +232,23 @@ pub struct Outcome {
 /// Run a planned distillation on the private training split.
 ///
 /// # Privacy
-/// Reads `train` (private). The caller must have reserved `plan.events` in the ledger first;
-/// the run spends exactly those events.
+/// Reads `data` (private) only through the one mechanism
+/// ([`crate::dp::mechanism::GaussianSum::release`]), each release charged to `allowance`
+/// before it reads a record; a release the allowance does not cover fails closed
+/// (`dp-allowance-exceeded`). The run spends exactly `plan.events` (so an allowance built from
+/// them is exhausted afterwards); the synthesis is post-processing of the releases.
 ///
 /// # Errors
-/// `distill-cancelled` on Ctrl-C (the reservation stays charged), `distill-compute`,
-/// `distill-rng`.
-pub fn run(plan: &Plan, train: &Images, sink: Sink<'_>) -> Result<Outcome, Error> {
-    if train.len() != plan.records || train.shape != plan.shape {
+/// `distill-dataset` (data does not match the plan), `distill-cancelled` on Ctrl-C (the
+/// reservation stays charged), `distill-compute`, `dp-allowance-exceeded`, `dp-rng-failed`,
+/// other `dp-*`.
+pub fn run(
+    plan: &Plan,
+    data: &Records<'_>,
+    allowance: &mut Allowance,
+    sink: Sink<'_>,
+) -> Result<Outcome, Error> {
+    if data.len() != plan.records || data.shape() != plan.shape {
         return Err(Error::Dataset {
             dataset: plan.dataset.clone(),
             why: "the training split does not match the planned record count or shape".into(),
@@ -228,12 +261,14 @@ pub fn run(plan: &Plan, train: &Images, sink: Sink<'_>) -> Result<Outcome, Error
             let (k, sigma) = (plan.classes.len(), plan.noise_multiplier);
             let (rel, sampler, trained) = match p.sample_rate {
                 None => {
-                    let (rel, s) = dm::release(train, k, p, &nets, sigma, sink)?;
+                    let (rel, s) = dm::release::release(data, allowance, k, p, &nets, sigma, sink)?;
                     (rel, s, Vec::new())
                 }
                 Some(q) => {
-                    let trained = dm::warm_up(train, p, &mut nets, q, sigma, sink)?;
-                    let (rel, s) = dm::release_per_net(train, k, p, &nets, q, sigma, sink)?;
+                    let trained =
+                        dm::release::warm_up(data, allowance, p, &mut nets, q, sigma, sink)?;
+                    let (rel, s) =
+                        dm::release::release_per_net(data, allowance, k, p, &nets, q, sigma, sink)?;
                     (rel, s, trained)
                 }
             };
@@ -263,6 +298,9 @@ pub fn run(plan: &Plan, train: &Images, sink: Sink<'_>) -> Result<Outcome, Error
                 }),
             })
         }
-        plan::Params::Gm(p) => gm::run(plan, p, train, sink),
+        plan::Params::Gm(p) => gm::run(plan, p, data, allowance, sink),
     }
 }
+
+#[cfg(test)]
+mod tests;

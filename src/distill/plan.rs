@@ -489,7 +489,7 @@ mod tests {
         assert_eq!(p.events, vec![DpEvent::gaussian(p.noise_multiplier, 1)]);
         assert!(p.epsilon <= 1.0 + 1e-9, "{}", p.epsilon);
         // The tight accountant agrees with the exact analytic curve of one Gaussian mechanism.
-        let exact = super::super::accounting::gaussian_sigma(1.0, 1e-5);
+        let exact = crate::dp::analytic::gaussian_sigma(1.0, 1e-5);
         assert!(
             (p.noise_multiplier - exact).abs() / exact < 0.02,
             "sigma {} vs analytic {exact}",
@@ -694,7 +694,14 @@ mod tests {
             g.inner = 2;
             g.net_steps = 2;
         }
-        let out = super::super::run(&p, &train, &crate::progress::silent).unwrap();
+        let mut allowance = crate::dp::mechanism::Allowance::new(&p.events).unwrap();
+        let out = super::super::run(
+            &p,
+            &crate::dp::mechanism::Records::new(&train),
+            &mut allowance,
+            &crate::progress::silent,
+        )
+        .unwrap();
         assert_eq!(out.synthetic.labels, vec![0, 0, 1, 1]);
         assert_eq!(out.synthetic.data.len(), 4 * 144);
         assert!(out.synthetic.data.iter().all(|x| (0.0..=1.0).contains(x)));
@@ -726,7 +733,14 @@ mod tests {
         }
         p.recalibrate().unwrap();
         assert_eq!(p.steps, 4 + 2 * 3);
-        let out = super::super::run(&p, &train, &crate::progress::silent).unwrap();
+        let mut allowance = crate::dp::mechanism::Allowance::new(&p.events).unwrap();
+        let out = super::super::run(
+            &p,
+            &crate::dp::mechanism::Records::new(&train),
+            &mut allowance,
+            &crate::progress::silent,
+        )
+        .unwrap();
         assert_eq!(out.synthetic.labels, vec![0, 0, 1, 1]);
         assert!(out.synthetic.data.iter().all(|x| (0.0..=1.0).contains(x)));
         assert_eq!(

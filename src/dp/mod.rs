@@ -1,26 +1,32 @@
-//! The privacy engine: validated parameter types, the accounting vocabulary ([`DpEvent`]), the
-//! mechanism pieces (Poisson sampling, clipping, OS-keyed Gaussian noise), two accountants
-//! (RDP and PLD), calibration of the noise multiplier, and opendp's exact Gaussian for one-shot
-//! releases.
+//! The privacy engine: validated parameter types, the accounting vocabulary ([`DpEvent`]),
+//! **the one mechanism** every method releases private statistics through ([`mechanism`]),
+//! its pieces (Poisson sampling, clipping, OS-keyed Gaussian noise, opendp's exact Gaussian),
+//! two accountants (RDP and PLD), calibration of the noise multiplier, and the analytic
+//! Gaussian curve ([`analytic`]) that cross-checks them.
 //!
 //! # Privacy
 //! Everything here is analysed under the add/remove-one-record neighbouring relation (DESIGN §5).
-//! A DP-SGD step Poisson-samples each record with probability `q` ([`sample`]), clips every
-//! per-sample contribution to L2 norm `C` ([`clip`]), sums, and adds `N(0, σ²C²)` per coordinate
-//! ([`noise`]). Its cost is the event [`DpEvent::PoissonSampledGaussian`]; [`accountant`] turns a
-//! list of events into `(ε, δ)`: both accountants are sound upper bounds and the reported ε is the
-//! smaller of the two.
+//! [`mechanism::GaussianSum::release`] Poisson-samples each record with probability `q`
+//! ([`sample`]) or takes every record, runs the caller's per-record function, clips every
+//! per-record row to L2 norm below `C` ([`clip`]), sums per group, and adds `N(0, σ²C²)` per
+//! coordinate ([`noise`] or [`exact`]). It charges its event ([`DpEvent::PoissonSampledGaussian`]
+//! or [`DpEvent::Gaussian`]) to the run's [`mechanism::Allowance`] before it reads a record;
+//! [`accountant`] turns a list of events into `(ε, δ)`: both accountants are sound upper bounds
+//! and the reported ε is the smaller of the two.
 
 pub mod accountant;
+pub mod analytic;
 pub mod calibrate;
 pub mod clip;
 pub mod event;
 pub mod exact;
+pub mod mechanism;
 pub mod noise;
 pub mod sample;
 pub mod split;
 
 pub use event::DpEvent;
+pub use mechanism::{Allowance, GaussianSum, MechError, Records, Released};
 
 use crate::error::{Class, Coded};
 
@@ -58,6 +64,33 @@ pub enum Error {
     /// The problem is too large for the accountant's grid.
     #[error("privacy accounting failed: {0}")]
     Accounting(String),
+    /// A release was attempted that the run's reservation does not cover. Nothing was read.
+    #[error("the reservation does not cover the release {requested:?}; unspent: {unspent:?}")]
+    AllowanceExceeded {
+        /// The event the release would cost.
+        requested: DpEvent,
+        /// What the reservation still allows.
+        unspent: Vec<DpEvent>,
+    },
+    /// The operating system's random source failed (sampling, noise or record randomness).
+    #[error("the operating system's random source failed")]
+    Rng,
+    /// The per-record function returned a buffer that is not `rows × dim` values.
+    #[error("the per-record function returned {got} values, the release needs {expected}")]
+    RowShape {
+        /// Values expected (rows × dim).
+        expected: usize,
+        /// Values returned.
+        got: usize,
+    },
+    /// A record's label is outside the release's class groups.
+    #[error("record label {label} is outside the {groups} class groups of the release")]
+    LabelOutOfRange {
+        /// The label.
+        label: u32,
+        /// The number of groups.
+        groups: usize,
+    },
 }
 
 impl Error {
@@ -68,6 +101,10 @@ impl Error {
         "dp-calibration-failed",
         "dp-exact-failed",
         "dp-accounting-failed",
+        "dp-allowance-exceeded",
+        "dp-rng-failed",
+        "dp-row-shape",
+        "dp-label-out-of-range",
     ];
 
     pub(crate) fn invalid(name: &'static str, value: f64, expected: &'static str) -> Error {
@@ -87,6 +124,10 @@ impl Coded for Error {
             Error::CalibrationFailed { .. } => "dp-calibration-failed",
             Error::Exact(_) => "dp-exact-failed",
             Error::Accounting(_) => "dp-accounting-failed",
+            Error::AllowanceExceeded { .. } => "dp-allowance-exceeded",
+            Error::Rng => "dp-rng-failed",
+            Error::RowShape { .. } => "dp-row-shape",
+            Error::LabelOutOfRange { .. } => "dp-label-out-of-range",
         }
     }
     fn hint(&self) -> Option<String> {
@@ -104,10 +145,20 @@ impl Coded for Error {
             Error::Accounting(_) => {
                 "the requested composition is far outside any useful privacy regime; use fewer steps or more noise".into()
             }
+            Error::AllowanceExceeded { .. } => {
+                "this is a bug: a method tried to spend more than the run reserved; nothing was read and the run is refused, please report it".into()
+            }
+            Error::Rng => "check the system's entropy source (getrandom)".into(),
+            Error::RowShape { .. } | Error::LabelOutOfRange { .. } => {
+                "this is a bug in the method calling the mechanism; please report it".into()
+            }
         })
     }
     fn class(&self) -> Class {
-        Class::Input
+        match self {
+            Error::AllowanceExceeded { .. } => Class::Refused,
+            _ => Class::Input,
+        }
     }
 }
 

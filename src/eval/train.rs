@@ -8,7 +8,11 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::dataset::{FloatImages, Shape};
-use crate::nn::{clipped_grad_sums, Activation, Arch, ConvNetConfig, Grouping, MlpConfig, Net};
+use crate::dp::mechanism::{
+    Allowance, Batch, GaussianSum, Grouping, MechError, Noise, Records, Sampling,
+};
+use crate::dp::{ClipNorm, NoiseMultiplier, SampleRate};
+use crate::nn::{Activation, Arch, ConvNetConfig, MlpConfig, Net};
 use crate::progress::{Event, Sink};
 use crate::Result;
 
@@ -201,33 +205,40 @@ pub struct DpSgd {
     pub momentum: f32,
 }
 
-/// Train a fresh network with DP-SGD on `set`: each step Poisson-samples records with rate
-/// `q` (OS-keyed CSPRNG), clips per-sample gradients to `clip`, sums, adds N(0, σ²C²) per
-/// coordinate (`dp::noise`) and divides by the *expected* batch size qN (never the realised
-/// one, which is data-dependent).
+/// Train a fresh network with DP-SGD on the private records `data`: each step is one release
+/// of the one mechanism — a Poisson sample at rate `q` (OS-keyed), the per-sample gradients
+/// ([`crate::nn::per_sample_grads`]) clipped below `clip`, summed, plus N(0, σ²C²) per
+/// coordinate — divided by the *expected* batch size qN (never the realised one, which is
+/// data-dependent) ([`noisy_clipped_mean`]).
 ///
 /// # Privacy
-/// The output is (ε, δ)-DP for the accountant's ε of `PoissonSampledGaussian{q, σ, steps}`
-/// under add/remove-one-image; the caller must have reserved that budget before calling.
-/// The initialisation seed is public.
+/// Each step is charged to `allowance` as `PoissonSampledGaussian { q, σ, steps: 1 }` before
+/// it reads a record (refused with `dp-allowance-exceeded` otherwise); the model is
+/// (ε, δ)-DP for the accountant's ε of `PoissonSampledGaussian { q, σ, steps }` under
+/// add/remove-one-image. The initialisation seed is public.
 ///
 /// # Errors
-/// `nn-*`, `cancelled`, and key errors if the OS random source fails.
+/// `nn-*`, `cancelled`, `dp-allowance-exceeded`, `dp-rng-failed`, other `dp-*`.
 pub fn train_dp(
     model: Model,
     dp: &DpSgd,
-    set: &FloatImages,
+    data: &Records<'_>,
+    allowance: &mut Allowance,
     classes: usize,
     seed: u64,
     progress: Sink<'_>,
 ) -> Result<Net> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let mut net = Net::new(model.arch(set.shape, classes), &mut rng)?;
-    let mut sampler = crate::dp::sample::PoissonSampler::from_os()?;
-    let mut noise = crate::dp::noise::SecureGaussian::from_os()?;
-    let n = set.len();
-    let d = set.shape.len();
-    let expected = (dp.q * n as f64).max(1.0) as f32;
+    let mut net = Net::new(model.arch(data.shape(), classes), &mut rng)?;
+    let mech = GaussianSum {
+        sampling: Sampling::Poisson(SampleRate::new(dp.q)?),
+        grouping: Grouping::Single,
+        clip: ClipNorm::new(dp.clip as f64)?,
+        sigma: NoiseMultiplier::new(dp.sigma)?,
+        noise: Noise::Float,
+        chunk: crate::nn::per_sample_chunk(),
+    };
+    let expected = (dp.q * data.len() as f64).max(1.0) as f32;
     let mut sgd = Sgd::new(net.num_params(), dp.momentum, 0.0);
     progress(Event::Start {
         label: "DP-SGD baseline",
@@ -235,14 +246,8 @@ pub fn train_dp(
     });
     for step in 0..dp.steps {
         crate::progress::check()?;
-        let idx = sampler.sample(n, dp.q);
-        let mut x = Vec::with_capacity(idx.len() * d);
-        let mut y = Vec::with_capacity(idx.len());
-        for &i in &idx {
-            x.extend_from_slice(set.image(i));
-            y.push(set.labels[i]);
-        }
-        let g = noisy_clipped_mean(&net, &x, &y, dp.clip, dp.sigma, expected, &mut noise, n)?;
+        let g =
+            noisy_clipped_mean(&net, &mech, allowance, data, 0.0, expected).map_err(mech_err)?;
         let lr = if step * 2 < dp.steps {
             dp.lr
         } else {
@@ -255,35 +260,49 @@ pub fn train_dp(
     Ok(net)
 }
 
-/// One DP-SGD gradient: the per-sample gradients of the records `x` (labels `y`) clipped to
-/// `clip` and summed (`chunk` records at a time, to bound memory), plus N(0, σ²·clip²) per
-/// coordinate from `noise`, divided by the *expected* batch size (never the realised one).
+fn mech_err(e: MechError<crate::nn::Error>) -> crate::Error {
+    match e {
+        MechError::Dp(e) => e.into(),
+        MechError::Record(e) => e.into(),
+        MechError::Cancelled => crate::Error::Cancelled,
+    }
+}
+
+/// One DP-SGD gradient through the one mechanism: `mech` (a Poisson-sampled, single-group
+/// release) over the per-sample gradients of `net` on the records' pixels plus `offset`
+/// (−0.5 for the feature nets' inputs, 0 for the evaluation models'), divided by the
+/// *expected* batch size (never the realised one).
 ///
 /// # Privacy
-/// One Poisson-sampled Gaussian mechanism when `x` is a Poisson sample: the caller accounts it.
+/// One release of the mechanism, charged to `allowance` before it reads a record.
 ///
 /// # Errors
-/// `nn-*` for shapes and labels.
-#[allow(clippy::too_many_arguments)]
+/// The mechanism's errors; `nn-*` from the gradients as [`MechError::Record`].
 pub(crate) fn noisy_clipped_mean(
     net: &Net,
-    x: &[f32],
-    y: &[u32],
-    clip: f32,
-    sigma: f64,
+    mech: &GaussianSum,
+    allowance: &mut Allowance,
+    data: &Records<'_>,
+    offset: f32,
     expected: f32,
-    noise: &mut crate::dp::noise::SecureGaussian,
-    chunk: usize,
-) -> crate::nn::Result<Vec<f32>> {
-    let d = net.input_len();
-    let mut g = vec![0f32; net.num_params()];
-    for (xs, ys) in x.chunks(chunk.max(1) * d).zip(y.chunks(chunk.max(1))) {
-        let s = clipped_grad_sums(net, xs, ys, clip, Grouping::Single)?;
-        g.iter_mut().zip(&s.sums[0]).for_each(|(a, b)| *a += b);
-    }
-    noise.add_noise(&mut g, sigma * clip as f64);
-    g.iter_mut().for_each(|v| *v /= expected);
-    Ok(g)
+) -> std::result::Result<Vec<f32>, MechError<crate::nn::Error>> {
+    let grads = |b: &mut Batch<'_>| -> crate::nn::Result<Vec<f32>> {
+        let (pixels, labels, out) = (b.pixels, b.labels, b.buffer());
+        if offset == 0.0 {
+            crate::nn::per_sample_grads_into(net, pixels, labels, out)
+        } else {
+            let x: Vec<f32> = pixels.iter().map(|&v| v + offset).collect();
+            crate::nn::per_sample_grads_into(net, &x, labels, out)
+        }
+    };
+    let r = mech.release(
+        allowance,
+        data,
+        net.num_params(),
+        &grads,
+        &crate::progress::silent,
+    )?;
+    Ok(r.sums[0].iter().map(|&s| s as f32 / expected).collect())
 }
 
 /// Augment one image: one of a random crop (shift up to 4 px), scale (±20 %) or rotation

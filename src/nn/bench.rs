@@ -1,5 +1,5 @@
-//! Timing helpers behind `retort bench dp-step`: the clipped per-sample gradient step on random
-//! data, and the machine's measured matrix-multiply rate for the floating-point floor.
+//! Timing helpers behind `retort bench dp-step`: the DP-SGD step through the one mechanism on
+//! random data, and the machine's measured matrix-multiply rate for the floating-point floor.
 //!
 //! Nothing here touches real data: the images are uniform noise from a fixed, non-private seed.
 
@@ -10,7 +10,9 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
 use super::gemm::{matmul, View};
-use super::{clipped_grad_sums, Grouping, Net, Result};
+use super::{Net, Result};
+use crate::dataset::{Images, Shape};
+use crate::dp::mechanism::{Allowance, Batch, GaussianSum, Grouping, Noise, Records, Sampling};
 
 /// Timings of one benchmark run (milliseconds per step).
 #[derive(Debug, Clone, serde::Serialize)]
@@ -23,33 +25,76 @@ pub struct StepTimes {
     pub min_ms: f64,
 }
 
-/// Time `reps` DP steps (after one warm-up) of `net` on `batch` random images: per-sample
+fn config(why: impl std::fmt::Display) -> super::Error {
+    super::Error::Config {
+        why: why.to_string(),
+    }
+}
+
+/// Time `reps` DP steps (after one warm-up) of `net` on `batch` random images, through the
+/// same path training takes ([`crate::dp::mechanism::GaussianSum::release`] over
+/// [`super::per_sample_grads`], in chunks of [`super::per_sample_chunk`]): per-sample
 /// gradients, clipping to C = 1, the sum, Gaussian noise (σ = 1, from `dp::noise`) and an SGD
-/// update — what Opacus's `optimizer.step()` after `loss.backward()` does.
+/// update — what Opacus's `optimizer.step()` after `loss.backward()` does. Every record is in
+/// every step (a release over all `batch` records), so the batch size is fixed.
 ///
 /// # Errors
-/// `nn-*` errors from the engine; the noise source failing is reported as `nn-config`.
+/// `nn-*` errors from the engine; a mechanism failure (e.g. the OS random source) is reported
+/// as `nn-config`.
 pub fn dp_step(net: &mut Net, batch: usize, reps: usize) -> Result<StepTimes> {
     let mut rng = ChaCha8Rng::seed_from_u64(0xbe4c);
     let d = net.input_len();
     let k = net.classes() as u32;
-    let x: Vec<f32> = (0..batch * d).map(|_| rng.gen_range(0.0..1.0)).collect();
-    let labels: Vec<u32> = (0..batch).map(|_| rng.gen_range(0..k)).collect();
-    let mut noise =
-        crate::dp::noise::SecureGaussian::from_os().map_err(|e| super::Error::Config {
-            why: format!("noise source: {e}"),
-        })?;
+    let side = (d as f64).sqrt() as usize;
+    let shape = if side * side == d {
+        Shape {
+            c: 1,
+            h: side,
+            w: side,
+        }
+    } else {
+        Shape { c: 1, h: 1, w: d }
+    };
+    let mut images = Images::new(shape);
+    for _ in 0..batch {
+        let px: Vec<u8> = (0..d).map(|_| rng.gen()).collect();
+        images.push(&px, rng.gen_range(0..k));
+    }
+    let data = Records::new(&images);
+    let mech = GaussianSum {
+        sampling: Sampling::Everyone,
+        grouping: Grouping::Single,
+        clip: crate::dp::ClipNorm::new(1.0).map_err(config)?,
+        sigma: crate::dp::NoiseMultiplier::new(1.0).map_err(config)?,
+        noise: Noise::Float,
+        chunk: super::per_sample_chunk(),
+    };
+    let mut allowance =
+        Allowance::new(&[crate::dp::DpEvent::gaussian(1.0, reps as u64 + 1)]).map_err(config)?;
     let mut ms = Vec::with_capacity(reps);
     for rep in 0..=reps {
         let t = Instant::now();
-        let mut s = clipped_grad_sums(net, &x, &labels, 1.0, Grouping::Single)?;
-        let g = &mut s.sums[0];
-        noise.add_noise(g, 1.0);
-        let lr = 0.01 / batch as f32;
+        let grads = |b: &mut Batch<'_>| {
+            let (pixels, labels, out) = (b.pixels, b.labels, b.buffer());
+            super::per_sample_grads_into(net, pixels, labels, out)
+        };
+        let released = mech
+            .release(
+                &mut allowance,
+                &data,
+                net.num_params(),
+                &grads,
+                &crate::progress::silent,
+            )
+            .map_err(|e| match e {
+                crate::dp::MechError::Record(e) => e,
+                other => config(other),
+            })?;
+        let lr = 0.01 / batch as f64;
         net.params_mut()
             .iter_mut()
-            .zip(g.iter())
-            .for_each(|(p, g)| *p -= lr * g);
+            .zip(&released.sums[0])
+            .for_each(|(p, g)| *p -= (lr * g) as f32);
         if rep > 0 {
             ms.push(t.elapsed().as_secs_f64() * 1e3);
         }

@@ -8,8 +8,9 @@
 //! with rayon (the caller's thread pool), each sample's GEMMs single-threaded.
 //!
 //! What other modules call:
-//! - [`clipped_grad_sums`]: the DP-SGD inner step on private data — per-sample gradients, each
-//!   clipped to L2 norm ≤ C *before* any sum, summed into one vector or one per class.
+//! - [`per_sample_grads`]: the per-record function of DP-SGD on private data — one unclipped
+//!   gradient row per sample, for [`crate::dp::mechanism::GaussianSum::release`] to clip below
+//!   C, sum (one vector or one per class) and noise.
 //! - [`Net::loss_and_grads`]: mean cross-entropy with parameter and input gradients (the
 //!   synthetic side of gradient matching, and training).
 //! - [`Net::embed`] / [`Net::embed_vjp`]: features for distribution matching, and the input
@@ -18,10 +19,10 @@
 //!   gradient matching (use [`Activation::Gelu`]: with ReLU it does not converge).
 //!
 //! # Privacy
-//! Nothing here adds noise or samples; that is `dp`'s job. [`clipped_grad_sums`] guarantees the
-//! per-sample clipping DP-SGD's sensitivity analysis needs: each sample's whole gradient (all
-//! parameters together) has L2 norm at most C before it enters a sum, and a sample enters only
-//! its own class's sum. Its `norms` output is private and must never be released.
+//! Nothing here samples, clips, sums private rows or adds noise; that is the one mechanism's job
+//! (`dp::mechanism`). [`per_sample_grads`] computes row `i` from sample `i` and the public
+//! weights only, as the mechanism's sensitivity argument needs; its rows are private and
+//! unclipped and must never leave the mechanism.
 
 pub mod bench;
 mod convnet;
@@ -33,7 +34,7 @@ mod per_sample;
 pub use convnet::ConvNetConfig;
 pub use kernels::Activation;
 pub use mlp::MlpConfig;
-pub use per_sample::{clipped_grad_sums, ClippedSums, Grouping, LossGrads};
+pub use per_sample::{per_sample_chunk, per_sample_grads, per_sample_grads_into, LossGrads};
 
 use crate::error::{Class, Coded};
 

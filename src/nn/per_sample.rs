@@ -1,39 +1,17 @@
-//! The per-sample gradient engine: clipped per-sample gradient sums for DP-SGD on private
-//! data, and batch passes (loss and gradients, features) for the synthetic side and training.
+//! The per-sample gradient engine: per-sample gradients for DP-SGD on private data (the
+//! per-record function of the one mechanism, which clips, sums and noises them), and batch
+//! passes (loss and gradients, features) for the synthetic side and training.
 //!
 //! Samples are split into a few contiguous chunks (about two per thread of the current rayon
-//! pool); each chunk runs sample by sample with its own buffers, so memory stays at a few
-//! per-sample gradients per thread however large the batch is (about 20 MB per thread for the
-//! 28×28 ConvNet-3 of width 128, plus one accumulator per group). Chunk results are summed in
-//! chunk order, so results do not depend on scheduling.
+//! pool); each chunk runs sample by sample with its own buffers. [`per_sample_grads`] writes
+//! each sample's gradient into its own row of the output (the caller bounds memory by the
+//! number of samples it passes: [`per_sample_chunk`]); batch passes sum chunk results in chunk
+//! order. Results do not depend on scheduling.
 
 use rayon::prelude::*;
 
 use super::kernels::softmax_xent;
 use super::{check_len, with_model, Error, Model, Net, Result, Upstream};
-
-/// How [`clipped_grad_sums`] groups the clipped per-sample gradients.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Grouping {
-    /// One sum over all samples.
-    Single,
-    /// One sum per class `0..K` (a sample enters only its own label's sum).
-    ByClass(usize),
-}
-
-/// Output of [`clipped_grad_sums`].
-#[derive(Debug, Clone)]
-pub struct ClippedSums {
-    /// One flat gradient sum per group (length [`Net::num_params`] each).
-    pub sums: Vec<Vec<f32>>,
-    /// Each sample's gradient L2 norm before clipping, in input order.
-    ///
-    /// # Privacy
-    /// Computed from private data without noise: for diagnostics and tests only, never to be
-    /// released or logged.
-    pub norms: Vec<f32>,
-}
 
 /// Output of [`Net::loss_and_grads`].
 #[derive(Debug, Clone)]
@@ -46,9 +24,6 @@ pub struct LossGrads {
     /// asked for).
     pub input_grads: Vec<f32>,
 }
-
-/// Margin that keeps a clipped gradient's norm at most C despite f32 rounding of the scaling.
-const CLIP_MARGIN: f64 = 1.0 - 1e-6;
 
 fn chunks(n: usize) -> Vec<std::ops::Range<usize>> {
     let parts = (rayon::current_num_threads() * 2).clamp(1, n.max(1));
@@ -83,111 +58,75 @@ fn check_batch(net: &Net, x: &[f32], labels: Option<&[u32]>, classes: usize) -> 
     Ok(n)
 }
 
-/// Per-sample gradients of the cross-entropy loss, each clipped to L2 norm ≤ `clip` over all
-/// parameters together, summed (one sum, or one per class).
+/// Records per call of [`per_sample_grads`] in the DP-SGD releases: 8 per thread of the
+/// current rayon pool, at least 16 and at most 128. The chunk's rows take `chunk × num_params`
+/// f32 (20 MB for the ConvNet-3 of width 128 at 16 records). Measured with `retort bench
+/// dp-step` on 2 threads (docs/nn.md): 16 records ran as fast as 32 or 64 with a third of the
+/// memory of 64, and below glibc's 32 MB mmap threshold the row buffer is reused from the heap
+/// rather than faulted in afresh for every release.
+pub fn per_sample_chunk() -> usize {
+    (8 * rayon::current_num_threads()).clamp(16, 128)
+}
+
+/// Per-sample gradients of the cross-entropy loss, **not clipped**: row `i` (length
+/// [`Net::num_params`]) is the gradient of sample `i`'s loss with respect to all parameters.
+/// Computed in parallel over samples (contiguous chunks, about two per thread), each row
+/// written in place, so the result does not depend on scheduling.
 ///
 /// # Privacy
-/// This is the clipping half of DP-SGD (DESIGN §5): after it, adding or removing one sample
-/// changes the vector of all group sums by at most `clip` in L2 norm (a sample touches one
-/// group), so adding N(0, σ²C²) per coordinate of every sum is one Gaussian mechanism. A sample
-/// whose gradient is not finite contributes nothing. The caller samples (Poisson) and adds
-/// noise with `dp`; [`ClippedSums::norms`] must not be released.
+/// Unclipped per-sample gradients of private data are not releasable: this is the per-record
+/// function of DP-SGD, meant to run inside [`crate::dp::mechanism::GaussianSum::release`],
+/// which clips every row, sums, adds noise and charges the event. Row `i` depends only on
+/// sample `i` and the (public) weights.
 ///
 /// # Errors
 /// `nn-shape` (images not a multiple of the input size, label count), `nn-label` (a label
-/// outside the classes or the grouping), `nn-not-positive` (clip).
-pub fn clipped_grad_sums(
+/// outside the classes).
+pub fn per_sample_grads(net: &Net, x: &[f32], labels: &[u32]) -> Result<Vec<f32>> {
+    per_sample_grads_into(net, x, labels, Vec::new())
+}
+
+/// [`per_sample_grads`] into `out` (cleared and resized first): pass the mechanism's
+/// [`crate::dp::mechanism::Batch::buffer`] to reuse the previous chunk's allocation.
+///
+/// # Errors
+/// As [`per_sample_grads`].
+pub fn per_sample_grads_into(
     net: &Net,
     x: &[f32],
     labels: &[u32],
-    clip: f32,
-    grouping: Grouping,
-) -> Result<ClippedSums> {
-    if !(clip.is_finite() && clip > 0.0) {
-        return Err(Error::NotPositive {
-            what: "clip norm",
-            value: clip as f64,
-        });
-    }
-    let groups = match grouping {
-        Grouping::Single => 1,
-        Grouping::ByClass(k) => k,
-    };
-    let classes = match grouping {
-        Grouping::Single => net.classes(),
-        Grouping::ByClass(k) => k.min(net.classes()),
-    };
-    if groups == 0 {
-        return Err(Error::NotPositive {
-            what: "number of class groups",
-            value: 0.0,
-        });
-    }
-    let n = check_batch(net, x, Some(labels), classes)?;
-    with_model!(net, m => clipped_impl(m, &net.params, x, labels, clip, grouping, groups, n))
+    mut out: Vec<f32>,
+) -> Result<Vec<f32>> {
+    let n = check_batch(net, x, Some(labels), net.classes())?;
+    out.clear();
+    out.resize(n * net.num_params(), 0.0);
+    with_model!(net, m => per_sample_impl(m, &net.params, x, labels, n, &mut out));
+    Ok(out)
 }
 
-#[allow(clippy::too_many_arguments)]
-fn clipped_impl<M: Model>(
+fn per_sample_impl<M: Model>(
     m: &M,
     p: &[f32],
     x: &[f32],
     labels: &[u32],
-    clip: f32,
-    grouping: Grouping,
-    groups: usize,
     n: usize,
-) -> Result<ClippedSums> {
+    out: &mut [f32],
+) {
     let d = m.in_len();
     let np = m.n_params();
-    let parts: Vec<(Vec<Vec<f32>>, Vec<f32>)> = chunks(n)
-        .into_par_iter()
-        .map(|r| {
+    let ranges = chunks(n);
+    let size = ranges.first().map_or(1, |r| r.len()).max(1);
+    out.par_chunks_mut(size * np)
+        .zip(ranges.into_par_iter())
+        .for_each(|(rows, r)| {
             let mut s = m.scratch();
-            let mut g = vec![0f32; np];
             let mut dl = vec![0f32; m.classes()];
-            let mut sums: Vec<Vec<f32>> = vec![Vec::new(); groups];
-            let mut norms = Vec::with_capacity(r.len());
-            for i in r {
-                let xi = &x[i * d..(i + 1) * d];
-                m.forward(p, xi, &mut s, true);
+            for (g, i) in rows.chunks_mut(np).zip(r) {
+                m.forward(p, &x[i * d..(i + 1) * d], &mut s, true);
                 softmax_xent(m.logits(&s), labels[i] as usize, 1.0, &mut dl);
-                m.backward(p, &mut s, Upstream::Logits(&dl), Some(&mut g), None);
-                let norm = g
-                    .iter()
-                    .map(|&v| (v as f64) * (v as f64))
-                    .sum::<f64>()
-                    .sqrt();
-                norms.push(norm as f32);
-                let f = crate::dp::clip::clip_factor(norm, clip as f64);
-                let f = if f < 1.0 { f * CLIP_MARGIN } else { f } as f32;
-                if f == 0.0 {
-                    continue;
-                }
-                let k = match grouping {
-                    Grouping::Single => 0,
-                    Grouping::ByClass(_) => labels[i] as usize,
-                };
-                let sum = &mut sums[k];
-                if sum.is_empty() {
-                    sum.resize(np, 0.0);
-                }
-                sum.iter_mut().zip(&g).for_each(|(a, &b)| *a += f * b);
+                m.backward(p, &mut s, Upstream::Logits(&dl), Some(g), None);
             }
-            (sums, norms)
-        })
-        .collect();
-    let mut sums = vec![vec![0f32; np]; groups];
-    let mut norms = Vec::with_capacity(n);
-    for (ps, pn) in parts {
-        for (acc, part) in sums.iter_mut().zip(ps) {
-            if !part.is_empty() {
-                acc.iter_mut().zip(&part).for_each(|(a, b)| *a += b);
-            }
-        }
-        norms.extend(pn);
-    }
-    Ok(ClippedSums { sums, norms })
+        });
 }
 
 /// What a batch pass computes.

@@ -26,6 +26,7 @@ use serde_json::json;
 use super::{Completed, Error};
 use crate::audit::Session;
 use crate::dataset::{FloatImages, Split};
+use crate::dp::mechanism::{Allowance, Records};
 use crate::dp::split::Share;
 use crate::dp::DpEvent;
 use crate::eval::{Model, Recipe, Score};
@@ -401,10 +402,12 @@ fn dp_sgd_baseline(
         .load(Split::Train)
         .map_err(Error::from)
         .and_then(|train| {
+            let mut allowance = Allowance::new(std::slice::from_ref(&plan.event))?;
             crate::eval::dp_baseline(
                 &plan,
                 opts.recipe.model,
-                &train.to_float(),
+                &Records::new(&train),
+                &mut allowance,
                 test,
                 rec.classes.len(),
                 1,
@@ -516,10 +519,11 @@ fn utility_release(
                "delta": rec.delta, "sensitivity": UTILITY_SENSITIVITY}),
     )?;
     phase("utility release (held-out figures for partners)");
-    let result = release_counts(ws, run, nets, sigma);
+    let result = release_counts(ws, run, nets, &share, sigma);
     let noisy = match result {
         Ok(v) => v,
         Err(e) => {
+            // Marked cancelled in the ledger; the charge stands (fail closed).
             let _ = reservation.cancel(session.actor());
             return Err(e);
         }
@@ -568,45 +572,66 @@ fn utility_release(
 }
 
 /// The noisy vector `[Σf, n, Σf·e_c…, Σe_c…]` over the held-out split (see the module's
-/// Privacy section).
+/// Privacy section), released through the one mechanism ([`crate::dp::mechanism`]): every
+/// held-out record's row `[f, 1, f·e_c, e_c]` (norm ≤ 2 = the clip norm), one sum, opendp's
+/// exact Gaussian sampler, charged to an allowance of exactly the utility share's events.
 fn release_counts(
     ws: &Workspace,
     run: &Completed,
     nets: &[crate::nn::Net],
+    share: &Share,
     sigma: f64,
 ) -> Result<Vec<f64>, Error> {
+    use crate::dp::mechanism::{Batch, GaussianSum, Grouping, MechError, Noise, Sampling};
     let rec = run.record();
     let k = rec.classes.len();
     let stored = crate::dataset::open(ws, &rec.dataset)?;
-    let test = stored.load(Split::Test)?.to_float();
-    let d = test.shape.len();
-    let mut sums = vec![0f64; 2 + 2 * k];
-    for start in (0..test.len()).step_by(512) {
-        crate::progress::check().map_err(|_| Error::Cancelled { run: "eval".into() })?;
-        let end = (start + 512).min(test.len());
-        let f = crate::eval::correct_fractions(
-            nets,
-            &test.data[start * d..end * d],
-            &test.labels[start..end],
-        )
-        .map_err(wrap)?;
-        for (i, fi) in f.iter().enumerate() {
-            let c = test.labels[start + i] as usize;
+    let test = stored.load(Split::Test)?;
+    let dim = 2 + 2 * k;
+    let mechanism = GaussianSum {
+        sampling: Sampling::Everyone,
+        grouping: Grouping::Single,
+        clip: crate::dp::ClipNorm::new(UTILITY_SENSITIVITY)?,
+        sigma: crate::dp::NoiseMultiplier::new(sigma)?,
+        noise: Noise::Exact,
+        chunk: 512,
+    };
+    let mut allowance = Allowance::new(&share.events)?;
+    let row = |b: &mut Batch<'_>| -> crate::Result<Vec<f32>> {
+        let f = crate::eval::correct_fractions(nets, b.pixels, b.labels)?;
+        let mut rows = vec![0f32; b.labels.len() * dim];
+        for (i, (&label, fi)) in b.labels.iter().zip(&f).enumerate() {
+            let c = label as usize;
             if c >= k {
                 continue;
             }
-            let fi = f64::from(fi.clamp(0.0, 1.0));
-            sums[0] += fi;
-            sums[1] += 1.0;
-            sums[2 + c] += fi;
-            sums[2 + k + c] += 1.0;
+            let fi = fi.clamp(0.0, 1.0);
+            let r = &mut rows[i * dim..(i + 1) * dim];
+            r[0] = fi;
+            r[1] = 1.0;
+            r[2 + c] = fi;
+            r[2 + k + c] = 1.0;
         }
-    }
-    Ok(crate::dp::exact::gaussian_release(
-        &sums,
-        UTILITY_SENSITIVITY,
-        sigma,
-    )?)
+        Ok(rows)
+    };
+    let released = mechanism
+        .release(
+            &mut allowance,
+            &Records::new(&test),
+            dim,
+            &row,
+            &crate::progress::silent,
+        )
+        .map_err(|e| match e {
+            MechError::Dp(e) => e.into(),
+            MechError::Record(e) => wrap(e),
+            MechError::Cancelled => Error::Cancelled { run: "eval".into() },
+        })?;
+    Ok(released
+        .sums
+        .into_iter()
+        .next()
+        .expect("invariant: Grouping::Single releases one sum"))
 }
 
 fn compression(

@@ -12,6 +12,7 @@ use crate::audit::Session;
 use crate::dataset::{FloatImages, Split, Stored};
 use crate::distill::{self, Plan, Request};
 use crate::dp::accountant::{self, EpsilonReport};
+use crate::dp::mechanism::{Allowance, Records};
 use crate::dp::split::Stage;
 use crate::ledger::{Ledger, Reservation};
 use crate::policy::{Decision, DistillRequest, Loaded};
@@ -268,7 +269,8 @@ impl<'w> Reserved<'w> {
             .map_err(Error::from)
             .and_then(|train| {
                 let read_s = t_read.elapsed().as_secs_f64();
-                distill::run(&plan, &train, sink)
+                let mut allowance = Allowance::new(&plan.events)?;
+                distill::run(&plan, &Records::new(&train), &mut allowance, sink)
                     .map(|o| (o, read_s))
                     .map_err(|e| match e {
                         distill::Error::Cancelled => Error::Cancelled {

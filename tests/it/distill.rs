@@ -271,6 +271,7 @@ fn fashion() -> Option<(retort::dataset::Images, retort::dataset::Images)> {
 
 /// Timing of dm's two phases on real Fashion-MNIST images (not a test of correctness; run with
 /// `cargo test --test it distill::measure_dm_timing -- --ignored --nocapture`).
+#[cfg(feature = "measure")]
 #[test]
 #[ignore]
 fn measure_dm_timing() {
@@ -290,7 +291,15 @@ fn measure_dm_timing() {
     p.iterations = 5;
     let nets = dm::nets(&p, sub.shape, 10, 1).unwrap();
     let t = std::time::Instant::now();
-    let (rel, _) = dm::release(&sub, 10, &p, &nets, 3.7, &retort::progress::silent).unwrap();
+    let (rel, _) = retort::distill::measure::dm_release_unaccounted(
+        &sub,
+        10,
+        &p,
+        &nets,
+        3.7,
+        &retort::progress::silent,
+    )
+    .unwrap();
     let emb = t.elapsed().as_secs_f64();
     let t = std::time::Instant::now();
     dm::synthesise(
@@ -321,6 +330,7 @@ fn measure_dm_timing() {
 /// the default `dm` plan at EPS (delta 1e-5), trains MODELS fresh ConvNets (width 128, EPOCHS
 /// epochs of the standard recipe) on the 10 images per class, tests on the full test split;
 /// prints the same for 10 random real images per class (non-private reference).
+#[cfg(feature = "measure")]
 #[test]
 #[ignore]
 fn measure_dm_fashion() {
@@ -402,7 +412,8 @@ fn measure_dm_fashion() {
         return;
     }
     let t = std::time::Instant::now();
-    let out = retort::distill::run(&plan, &sub, &retort::progress::silent).unwrap();
+    let out =
+        retort::distill::measure::run_unaccounted(&plan, &sub, &retort::progress::silent).unwrap();
     let secs = t.elapsed().as_secs_f64();
     if let Ok(path) = std::env::var("SAVE") {
         save_set(&out.synthetic, std::path::Path::new(&path));
@@ -489,6 +500,7 @@ fn plan_gm_shows_poisson_sampling_and_steps() {
 }
 
 /// Raw dump of a synthetic set for [`measure_eval_saved`]: JSON `{"shape","labels","data"}`.
+#[cfg(feature = "measure")]
 fn save_set(set: &retort::dataset::FloatImages, path: &std::path::Path) {
     let v = serde_json::json!({"shape": set.shape, "labels": set.labels, "data": set.data});
     std::fs::write(path, serde_json::to_vec(&v).unwrap()).unwrap();
@@ -540,6 +552,7 @@ fn measure_eval_saved() {
     );
 }
 
+#[cfg(feature = "measure")]
 /// PROBE_WARMUP=1 with a `warmup` in DM: run only the DP-SGD warm-up of the plan and print each
 /// snapshot's test accuracy (how discriminative the trained feature nets are) and the time.
 fn probe_warmup(
@@ -554,7 +567,7 @@ fn probe_warmup(
     let q = p.sample_rate.expect("per-net releases");
     let mut nets = dm::nets(p, plan.shape, 10, plan.seed).unwrap();
     let t = std::time::Instant::now();
-    let trained = dm::warm_up(
+    let trained = retort::distill::measure::dm_warm_up_unaccounted(
         sub,
         p,
         &mut nets,
@@ -584,6 +597,7 @@ fn probe_warmup(
 /// Fashion-MNIST training images under a few default random feature nets: the scale the
 /// random Fourier features' bandwidth (`rff_bandwidth`) is compared with. Prints quantiles
 /// within and across classes.
+#[cfg(feature = "measure")]
 #[test]
 #[ignore]
 fn measure_embedding_distances() {

@@ -185,44 +185,86 @@ fn archs() -> Vec<Arch> {
     ]
 }
 
-/// See: issue 4 — clipped per-sample sums and norms agree with a naive loop of batch-1
-/// autograd passes to a relative error ≤ 1e-4, for both groupings.
+/// See: issue 4 — per-sample gradients agree with a naive loop of batch-1 autograd passes to
+/// a relative error ≤ 1e-4, row by row.
 #[test]
-fn clipped_sums_match_naive_batch1_autograd() {
+fn per_sample_grads_match_naive_batch1_autograd() {
     for (ai, arch) in archs().into_iter().enumerate() {
         let net = net(arch, 7 + ai as u64);
         let n = 9;
         let d = net.input_len();
         let x = images(n, d, 11 + ai as u64);
         let labels: Vec<u32> = (0..n as u32).map(|i| (i * 7 + 1) % 4).collect();
+        let rows = per_sample_grads(&net, &x, &labels).unwrap();
+        assert_eq!(rows.len(), n * net.num_params());
+        for (i, row) in rows.chunks(net.num_params()).enumerate() {
+            let r = candle_ref(&net, &x[i * d..(i + 1) * d], labels[i], None);
+            let e = rel_err(row, &r.dp);
+            assert!(e <= 1e-4, "arch {ai} sample {i}: rel err {e}");
+        }
+    }
+}
+
+/// See: issue 4, issue 19 — the DP-SGD step through the one mechanism (per-sample gradients as
+/// the per-record function, clipping and per-class sums in the mechanism) agrees with
+/// reference clipped sums from batch-1 autograd, for both groupings, with a clip norm in the
+/// middle of the per-sample norms (some clipped, some not).
+#[test]
+fn mechanism_clipped_sums_match_naive_batch1_autograd() {
+    use crate::dataset::{Images, Shape};
+    use crate::dp::mechanism::{Allowance, Batch, GaussianSum, Grouping, Noise, Records, Sampling};
+    for (ai, arch) in archs().into_iter().enumerate() {
+        let net = net(arch, 7 + ai as u64);
+        let n = 9;
+        let d = net.input_len();
+        // 8-bit records, as the mechanism reads them.
+        let mut im = Images::new(Shape { c: 1, h: 1, w: d });
+        let mut rng = ChaCha8Rng::seed_from_u64(11 + ai as u64);
+        let labels: Vec<u32> = (0..n as u32).map(|i| (i * 7 + 1) % 4).collect();
+        for &l in &labels {
+            let px: Vec<u8> = (0..d).map(|_| rng.gen()).collect();
+            im.push(&px, l);
+        }
+        let x: Vec<f32> = im.pixels.iter().map(|&v| v as f32 / 255.0).collect();
         let refs: Vec<RefOut> = (0..n)
             .map(|i| candle_ref(&net, &x[i * d..(i + 1) * d], labels[i], None))
             .collect();
         let ref_norms: Vec<f64> = refs.iter().map(|r| norm(&r.dp)).collect();
-        // a clip norm in the middle of the norms, so some samples are clipped and some not
         let mut sorted = ref_norms.clone();
         sorted.sort_by(f64::total_cmp);
-        let clip = sorted[n / 2] as f32;
+        let clip = sorted[n / 2];
         for grouping in [Grouping::Single, Grouping::ByClass(4)] {
-            let got = clipped_grad_sums(&net, &x, &labels, clip, grouping).unwrap();
-            for (g, r) in got.norms.iter().zip(&ref_norms) {
-                assert!(
-                    ((*g as f64 - r) / r).abs() < 1e-4,
-                    "arch {ai}: norm {g} vs {r}"
-                );
-            }
-            let groups = if grouping == Grouping::Single { 1 } else { 4 };
-            for k in 0..groups {
+            let m = GaussianSum {
+                sampling: Sampling::Everyone,
+                grouping,
+                clip: crate::dp::ClipNorm::new(clip).unwrap(),
+                sigma: crate::dp::NoiseMultiplier::new(1e-12).unwrap(),
+                noise: Noise::Float,
+                chunk: 4,
+            };
+            let mut a = Allowance::new(&[m.event()]).unwrap();
+            let f = |b: &mut Batch<'_>| per_sample_grads(&net, b.pixels, b.labels);
+            let got = m
+                .release(
+                    &mut a,
+                    &Records::new(&im),
+                    net.num_params(),
+                    &f,
+                    &crate::progress::silent,
+                )
+                .unwrap();
+            for (k, sum) in got.sums.iter().enumerate() {
                 let mut want = vec![0f32; net.num_params()];
                 for i in 0..n {
                     if grouping == Grouping::Single || labels[i] as usize == k {
-                        let f = (clip as f64 / ref_norms[i]).min(1.0) as f32;
+                        let f = (clip / ref_norms[i]).min(1.0) as f32;
                         want.iter_mut()
                             .zip(&refs[i].dp)
                             .for_each(|(a, b)| *a += f * b);
                     }
                 }
-                let e = rel_err(&got.sums[k], &want);
+                let sum: Vec<f32> = sum.iter().map(|&v| v as f32).collect();
+                let e = rel_err(&sum, &want);
                 assert!(e <= 1e-4, "arch {ai} {grouping:?} group {k}: rel err {e}");
             }
         }
@@ -337,56 +379,52 @@ fn bad_inputs_are_errors_not_panics() {
     let d = net.input_len();
     let x = images(2, d, 1);
     assert!(matches!(
-        clipped_grad_sums(&net, &x[1..], &[0, 1], 1.0, Grouping::Single),
+        per_sample_grads(&net, &x[1..], &[0, 1]),
         Err(Error::Shape { .. })
     ));
     assert!(matches!(
-        clipped_grad_sums(&net, &x, &[0], 1.0, Grouping::Single),
+        per_sample_grads(&net, &x, &[0]),
         Err(Error::Shape { .. })
     ));
     assert!(matches!(
-        clipped_grad_sums(&net, &x, &[0, 4], 1.0, Grouping::Single),
+        per_sample_grads(&net, &x, &[0, 4]),
         Err(Error::Label { .. })
     ));
-    assert!(matches!(
-        clipped_grad_sums(&net, &x, &[0, 3], 1.0, Grouping::ByClass(3)),
-        Err(Error::Label { .. })
-    ));
-    for c in [0.0, -1.0, f32::NAN, f32::INFINITY] {
-        assert!(matches!(
-            clipped_grad_sums(&net, &x, &[0, 1], c, Grouping::Single),
-            Err(Error::NotPositive { .. })
-        ));
-    }
-    // an empty batch is a valid (zero) sum
-    let z = clipped_grad_sums(&net, &[], &[], 1.0, Grouping::ByClass(4)).unwrap();
-    assert_eq!(z.sums.len(), 4);
-    assert!(z.sums.iter().all(|s| s.iter().all(|&v| v == 0.0)));
+    // an empty batch has no rows
+    assert!(per_sample_grads(&net, &[], &[]).unwrap().is_empty());
     assert!(Net::zeroed(Arch::ConvNet(conv(1, 6, 6, 4, Activation::Relu))).is_err());
     assert!(Net::zeroed(Arch::ConvNet(conv(2, 28, 28, 0, Activation::Relu))).is_err());
     let mut n2 = net.clone();
     assert!(n2.set_params(&[1.0]).is_err());
 }
 
+/// A non-finite sample's gradient stays in its own row (the mechanism then drops the row);
+/// the other rows are unaffected.
 #[test]
-fn non_finite_sample_is_dropped() {
+fn non_finite_sample_stays_in_its_row() {
     let net = net(Arch::ConvNet(conv(1, 28, 28, 4, Activation::Relu)), 2);
     let d = net.input_len();
+    let np = net.num_params();
     let mut x = images(2, d, 3);
     x[d + 5] = f32::NAN;
-    let both = clipped_grad_sums(&net, &x, &[1, 1], 0.5, Grouping::Single).unwrap();
-    let first = clipped_grad_sums(&net, &x[..d], &[1], 0.5, Grouping::Single).unwrap();
-    assert_eq!(both.sums[0], first.sums[0]);
+    let both = per_sample_grads(&net, &x, &[1, 1]).unwrap();
+    let first = per_sample_grads(&net, &x[..d], &[1]).unwrap();
+    assert_eq!(both[..np], first[..]);
+    assert!(both[np..].iter().any(|v| !v.is_finite()));
+    let mut row = both[np..].to_vec();
+    assert_eq!(crate::dp::clip::clip_in_place(&mut row, 0.5), 0.0);
+    assert!(row.iter().all(|&v| v == 0.0));
 }
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(24))]
-    /// Every clipped per-sample contribution has L2 norm ≤ C, for any input scale and C.
+    /// Every per-sample gradient, clipped as the mechanism clips it, has L2 norm ≤ C, for any
+    /// input scale and C.
     #[test]
     fn clipped_norm_is_at_most_c(
         seed in 0u64..1000,
         scale in 0.01f32..100.0,
-        clip in 1e-4f32..10.0,
+        clip in 1e-4f64..10.0,
         label in 0u32..4,
         mlp in any::<bool>(),
     ) {
@@ -396,17 +434,12 @@ proptest! {
             Arch::ConvNet(conv(1, 10, 10, 3, Activation::Gelu))
         };
         let net = net(arch, seed);
-        let x: Vec<f32> = images(1, net.input_len(), seed + 1).iter().map(|v| v * scale).collect();
-        for grouping in [Grouping::Single, Grouping::ByClass(4)] {
-            let s = clipped_grad_sums(&net, &x, &[label], clip, grouping).unwrap();
-            for sum in &s.sums {
-                prop_assert!(norm(sum) <= clip as f64, "norm {} > C {}", norm(sum), clip);
-            }
+        let x: Vec<f32> = images(2, net.input_len(), seed + 1).iter().map(|v| v * scale).collect();
+        let mut rows = per_sample_grads(&net, &x, &[label, (label + 1) % 4]).unwrap();
+        for row in rows.chunks_mut(net.num_params()) {
+            crate::dp::clip::clip_in_place(row, clip);
+            prop_assert!(norm(row) <= clip, "norm {} > C {}", norm(row), clip);
         }
-        // and a batch of two sums to at most 2C
-        let x2 = [x.clone(), x.iter().map(|v| 1.0 - v).collect()].concat();
-        let s = clipped_grad_sums(&net, &x2, &[label, (label + 1) % 4], clip, Grouping::Single).unwrap();
-        prop_assert!(norm(&s.sums[0]) <= 2.0 * clip as f64);
     }
 }
 

@@ -1,12 +1,13 @@
 //! The analytic Gaussian mechanism (Balle & Wang, ICML 2018, Theorem 8): the exact (ε, δ)
 //! curve of ONE Gaussian mechanism with L2 sensitivity Δ and noise std σΔ,
 //!
-//! δ(ε) = Φ(1/(2σ) − εσ) − e^ε · Φ(−1/(2σ) − εσ),
+//! δ(ε) = Φ(1/(2σ) − εσ) − e^ε · Φ(−1/(2σ) − εσ).
 //!
-//! used by `dm`'s one-shot release for calibration. Because the curve is exact for a single
-//! Gaussian mechanism, it equals what a tight PLD accountant gives for the event
-//! `{"kind":"gaussian","sigma":σ,"count":1}`. When the `dp` module's accountants are
-//! available the plan also reports them (they must agree up to their discretisation).
+//! Because the curve is exact for a single Gaussian mechanism, it equals what a tight PLD
+//! accountant gives for the event `{"kind":"gaussian","sigma":σ,"count":1}`: it is the
+//! independent cross-check of [`super::calibrate::gaussian_noise_multiplier`] and the PLD
+//! accountant for `dm`'s one-shot release (the plan calibrates through the accountants).
+//! (Formerly `distill::accounting`.)
 
 /// Standard normal CDF, via a high-accuracy complementary error function.
 pub fn phi(x: f64) -> f64 {

@@ -1,0 +1,685 @@
+//! The one mechanism: every private statistic Retort computes goes through
+//! [`GaussianSum::release`], and method code sees private pixels only as the [`Batch`] handed
+//! to its per-record function.
+//!
+//! ```text
+//! Allowance::charge(event) ─▶ sample (Poisson q, OS-keyed; or every record)
+//!   ─▶ f(Batch) per chunk: rows × dim f32 (the caller's per-record function)
+//!   ─▶ clip every row below C (with a margin, dp::clip) ─▶ per-group sums in f64
+//!   ─▶ + N(0, σ²C²) per coordinate (dp::noise, or opendp's exact Gaussian) ─▶ Released
+//! ```
+//!
+//! gm (per matching step), dm (per-net releases, the one-shot release, the DP-SGD warm-up) and
+//! the DP-SGD baseline of `eval` are all instances of it; `Records` can only be built inside
+//! the crate (by the run lifecycle, after the ledger reservation) and an [`Allowance`] only
+//! from reserved events, so a release that was not reserved fails closed before a record is
+//! read.
+//!
+//! # Privacy
+//! - **Neighbouring relation:** datasets differing by adding or removing one record (one
+//!   image with its label), DESIGN §5.
+//! - **Per-record function:** the row of record `i` must depend only on record `i` (its
+//!   pixels, its label, the randomness it draws from [`Batch::rng`]) and on public values
+//!   (network weights from the public seed, a public augmentation). Batch statistics across
+//!   records are forbidden: they would break the sensitivity argument below.
+//! - **Sensitivity:** each row is clipped to L2 norm below `C` ([`super::clip`]; the norm of
+//!   the *stored* f32 values, not of the real-valued ideal) and enters exactly one group's sum
+//!   (its label's under [`Grouping::ByClass`], the only sum under [`Grouping::Single`]). So
+//!   adding or removing one record changes the concatenation of all group sums by a vector of
+//!   L2 norm below `C`: the whole release is ONE Gaussian mechanism, not one per group.
+//! - **Record-level randomness** (augmentations) comes from a ChaCha20 stream keyed by the
+//!   OS for each release, never from the public seed. Couple neighbouring datasets so that
+//!   common records receive the same draws (the draws are i.i.d. and unknown, so this does not
+//!   change either output distribution); conditioned on the draws the sensitivity is `C`, and
+//!   the mixture over the data-independent draw distribution keeps the (ε, δ) bound.
+//! - **Noise:** `N(0, σ²C²)` independently per coordinate of every group sum, from
+//!   [`super::noise::SecureGaussian`] (OS-keyed ChaCha20, floating point) or opendp's exact
+//!   discrete Gaussian ([`super::exact`]; immune to floating-point attacks, ρ = 1/(2σ²) zCDP).
+//! - **Cost:** with Poisson sampling at rate `q` (each record independently, OS-keyed), the
+//!   subsampled Gaussian `PoissonSampledGaussian { q, σ, steps: 1 }` (Abadi et al. 2016;
+//!   Mironov, Talwar & Zhang 2019); over every record, `Gaussian { σ, count: 1 }` (Balle &
+//!   Wang 2018 for its exact curve). The accountants compose these under adaptive composition.
+//! - **Limits:** the f64 sums round (adding a record and removing it need not cancel
+//!   bit-exactly); the float sampler has the known floating-point caveats (Mironov 2012). Both
+//!   are described in SECURITY.md.
+
+use rand_chacha::rand_core::SeedableRng;
+use rand_chacha::ChaCha20Rng;
+use rayon::prelude::*;
+
+use super::sample::PoissonSampler;
+use super::{clip, ClipNorm, DpEvent, Error, NoiseMultiplier, SampleRate};
+use crate::dataset::{Images, Shape};
+use crate::progress::{Event, Sink};
+
+/// The noise sampler names [`Released::sampler`] reports.
+pub const FLOAT_SAMPLER: &str = "chacha20-float-gaussian";
+/// See [`FLOAT_SAMPLER`].
+pub const EXACT_SAMPLER: &str = "opendp-exact-discrete-gaussian";
+
+/// The private records a mechanism may read: 8-bit pixels and labels.
+///
+/// # Privacy
+/// Only the crate can build one ([`Records::new`] is `pub(crate)`): the run lifecycle does,
+/// after the ledger has reserved the run's events. Its pixels are reachable only through
+/// [`GaussianSum::release`]; the record count and shape are public metadata by policy.
+pub struct Records<'a> {
+    images: &'a Images,
+}
+
+impl std::fmt::Debug for Records<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Records")
+            .field("len", &self.len())
+            .field("shape", &self.shape())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a> Records<'a> {
+    /// Wrap private images (crate only: after a reservation).
+    pub(crate) fn new(images: &'a Images) -> Records<'a> {
+        Records { images }
+    }
+
+    /// How many records (public metadata by policy).
+    pub fn len(&self) -> usize {
+        self.images.len()
+    }
+
+    /// True if there are none.
+    pub fn is_empty(&self) -> bool {
+        self.images.len() == 0
+    }
+
+    /// The image shape (public metadata).
+    pub fn shape(&self) -> Shape {
+        self.images.shape
+    }
+}
+
+/// Which records a release reads.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
+pub enum Sampling {
+    /// Each record independently with probability `q` (OS-keyed coin flips): the batch size
+    /// is random and never released.
+    Poisson(SampleRate),
+    /// Every record: a one-shot release.
+    Everyone,
+}
+
+/// How the clipped rows are summed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Grouping {
+    /// One sum over all records.
+    Single,
+    /// One sum per label `0..K`; a record enters only its own label's sum.
+    ByClass(usize),
+}
+
+impl Grouping {
+    /// The number of sums.
+    pub fn groups(self) -> usize {
+        match self {
+            Grouping::Single => 1,
+            Grouping::ByClass(k) => k,
+        }
+    }
+}
+
+/// Which Gaussian sampler adds the noise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Noise {
+    /// [`super::noise::SecureGaussian`]: OS-keyed ChaCha20, ziggurat normals in f64. Fast.
+    Float,
+    /// opendp's exact discrete Gaussian ([`super::exact::gaussian_release`]): immune to
+    /// floating-point attacks, about 2×10⁴ coordinates per second.
+    Exact,
+    /// Exact up to `exact_max_coords` coordinates (groups × dim), float above.
+    Auto {
+        /// The largest release drawn exactly.
+        exact_max_coords: usize,
+    },
+}
+
+/// What the per-record function sees: one chunk of records.
+///
+/// # Privacy
+/// `pixels` and `labels` are private. The function must return one row per record that
+/// depends only on that record, its draws from `rng` and public values (see the module's
+/// Privacy section); the mechanism clips, sums and noises the rows.
+pub struct Batch<'a> {
+    /// The chunk's pixels as f32 in [0, 1] (byte / 255), row-major C, H, W per record.
+    pub pixels: &'a [f32],
+    /// The chunk's labels.
+    pub labels: &'a [u32],
+    /// Record-level randomness (augmentations): ChaCha20 keyed by the OS for this release,
+    /// never the public seed. Draw each record's randomness i.i.d.
+    pub rng: &'a mut ChaCha20Rng,
+    /// An empty buffer (the previous chunk's, cleared) for the rows; see [`Batch::buffer`].
+    spare: Vec<f32>,
+}
+
+impl std::fmt::Debug for Batch<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Batch")
+            .field("records", &self.labels.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a> Batch<'a> {
+    /// Records in the chunk.
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    /// True for an empty chunk (never passed to a per-record function).
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    /// A batch over given values, for unit tests of per-record functions.
+    #[cfg(test)]
+    pub(crate) fn for_test(
+        pixels: &'a [f32],
+        labels: &'a [u32],
+        rng: &'a mut ChaCha20Rng,
+    ) -> Batch<'a> {
+        Batch {
+            pixels,
+            labels,
+            rng,
+            spare: Vec::new(),
+        }
+    }
+
+    /// An empty `Vec` with the capacity of the previous chunk's rows, to return the rows in
+    /// (it saves re-faulting tens of MB of fresh pages per chunk). It holds no values.
+    pub fn buffer(&mut self) -> Vec<f32> {
+        let mut v = std::mem::take(&mut self.spare);
+        v.clear();
+        v
+    }
+}
+
+/// The Gaussian sum mechanism: its parameters. See [`GaussianSum::release`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct GaussianSum {
+    /// Which records.
+    pub sampling: Sampling,
+    /// One sum, or one per class.
+    pub grouping: Grouping,
+    /// The clip norm `C` (= the L2 sensitivity of the vector of sums).
+    pub clip: ClipNorm,
+    /// The noise multiplier σ: noise std σ·C per coordinate.
+    pub sigma: NoiseMultiplier,
+    /// Which sampler.
+    pub noise: Noise,
+    /// Records per call of the per-record function (bounds memory: chunk × dim f32).
+    pub chunk: usize,
+}
+
+/// The output of a release: noisy group sums and what they cost.
+#[derive(Debug, Clone)]
+pub struct Released {
+    /// `groups × dim` noisy sums.
+    pub sums: Vec<Vec<f64>>,
+    /// The event charged.
+    pub event: DpEvent,
+    /// Which sampler drew the noise ([`FLOAT_SAMPLER`] or [`EXACT_SAMPLER`]).
+    pub sampler: &'static str,
+    // Deliberately no realised sample size: it is private (a Poisson batch size is never
+    // released, logged or divided by).
+}
+
+/// Errors of a release.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MechError<E> {
+    /// The mechanism refused or failed: not covered by the allowance
+    /// (`dp-allowance-exceeded`, before any record is read), invalid parameters, the OS random
+    /// source, the exact sampler, or a per-record function output of the wrong shape.
+    #[error(transparent)]
+    Dp(#[from] Error),
+    /// The caller's per-record function failed.
+    #[error("the per-record function failed: {0}")]
+    Record(E),
+    /// Cancellation was requested (the allowance stays charged).
+    #[error("release cancelled")]
+    Cancelled,
+}
+
+impl<E> MechError<E> {
+    /// Map the per-record function's error.
+    pub fn map_record<F>(self, f: impl FnOnce(E) -> F) -> MechError<F> {
+        match self {
+            MechError::Dp(e) => MechError::Dp(e),
+            MechError::Record(e) => MechError::Record(f(e)),
+            MechError::Cancelled => MechError::Cancelled,
+        }
+    }
+}
+
+/// A deliberately broken mechanism, for the power tests of the privacy audit (test builds
+/// only: production has exactly one path).
+#[cfg(test)]
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Flaw {
+    /// Noise std multiplied by this factor (the event charged is unchanged).
+    NoiseScale(f64),
+    /// Rows are summed unclipped (non-finite rows still dropped).
+    NoClip,
+}
+
+/// Which path a release takes: the sound one, or (test builds only) a flawed one.
+#[derive(Debug, Clone, Copy)]
+enum Path {
+    Sound,
+    #[cfg(test)]
+    Flawed(Flaw),
+}
+
+impl GaussianSum {
+    /// The event one release costs: `PoissonSampledGaussian { q, σ, steps: 1 }` or
+    /// `Gaussian { σ, count: 1 }`.
+    pub fn event(&self) -> DpEvent {
+        match self.sampling {
+            Sampling::Poisson(q) => DpEvent::poisson_gaussian(q.get(), self.sigma.get(), 1),
+            Sampling::Everyone => DpEvent::gaussian(self.sigma.get(), 1),
+        }
+    }
+
+    /// Release the noisy per-group sums of the clipped rows `f` computes.
+    ///
+    /// Steps: check the parameters; key the samplers from the OS; charge `allowance` for
+    /// [`GaussianSum::event`] (refused: nothing is read); sample the records; call `f` on
+    /// chunks of at most `chunk` records, each returning `rows × dim` f32 values; clip every
+    /// row below `C` (non-finite rows contribute zero); sum the rows per group in f64; add
+    /// `N(0, σ²C²)` per coordinate.
+    ///
+    /// # Privacy
+    /// One Gaussian mechanism with L2 sensitivity `C` under add/remove-one-record (each record
+    /// touches one group's sum by a row of norm below `C`), on a Poisson sample at rate `q`
+    /// (event `PoissonSampledGaussian { q, σ, steps: 1 }`, Mironov, Talwar & Zhang 2019) or on
+    /// every record (`Gaussian { σ, count: 1 }`). `f` must compute each row from its own record,
+    /// its own draws from [`Batch::rng`] and public values only (module docs). The event is
+    /// charged to `allowance` before any record is read.
+    ///
+    /// # Errors
+    /// `dp-allowance-exceeded` (the allowance does not cover the event; nothing read),
+    /// `dp-invalid-parameter` (`dim`, `chunk` or `ByClass(0)`), `dp-rng-failed`,
+    /// `dp-label-out-of-range`, `dp-row-shape`, `dp-exact-failed`, [`MechError::Record`] from
+    /// `f`, [`MechError::Cancelled`].
+    ///
+    /// # Panics
+    /// Never.
+    pub fn release<E>(
+        &self,
+        allowance: &mut Allowance,
+        data: &Records<'_>,
+        dim: usize,
+        f: &(dyn Fn(&mut Batch<'_>) -> Result<Vec<f32>, E> + Sync),
+        sink: Sink<'_>,
+    ) -> Result<Released, MechError<E>> {
+        self.run(Path::Sound, allowance, data, dim, f, sink)
+    }
+
+    /// [`GaussianSum::release`] through a deliberately broken path (test builds only), for the
+    /// privacy audit's power tests. Charges the same event.
+    #[cfg(test)]
+    pub(crate) fn flawed_release<E>(
+        &self,
+        flaw: Flaw,
+        allowance: &mut Allowance,
+        data: &Records<'_>,
+        dim: usize,
+        f: &(dyn Fn(&mut Batch<'_>) -> Result<Vec<f32>, E> + Sync),
+    ) -> Result<Released, MechError<E>> {
+        self.run(
+            Path::Flawed(flaw),
+            allowance,
+            data,
+            dim,
+            f,
+            &crate::progress::silent,
+        )
+    }
+
+    fn check(&self, dim: usize) -> Result<usize, Error> {
+        let groups = self.grouping.groups();
+        if groups == 0 {
+            return Err(Error::invalid("class groups", 0.0, "at least 1"));
+        }
+        if dim == 0 {
+            return Err(Error::invalid("release dimension", 0.0, "at least 1"));
+        }
+        if self.chunk == 0 {
+            return Err(Error::invalid("records per chunk", 0.0, "at least 1"));
+        }
+        groups
+            .checked_mul(dim)
+            .ok_or_else(|| Error::invalid("release size", f64::INFINITY, "groups × dim in range"))
+    }
+
+    fn exact(&self, coords: usize) -> bool {
+        match self.noise {
+            Noise::Float => false,
+            Noise::Exact => true,
+            Noise::Auto { exact_max_coords } => coords <= exact_max_coords,
+        }
+    }
+
+    fn run<E>(
+        &self,
+        path: Path,
+        allowance: &mut Allowance,
+        data: &Records<'_>,
+        dim: usize,
+        f: &(dyn Fn(&mut Batch<'_>) -> Result<Vec<f32>, E> + Sync),
+        sink: Sink<'_>,
+    ) -> Result<Released, MechError<E>> {
+        // 1. Parameters and keys: nothing private yet.
+        let coords = self.check(dim)?;
+        let groups = self.grouping.groups();
+        let exact = self.exact(coords);
+        let mut sampler = match self.sampling {
+            Sampling::Poisson(_) => Some(PoissonSampler::from_os().map_err(|_| Error::Rng)?),
+            Sampling::Everyone => None,
+        };
+        let mut noise = if exact {
+            None
+        } else {
+            Some(super::noise::SecureGaussian::from_os().map_err(|_| Error::Rng)?)
+        };
+        let mut rng = record_rng()?;
+        // 2. Charge the allowance before any record is read (fail closed).
+        if crate::progress::is_cancelled() {
+            return Err(MechError::Cancelled);
+        }
+        let event = self.event();
+        allowance.charge(&event)?;
+        // 3. Sample.
+        let n = data.len();
+        let idx: Vec<usize> = match (self.sampling, sampler.as_mut()) {
+            (Sampling::Poisson(q), Some(s)) => s.sample(n, q.get()),
+            _ => (0..n).collect(),
+        };
+        // 4. Per chunk: the caller's rows, clipped, summed per group.
+        let c = self.clip.get();
+        let d = data.shape().len();
+        let mut sums = vec![vec![0f64; dim]; groups];
+        let mut pixels: Vec<f32> = Vec::with_capacity(self.chunk.min(idx.len()) * d);
+        let mut labels: Vec<u32> = Vec::with_capacity(self.chunk.min(idx.len()));
+        let mut group_of: Vec<usize> = Vec::with_capacity(labels.capacity());
+        // The previous chunk's row buffer, emptied, offered to `f` for reuse (fresh pages for
+        // tens of MB of rows per chunk cost more than the clipping).
+        let mut spare: Vec<f32> = Vec::new();
+        for part in idx.chunks(self.chunk) {
+            if crate::progress::is_cancelled() {
+                return Err(MechError::Cancelled);
+            }
+            pixels.clear();
+            labels.clear();
+            group_of.clear();
+            for &i in part {
+                let label = data.images.labels[i];
+                group_of.push(match self.grouping {
+                    Grouping::Single => 0,
+                    Grouping::ByClass(k) if (label as usize) < k => label as usize,
+                    Grouping::ByClass(k) => {
+                        return Err(Error::LabelOutOfRange { label, groups: k }.into())
+                    }
+                });
+                labels.push(label);
+                pixels.extend(data.images.image(i).iter().map(|&v| v as f32 / 255.0));
+            }
+            spare.clear();
+            let mut batch = Batch {
+                pixels: &pixels,
+                labels: &labels,
+                rng: &mut rng,
+                spare: std::mem::take(&mut spare),
+            };
+            let rows = f(&mut batch).map_err(MechError::Record)?;
+            if rows.len() != part.len() * dim {
+                return Err(Error::RowShape {
+                    expected: part.len() * dim,
+                    got: rows.len(),
+                }
+                .into());
+            }
+            let factors = clip_factors(&rows, dim, c, path);
+            add_clipped_rows(&mut sums, &rows, dim, &group_of, &factors);
+            spare = rows;
+            sink(Event::Advance(part.len() as u64));
+        }
+        // 5. Noise: N(0, σ²C²) per coordinate.
+        let scale = match path {
+            Path::Sound => 1.0,
+            #[cfg(test)]
+            Path::Flawed(Flaw::NoiseScale(k)) => k,
+            #[cfg(test)]
+            Path::Flawed(Flaw::NoClip) => 1.0,
+        };
+        let sigma = self.sigma.get() * scale;
+        let sampler_name = match noise.as_mut() {
+            None => {
+                let flat: Vec<f64> = sums.concat();
+                let noisy = super::exact::gaussian_release(&flat, c, sigma)?;
+                for (s, v) in sums.iter_mut().zip(noisy.chunks(dim)) {
+                    s.copy_from_slice(v);
+                }
+                EXACT_SAMPLER
+            }
+            Some(g) => {
+                for s in sums.iter_mut() {
+                    g.add_noise_f64(s, sigma * c);
+                }
+                FLOAT_SAMPLER
+            }
+        };
+        Ok(Released {
+            sums,
+            event,
+            sampler: sampler_name,
+        })
+    }
+}
+
+/// ChaCha20 keyed with 32 bytes from the OS (record-level randomness of one release).
+fn record_rng() -> Result<ChaCha20Rng, Error> {
+    let seed =
+        zeroize::Zeroizing::new(crate::keys::try_random_bytes::<32>().map_err(|_| Error::Rng)?);
+    Ok(ChaCha20Rng::from_seed(*seed))
+}
+
+/// The clip factor of every `dim`-long row of `rows` (in parallel over rows): the factor
+/// [`clip::clip_in_place`] would apply (0 for a non-finite row).
+fn clip_factors(rows: &[f32], dim: usize, c: f64, path: Path) -> Vec<f64> {
+    rows.par_chunks(dim)
+        .map(|row| {
+            let n = clip::norm(row);
+            match path {
+                Path::Sound => clip::clip_factor(n, c),
+                #[cfg(test)]
+                Path::Flawed(Flaw::NoiseScale(_)) => clip::clip_factor(n, c),
+                #[cfg(test)]
+                Path::Flawed(Flaw::NoClip) => {
+                    if n.is_finite() {
+                        1.0
+                    } else {
+                        0.0
+                    }
+                }
+            }
+        })
+        .collect()
+}
+
+/// Coordinates per parallel task of [`add_clipped_rows`].
+const BLOCK: usize = 8192;
+
+/// Add every row, clipped by its factor, into its group's f64 sum, in parallel over blocks of
+/// coordinates (each block adds the rows in order, so the result does not depend on
+/// scheduling). A row enters as the f32 values [`clip::clip_in_place`] would store
+/// ([`clip::scaled`]): the clipped row is never written back, saving a pass over the chunk.
+fn add_clipped_rows(
+    sums: &mut [Vec<f64>],
+    rows: &[f32],
+    dim: usize,
+    group_of: &[usize],
+    factors: &[f64],
+) {
+    for (g, sum) in sums.iter_mut().enumerate() {
+        let members: Vec<(usize, f64)> = (0..group_of.len())
+            .filter(|&r| group_of[r] == g && factors[r] != 0.0)
+            .map(|r| (r, factors[r]))
+            .collect();
+        if members.is_empty() {
+            continue;
+        }
+        sum.par_chunks_mut(BLOCK).enumerate().for_each(|(b, s)| {
+            let lo = b * BLOCK;
+            for &(r, f) in &members {
+                let row = &rows[r * dim + lo..r * dim + lo + s.len()];
+                if f == 1.0 {
+                    s.iter_mut().zip(row).for_each(|(a, &x)| *a += x as f64);
+                } else {
+                    s.iter_mut()
+                        .zip(row)
+                        .for_each(|(a, &x)| *a += clip::scaled(x, f) as f64);
+                }
+            }
+        });
+    }
+}
+
+/// What a reservation allows a run to spend: the reserved events as (q, σ) atoms with counts.
+///
+/// # Privacy
+/// Built only inside the crate, by the run lifecycle from the events the ledger reserved
+/// ([`Allowance::new`] is `pub(crate)`), and not `Clone`: a release charges it before reading
+/// a record and is refused (`dp-allowance-exceeded`) when the reservation does not cover its
+/// event, so a run can never spend more than the ledger charged. Atoms merge as the
+/// accountants do: `Gaussian { σ }` and `PoissonSampledGaussian { q: 1, σ }` are the same
+/// mechanism.
+#[derive(Debug)]
+pub struct Allowance {
+    entries: Vec<Entry>,
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    q: f64,
+    sigma: f64,
+    /// Reported as a Poisson-sampled event (else as a plain Gaussian).
+    poisson: bool,
+    reserved: u64,
+    spent: u64,
+}
+
+impl Allowance {
+    /// The allowance of a reservation of `reserved`.
+    ///
+    /// # Errors
+    /// `dp-invalid-parameter`, `dp-unsupported-event` for an invalid event.
+    pub(crate) fn new(reserved: &[DpEvent]) -> Result<Allowance, Error> {
+        let mut a = Allowance {
+            entries: Vec::new(),
+        };
+        for e in reserved {
+            e.validate()?;
+            a.add(e);
+        }
+        Ok(a)
+    }
+
+    fn add(&mut self, e: &DpEvent) {
+        let (q, sigma, poisson, times) = match e {
+            DpEvent::Composed { events } => {
+                events.iter().for_each(|x| self.add(x));
+                return;
+            }
+            DpEvent::PoissonSampledGaussian { q, sigma, steps } => (*q, *sigma, true, *steps),
+            DpEvent::Gaussian { sigma, count } => (1.0, *sigma, false, *count),
+        };
+        if times == 0 {
+            return;
+        }
+        match self
+            .entries
+            .iter_mut()
+            .find(|x| x.q == q && x.sigma == sigma)
+        {
+            Some(x) => x.reserved = x.reserved.saturating_add(times),
+            None => self.entries.push(Entry {
+                q,
+                sigma,
+                poisson,
+                reserved: times,
+                spent: 0,
+            }),
+        }
+    }
+
+    /// Spend `event`, or refuse without spending anything.
+    ///
+    /// # Errors
+    /// `dp-allowance-exceeded`; `dp-invalid-parameter` for an invalid event.
+    pub(crate) fn charge(&mut self, event: &DpEvent) -> Result<(), Error> {
+        let need = Allowance::new(std::slice::from_ref(event))?;
+        let refuse = |a: &Allowance| Error::AllowanceExceeded {
+            requested: event.clone(),
+            unspent: a.unspent(),
+        };
+        let mut at = Vec::with_capacity(need.entries.len());
+        for n in &need.entries {
+            match self.entries.iter().position(|x| {
+                x.q == n.q && x.sigma == n.sigma && x.reserved - x.spent >= n.reserved
+            }) {
+                Some(i) => at.push((i, n.reserved)),
+                None => return Err(refuse(self)),
+            }
+        }
+        for (i, times) in at {
+            self.entries[i].spent += times;
+        }
+        Ok(())
+    }
+
+    fn events(&self, count: impl Fn(&Entry) -> u64) -> Vec<DpEvent> {
+        self.entries
+            .iter()
+            .filter(|e| count(e) > 0)
+            .map(|e| {
+                if e.poisson {
+                    DpEvent::poisson_gaussian(e.q, e.sigma, count(e))
+                } else {
+                    DpEvent::gaussian(e.sigma, count(e))
+                }
+            })
+            .collect()
+    }
+
+    /// What was spent so far.
+    pub fn spent(&self) -> Vec<DpEvent> {
+        self.events(|e| e.spent)
+    }
+
+    /// What is left.
+    pub fn unspent(&self) -> Vec<DpEvent> {
+        self.events(|e| e.reserved - e.spent)
+    }
+
+    /// True once everything reserved has been spent.
+    pub fn is_exhausted(&self) -> bool {
+        self.entries.iter().all(|e| e.spent == e.reserved)
+    }
+}
+
+#[cfg(test)]
+mod tests;
