@@ -61,7 +61,19 @@ pub enum Error {
         /// What differs.
         why: String,
     },
+    /// The neural-network engine failed (its own code).
+    #[error(transparent)]
+    Nn(#[from] crate::nn::Error),
+    /// A privacy parameter, the accountant or the mechanism failed (its own code).
+    #[error(transparent)]
+    Dp(#[from] crate::dp::Error),
+    /// Cancellation was requested (Ctrl-C).
+    #[error(transparent)]
+    Cancelled(#[from] crate::progress::Cancelled),
 }
+
+/// Results of this module.
+pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
     /// Stable codes of this module.
@@ -74,6 +86,9 @@ impl Coded for Error {
             Error::Run { .. } => "eval-run",
             Error::Mismatch { .. } => "eval-mismatch",
             Error::Engine { .. } => "eval-engine",
+            Error::Nn(e) => e.code(),
+            Error::Dp(e) => e.code(),
+            Error::Cancelled(e) => e.code(),
         }
     }
     fn hint(&self) -> Option<String> {
@@ -81,10 +96,18 @@ impl Coded for Error {
             Error::Run { .. } => "list runs in the workspace's runs/ directory; only a completed `retort distill` run can be evaluated".into(),
             Error::Mismatch { .. } => "the run directory was modified or belongs to another dataset; re-run `retort distill`".into(),
             Error::Engine { .. } => "check the model options (--model, --width); if they are valid this is a bug, please report it".into(),
+            Error::Nn(e) => return e.hint(),
+            Error::Dp(e) => return e.hint(),
+            Error::Cancelled(e) => return e.hint(),
         })
     }
     fn class(&self) -> Class {
-        Class::Input
+        match self {
+            Error::Nn(e) => e.class(),
+            Error::Dp(e) => e.class(),
+            Error::Cancelled(e) => e.class(),
+            _ => Class::Input,
+        }
     }
 }
 
@@ -121,7 +144,7 @@ pub fn score(
     models: usize,
     seed: u64,
     progress: Sink<'_>,
-) -> crate::Result<Score> {
+) -> Result<Score> {
     let (accs, per, present, secs) = train_and_test(test, classes, models, seed, |s| {
         train(recipe, train_set, classes, s, progress)
     })?;
@@ -148,7 +171,7 @@ pub fn train_models(
     seed: u64,
     progress: Sink<'_>,
     mut on_model: impl FnMut(usize),
-) -> crate::Result<(Vec<crate::nn::Net>, f64)> {
+) -> Result<(Vec<crate::nn::Net>, f64)> {
     let mut nets = Vec::with_capacity(models.max(1));
     let t = Instant::now();
     for m in 0..models.max(1) {
@@ -175,7 +198,7 @@ pub fn score_nets(
     train_seconds: f64,
     test: &FloatImages,
     classes: usize,
-) -> crate::Result<Score> {
+) -> Result<Score> {
     let mut accs = Vec::new();
     let mut per = vec![0f64; classes];
     let mut present = vec![true; classes];
@@ -210,7 +233,7 @@ pub fn correct_fractions(
     nets: &[crate::nn::Net],
     pixels: &[f32],
     labels: &[u32],
-) -> crate::Result<Vec<f32>> {
+) -> Result<Vec<f32>> {
     let mut right = vec![0u32; labels.len()];
     for net in nets {
         let logits = net.logits(pixels)?;
@@ -247,8 +270,8 @@ fn train_and_test(
     classes: usize,
     models: usize,
     seed: u64,
-    mut train_one: impl FnMut(u64) -> crate::Result<crate::nn::Net>,
-) -> crate::Result<Trained> {
+    mut train_one: impl FnMut(u64) -> Result<crate::nn::Net>,
+) -> Result<Trained> {
     let mut accs = Vec::new();
     let mut per = vec![0f64; classes];
     let mut present = vec![true; classes];
@@ -322,7 +345,7 @@ pub fn plan_dp_baseline(
     expected_batch: usize,
     steps: u64,
     clip: f32,
-) -> crate::Result<DpBaselinePlan> {
+) -> Result<DpBaselinePlan> {
     let q = (expected_batch as f64 / n_train.max(1) as f64).min(1.0);
     let sigma = crate::dp::calibrate::noise_multiplier(epsilon, delta, q, steps)?;
     let event = crate::dp::DpEvent::poisson_gaussian(q, sigma, steps);
@@ -364,7 +387,7 @@ pub fn dp_baseline(
     models: usize,
     seed: u64,
     progress: Sink<'_>,
-) -> crate::Result<Score> {
+) -> Result<Score> {
     let (accs, per, present, secs) = train_and_test(test, classes, models, seed, |s| {
         train_dp(model, &plan.dp, data, allowance, classes, s, progress)
     })?;

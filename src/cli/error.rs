@@ -205,9 +205,8 @@ mod tests {
     /// one). See: issue 19
     #[test]
     fn library_modules_do_not_use_the_top_level_error() {
-        // Still on crate::Result (or mapping it: run/evaluation.rs wraps eval.rs's errors),
-        // being moved off by other parts of issue 19.
-        const PENDING: &[&str] = &["eval.rs", "eval/train.rs", "run/evaluation.rs"];
+        // Files allowed to use the top-level error: none outside `cli/` and `main.rs`.
+        const PENDING: &[&str] = &[];
         let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
         let code = |text: &str| -> Vec<String> {
             let before_tests = text.split("#[cfg(test)]").next().unwrap_or("");

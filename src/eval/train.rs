@@ -7,6 +7,7 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use super::{Error, Result};
 use crate::dataset::{FloatImages, Shape};
 use crate::dp::mechanism::{
     Allowance, Batch, GaussianSum, Grouping, MechError, Noise, Records, Sampling,
@@ -14,7 +15,6 @@ use crate::dp::mechanism::{
 use crate::dp::{ClipNorm, NoiseMultiplier, SampleRate};
 use crate::nn::{Activation, Arch, ConvNetConfig, MlpConfig, Net};
 use crate::progress::{Event, Sink};
-use crate::Result;
 
 /// Which network evaluation trains.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -260,11 +260,11 @@ pub fn train_dp(
     Ok(net)
 }
 
-fn mech_err(e: MechError<crate::nn::Error>) -> crate::Error {
+fn mech_err(e: MechError<crate::nn::Error>) -> Error {
     match e {
         MechError::Dp(e) => e.into(),
         MechError::Record(e) => e.into(),
-        MechError::Cancelled => crate::Error::Cancelled,
+        MechError::Cancelled => crate::progress::Cancelled.into(),
     }
 }
 

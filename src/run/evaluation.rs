@@ -215,7 +215,6 @@ pub fn evaluate(
     }
     let test = stored.load(Split::Test)?.to_float();
     session.detail("dataset", rec.dataset.clone());
-    let eval_err = |e: crate::Error| -> Error { wrap(e) };
     phase("synthetic set");
     let (nets, secs) = crate::eval::train_models(
         &opts.recipe,
@@ -226,10 +225,10 @@ pub fn evaluate(
         sink,
         |m| phase(&format!("synthetic set, model {}/{}", m + 1, opts.models)),
     )
-    .map_err(eval_err)?;
+    .map_err(wrap)?;
     let steps = opts.recipe.steps_for(syn.len());
     let synthetic =
-        crate::eval::score_nets(&nets, syn.len(), steps, secs, &test, classes).map_err(eval_err)?;
+        crate::eval::score_nets(&nets, syn.len(), steps, secs, &test, classes).map_err(wrap)?;
     let mut baselines = std::collections::BTreeMap::new();
     let mut full: Option<(Score, usize)> = None;
     if opts.baselines {
@@ -279,22 +278,11 @@ pub fn evaluate(
     })
 }
 
-fn wrap(e: crate::Error) -> Error {
+fn wrap(e: crate::eval::Error) -> Error {
     match e {
-        crate::Error::Nn(e) => crate::eval::Error::Engine {
-            what: e.to_string(),
-        }
-        .into(),
-        crate::Error::Cancelled => Error::Cancelled { run: "eval".into() },
-        crate::Error::Dp(e) => e.into(),
-        crate::Error::Ledger(e) => e.into(),
-        crate::Error::Dataset(e) => e.into(),
-        crate::Error::Audit(e) => e.into(),
-        crate::Error::Io(e) => e.into(),
-        other => crate::eval::Error::Engine {
-            what: other.to_string(),
-        }
-        .into(),
+        crate::eval::Error::Cancelled(_) => Error::Cancelled { run: "eval".into() },
+        crate::eval::Error::Dp(e) => e.into(),
+        other => other.into(),
     }
 }
 
@@ -597,7 +585,7 @@ fn release_counts(
         chunk: 512,
     };
     let mut allowance = Allowance::new(&share.events)?;
-    let row = |b: &mut Batch<'_>| -> crate::Result<Vec<f32>> {
+    let row = |b: &mut Batch<'_>| -> crate::eval::Result<Vec<f32>> {
         let f = crate::eval::correct_fractions(nets, b.pixels, b.labels)?;
         let mut rows = vec![0f32; b.labels.len() * dim];
         for (i, (&label, fi)) in b.labels.iter().zip(&f).enumerate() {
