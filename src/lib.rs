@@ -27,6 +27,7 @@ pub mod distill;
 pub mod dp;
 pub mod error;
 pub mod eval;
+pub mod identity;
 pub mod ingest;
 pub mod keys;
 pub mod ledger;

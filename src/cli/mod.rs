@@ -155,7 +155,8 @@ pub struct Ctx {
     pub verbose: u8,
     /// `--policy` override, if given.
     pub policy: Option<PathBuf>,
-    /// Who runs this (`user:<login>`).
+    /// Who runs this: `user:NAME` or `user:NAME (login LOGIN)`, from the kernel
+    /// ([`crate::identity`]).
     pub actor: String,
     session: Option<Session>,
 }
@@ -298,12 +299,10 @@ impl Ctx {
     }
 }
 
-/// `user:<login>` from the environment (USER, LOGNAME), else `user:unknown`.
+/// The audit actor of this process: `user:NAME` or `user:NAME (login LOGIN)`, from the
+/// kernel (effective uid, login uid), never from `$USER` ([`crate::identity`]).
 pub fn current_actor() -> String {
-    let who = std::env::var("USER")
-        .or_else(|_| std::env::var("LOGNAME"))
-        .unwrap_or_else(|_| "unknown".into());
-    format!("user:{who}")
+    crate::identity::Identity::current().actor()
 }
 
 fn dispatch(cmd: Command, ctx: &mut Ctx) -> Result<Report> {
