@@ -18,6 +18,7 @@
 #![deny(missing_docs)]
 #![warn(clippy::exhaustive_enums)]
 
+pub mod access;
 pub mod audit;
 pub mod cli;
 pub mod dataset;
