@@ -222,8 +222,20 @@ impl AuditLog {
             f.set_permissions(fs::Permissions::from_mode(mode))
                 .map_err(fail)?;
         }
-        f.write_all(&line).map_err(fail)?;
-        f.sync_data().map_err(fail)?;
+        let len = f.metadata().map_err(fail)?.len();
+        let written = f.write_all(&line).and_then(|()| f.sync_data());
+        if let Err(e) = written {
+            // A full disk (or a file-size limit) can take part of the line: cut it off again,
+            // so the log never ends in a torn record and the next writer can chain onto it.
+            // The record is not written; the caller refuses the action.
+            let _ = f.set_len(len);
+            let _ = f.sync_data();
+            drop(f);
+            if created {
+                let _ = fs::remove_file(&path);
+            }
+            return Err(fail(e));
+        }
         if created {
             sync_dir(&self.dir).map_err(fail)?;
         }

@@ -179,7 +179,15 @@ pub fn all_codes() -> Vec<(&'static str, &'static str)> {
             v.push((module, *c));
         }
     };
-    add("io", &["io-not-found", "io-permission-denied", "io-error"]);
+    add(
+        "io",
+        &[
+            "io-not-found",
+            "io-permission-denied",
+            "io-disk-full",
+            "io-error",
+        ],
+    );
     add("top", &["usage"]);
     add("progress", crate::progress::Cancelled::CODES);
     add("workspace", crate::workspace::Error::CODES);

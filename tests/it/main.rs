@@ -9,6 +9,7 @@ mod foundation;
 mod ingest;
 mod ledger;
 mod nn;
+mod operations;
 mod package;
 mod policy;
 mod privacy;
