@@ -60,6 +60,9 @@ impl Session {
     ) -> ReadOnly {
         match super::writable(ws) {
             Ok(()) => ReadOnly::Logged(Session::new(ws, actor, what.action(), object)),
+            Err(super::Error::AppendFailed { path, source }) => ReadOnly::Unlogged {
+                why: format!("{}: {source}", path.display()),
+            },
             Err(e) => ReadOnly::Unlogged { why: e.to_string() },
         }
     }
@@ -269,5 +272,27 @@ mod tests {
         assert_eq!(last.details["b"], 2);
         assert!(recs.iter().any(|r| r.outcome == Outcome::Intent));
         assert!(super::super::checkpoint::latest(&ws).unwrap().is_some());
+    }
+
+    #[test]
+    fn read_only_commands_run_unlogged_only_where_the_log_cannot_take_a_record() {
+        let d = tempfile::tempdir().unwrap();
+        let ws = Workspace::create(&d.path().join("ws"), "t").unwrap();
+        let keys = crate::keys::KeyPaths::in_dir(&ws.keys_dir());
+        keys.create_all().unwrap();
+        let logged = Session::begin_read_only(&ws, "user:t", ReadOnlyAction::Budget, "*");
+        let ReadOnly::Logged(s) = logged else {
+            panic!("{logged:?}")
+        };
+        assert_eq!(s.action, "budget");
+        // Without the audit key no checkpoint can seal a record: a read runs unlogged, saying
+        // why; every other command is refused before it acts.
+        std::fs::remove_file(&keys.audit_key).unwrap();
+        match Session::begin_read_only(&ws, "user:t", ReadOnlyAction::AuditVerify, "audit-log") {
+            ReadOnly::Unlogged { why } => assert!(why.contains("audit.key.pem"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        let refused = Session::begin(&ws, "user:t", "distill", "x").unwrap_err();
+        assert_eq!(refused.code(), "audit-key-unusable");
     }
 }
