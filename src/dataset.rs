@@ -81,6 +81,13 @@ pub enum Error {
 }
 
 impl Error {
+    /// Whether this user may not read the dataset: datasets are the workspace owner's alone
+    /// (`crate::access`), so a compliance officer's read-only commands see them only through
+    /// the ledger and the audit log.
+    pub fn is_permission_denied(&self) -> bool {
+        matches!(self, Error::Io(e) if e.source.kind() == std::io::ErrorKind::PermissionDenied)
+    }
+
     /// Stable codes of this module.
     pub const CODES: &'static [&'static str] = &[
         "dataset-not-found",

@@ -78,6 +78,7 @@ impl Coded for IoError {
         match self.source.kind() {
             std::io::ErrorKind::NotFound => "io-not-found",
             std::io::ErrorKind::PermissionDenied => "io-permission-denied",
+            k if is_disk_full(k) => "io-disk-full",
             _ => "io-error",
         }
     }
@@ -88,12 +89,26 @@ impl Coded for IoError {
                 "check the permissions of {} for the user running retort",
                 self.path.display()
             ),
+            k if is_disk_full(k) => format!(
+                "free space on the file system holding {} (or raise the file-size limit), then run the command again: Retort writes whole files or nothing, so nothing was left half-written",
+                self.path.display()
+            ),
             _ => format!(
                 "check the disk (space, permissions) holding {}",
                 self.path.display()
             ),
         })
     }
+}
+
+/// A full disk, an exhausted quota or a file-size limit (`RLIMIT_FSIZE`).
+pub fn is_disk_full(kind: std::io::ErrorKind) -> bool {
+    matches!(
+        kind,
+        std::io::ErrorKind::StorageFull
+            | std::io::ErrorKind::QuotaExceeded
+            | std::io::ErrorKind::FileTooLarge
+    )
 }
 
 #[cfg(test)]

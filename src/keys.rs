@@ -171,6 +171,16 @@ impl SigningKey {
     /// # Errors
     /// `key-exists` or I/O.
     pub fn save_new(&self, path: &Path) -> Result<()> {
+        self.save_new_mode(path, 0o600)
+    }
+
+    /// [`SigningKey::save_new`] with at most `mode`, capped by the folder
+    /// ([`crate::workspace::new_file_mode`]): the audit key is `0640` for the service group
+    /// where `keys/` has one, `0600` otherwise.
+    ///
+    /// # Errors
+    /// `key-exists` or I/O.
+    pub fn save_new_mode(&self, path: &Path, mode: u32) -> Result<()> {
         if path.exists() {
             return Err(Error::Exists { path: path.into() });
         }
@@ -178,7 +188,7 @@ impl SigningKey {
         der.extend_from_slice(&PKCS8_V1_PREFIX);
         der.extend_from_slice(&self.seed[..]);
         let pem = Zeroizing::new(pem_encode(&der, "PRIVATE KEY"));
-        atomic_write_mode(path, pem.as_bytes(), 0o600)?;
+        atomic_write_mode(path, pem.as_bytes(), mode)?;
         Ok(())
     }
 
@@ -383,7 +393,9 @@ impl KeyPaths {
             }
         }
         SigningKey::generate()?.save_new(&self.package_key)?;
-        SigningKey::generate()?.save_new(&self.audit_key)?;
+        // `retort serve` (the service user) signs audit checkpoints: readable by the service
+        // group where `keys/` belongs to one (crate::access), owner-only otherwise.
+        SigningKey::generate()?.save_new_mode(&self.audit_key, 0o640)?;
         HmacSecret::generate()?.save_new(&self.hmac)?;
         Ok(())
     }

@@ -18,6 +18,7 @@
 #![deny(missing_docs)]
 #![warn(clippy::exhaustive_enums)]
 
+pub mod access;
 pub mod audit;
 pub mod cli;
 pub mod dataset;
@@ -27,6 +28,7 @@ pub mod distill;
 pub mod dp;
 pub mod error;
 pub mod eval;
+pub mod identity;
 pub mod ingest;
 pub mod keys;
 pub mod ledger;

@@ -7,15 +7,20 @@
 //! - [`Workspace::lock`] takes an exclusive advisory lock so two mutating commands never run
 //!   at once; a second one waits a few seconds, then fails with `workspace-locked`.
 //! - Secrets (private keys, the HMAC secret) are created with mode 0600.
+//! - Every file and folder gets its permissions from the folder it is created in (see
+//!   [`new_file_mode`]), so once `init` has laid the workspace out in the permission model of
+//!   [`crate::access`], every write path follows it: private data owner-only, shared records
+//!   readable by the compliance group, the audit log writable by the service group.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use crate::access::{self, Access, Groups};
 use crate::digest::hex;
 use crate::error::{Class, Coded, IoError};
 
@@ -72,6 +77,9 @@ pub enum Error {
         /// Why it is refused.
         why: &'static str,
     },
+    /// The workspace's groups or permissions (code and hint of the access error).
+    #[error(transparent)]
+    Access(#[from] access::Error),
     /// A file-system error.
     #[error(transparent)]
     Io(#[from] IoError),
@@ -99,6 +107,7 @@ impl Coded for Error {
             Error::Locked { .. } => "workspace-locked",
             Error::BadConfig { .. } => "workspace-config-invalid",
             Error::BadName { .. } => "name-invalid",
+            Error::Access(e) => e.code(),
             Error::Io(_) => "workspace-io",
         }
     }
@@ -121,6 +130,7 @@ impl Coded for Error {
             Error::BadName { .. } => {
                 "use 1-64 characters from a-z, A-Z, 0-9, '-', '_' and '.', starting with a letter or digit".into()
             }
+            Error::Access(e) => return e.hint(),
             Error::Io(e) => return e.hint(),
         })
     }
@@ -149,6 +159,10 @@ pub struct Config {
     /// Partners allowed to receive packages before a policy lists them (legacy table).
     #[serde(default)]
     pub partners: Vec<PartnerEntry>,
+    /// Who besides the owner may use the workspace (`[access]`: the compliance and service
+    /// groups; see [`crate::access`]). Absent: the owner alone.
+    #[serde(default, skip_serializing_if = "Access::is_empty")]
+    pub access: Access,
 }
 
 /// A partner registered in the workspace config.
@@ -176,13 +190,24 @@ pub struct Lock {
 }
 
 impl Workspace {
-    /// Create a new workspace directory layout and config. Keys and the policy are created by
-    /// the caller (`init` in the CLI) so that each step is audited.
+    /// Create a new workspace directory layout and config, owner-only (no groups). Keys and
+    /// the policy are created by the caller (`init` in the CLI) so that each step is audited.
     ///
     /// # Errors
     /// `workspace-exists` if a workspace is already there; `workspace-not-empty` for a
     /// non-empty directory; I/O errors.
     pub fn create(root: &Path, site: &str) -> Result<Workspace> {
+        Workspace::create_with(root, site, &Access::default())
+    }
+
+    /// [`Workspace::create`] with the groups of `access`: every folder is created in the
+    /// permission model of [`crate::access`] (its group set, set-group-id where files inherit
+    /// the group), before anything is written into it.
+    ///
+    /// # Errors
+    /// As [`Workspace::create`]; `access-group-unknown`, `access-groups-same`,
+    /// `access-chown-failed` (the caller is not a member of a group).
+    pub fn create_with(root: &Path, site: &str, access: &Access) -> Result<Workspace> {
         if root.join(CONFIG_FILE).exists() {
             return Err(Error::AlreadyExists { path: root.into() });
         }
@@ -192,7 +217,9 @@ impl Workspace {
                 return Err(Error::NotEmpty { path: root.into() });
             }
         }
+        let groups = Groups::resolve(access)?;
         create_dir_all(root)?;
+        access::place(root, Path::new(""), &groups)?;
         for d in [
             "keys",
             "datasets",
@@ -203,9 +230,13 @@ impl Workspace {
             "audit",
             "audit/checkpoints",
         ] {
-            create_dir_all(&root.join(d))?;
+            match fs::create_dir(root.join(d)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(IoError::new("creating directory", root.join(d), e).into()),
+            }
+            access::place(root, Path::new(d), &groups)?;
         }
-        set_mode(&root.join("keys"), 0o700)?;
         let config = Config {
             version: 1,
             workspace_id: hex(&crate::random::random_bytes::<8>()),
@@ -213,6 +244,7 @@ impl Workspace {
             created: now_rfc3339(),
             policy: "policies/active.toml".into(),
             partners: Vec::new(),
+            access: access.clone(),
         };
         let ws = Workspace {
             root: root.to_path_buf(),
@@ -220,6 +252,14 @@ impl Workspace {
         };
         ws.save_config()?;
         Ok(ws)
+    }
+
+    /// The groups of the `[access]` table, resolved on this host.
+    ///
+    /// # Errors
+    /// `access-group-unknown`, `access-groups-same`.
+    pub fn groups(&self) -> Result<Groups> {
+        Ok(Groups::resolve(&self.config.access)?)
     }
 
     /// Open an existing workspace (no lock taken).
@@ -321,16 +361,33 @@ pub enum LockError {
     Io(IoError),
 }
 
-/// Take an exclusive advisory lock on `path` (created if missing), polling until `wait`.
+/// Take an exclusive advisory lock on `path` (created owner-only if missing), polling until
+/// `wait`.
 pub fn lock_file(path: &Path, wait: Duration) -> std::result::Result<Lock, LockError> {
+    lock_file_mode(path, wait, 0o600)
+}
+
+/// [`lock_file`], creating a missing lock file with at most `mode` (see [`new_file_mode`]):
+/// the audit lock is shared with the service group.
+pub fn lock_file_mode(
+    path: &Path,
+    wait: Duration,
+    mode: u32,
+) -> std::result::Result<Lock, LockError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let (mode, exact) = new_file_mode(dir, mode);
+    let existed = path.exists();
     let file = OpenOptions::new()
         .create(true)
         .truncate(false)
         .read(true)
         .write(true)
-        .mode(0o600)
+        .mode(mode)
         .open(path)
         .map_err(|e| LockError::Io(IoError::new("opening lock file", path, e)))?;
+    if exact && !existed {
+        let _ = file.set_permissions(fs::Permissions::from_mode(mode));
+    }
     let start = Instant::now();
     loop {
         match file.try_lock() {
@@ -350,6 +407,8 @@ pub fn lock_file(path: &Path, wait: Duration) -> std::result::Result<Lock, LockE
 
 /// Write `bytes` to `path` atomically: a temp file in the same directory, `fsync`, rename over
 /// the target, then `fsync` the directory. Readers see the old file or the new one, never a mix.
+/// The file is readable at most as [`new_file_mode`] gives for `0644` in its folder (`0600` in
+/// an owner-only folder, `0640` for the folder's group in a shared one).
 ///
 /// # Errors
 /// I/O errors, with the path.
@@ -357,7 +416,8 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), IoError> {
     atomic_write_mode(path, bytes, 0o644)
 }
 
-/// [`atomic_write`] with an explicit file mode (0600 for secrets).
+/// [`atomic_write`] with an explicit most permissive mode (0600 for secrets and real images:
+/// never more, whatever the folder).
 pub fn atomic_write_mode(path: &Path, bytes: &[u8], mode: u32) -> Result<(), IoError> {
     atomic_write_with(path, mode, |f| f.write_all(bytes))
 }
@@ -381,12 +441,16 @@ pub fn atomic_write_with(
         std::process::id(),
         hex(&crate::random::random_bytes::<4>())
     ));
+    let (mode, exact) = new_file_mode(dir, mode);
     let result = (|| {
         let mut f = OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(mode)
             .open(&tmp)?;
+        if exact {
+            f.set_permissions(fs::Permissions::from_mode(mode))?;
+        }
         write(&mut f)?;
         f.sync_all()?;
         drop(f);
@@ -429,9 +493,58 @@ pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-/// `mkdir -p`, with the path in the error.
+/// The mode of a new file in `dir`, and whether it must be set exactly (ignoring the umask):
+/// `requested` capped by the folder's own read and write permissions (a `0700` folder gives at
+/// most `0600`, `2750` gives `0640`, `2775` gives `0664`), never writable by others. In a
+/// set-group-id folder (a shared workspace folder, see [`crate::access`]) the mode is set
+/// exactly, so that a restrictive umask (systemd's `UMask=0027`) cannot take from the group
+/// what the model gives it.
+pub fn new_file_mode(dir: &Path, requested: u32) -> (u32, bool) {
+    match fs::metadata(dir) {
+        Ok(m) => {
+            let d = m.permissions().mode();
+            (requested & d & 0o666 & !0o002, d & 0o2000 != 0)
+        }
+        Err(_) => (requested & 0o666 & !0o002, false),
+    }
+}
+
+/// `mkdir -p`, with the path in the error. Each new folder takes its permissions (and
+/// set-group-id bit) from its parent, never writable by others; a new folder directly inside a
+/// workspace folder is owner-only (`retort access set` gives shared ones their group).
 pub fn create_dir_all(path: &Path) -> Result<(), IoError> {
-    fs::create_dir_all(path).map_err(|e| IoError::new("creating directory", path, e))
+    let err = |p: &Path, e| IoError::new("creating directory", p, e);
+    if path.is_dir() {
+        return Ok(());
+    }
+    let missing: Vec<&Path> = path
+        .ancestors()
+        .take_while(|p| !p.as_os_str().is_empty() && !p.exists())
+        .collect();
+    for p in missing.into_iter().rev() {
+        let parent = p
+            .parent()
+            .filter(|q| !q.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let (mode, exact) = match fs::metadata(parent) {
+            Ok(_) if parent.join(CONFIG_FILE).is_file() => (0o700, false),
+            Ok(m) => {
+                let d = m.permissions().mode();
+                (d & 0o2777 & !0o002, d & 0o2000 != 0)
+            }
+            Err(_) => (0o755, false),
+        };
+        match fs::DirBuilder::new().mode(mode & 0o777).create(p) {
+            Ok(()) => {
+                if exact {
+                    set_mode(p, mode)?;
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && p.is_dir() => {}
+            Err(e) => return Err(err(p, e)),
+        }
+    }
+    Ok(())
 }
 
 fn set_mode(path: &Path, mode: u32) -> Result<(), IoError> {

@@ -2,14 +2,14 @@
 
 use std::fs::{self, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::record::{line_hash, NewRecord, Record, GENESIS_PREV};
 use super::{Error, Result};
 use crate::error::IoError;
-use crate::workspace::{lock_file, now_rfc3339, sync_dir, LockError};
+use crate::workspace::{lock_file_mode, new_file_mode, now_rfc3339, sync_dir, LockError};
 
 /// Segments are rotated once they pass this size.
 pub const SEGMENT_MAX_BYTES: u64 = 16 * 1024 * 1024;
@@ -119,20 +119,19 @@ impl AuditLog {
     /// # Errors
     /// `audit-append-failed` if the directory or lock file cannot be created, `audit-locked`.
     pub fn lock(&self) -> Result<AuditLock> {
-        fs::create_dir_all(&self.dir).map_err(|e| Error::AppendFailed {
-            path: self.dir.clone(),
-            source: e,
+        crate::workspace::create_dir_all(&self.dir).map_err(|e| Error::AppendFailed {
+            path: e.path,
+            source: e.source,
         })?;
-        let lock =
-            lock_file(&self.dir.join(AUDIT_LOCK), Duration::from_secs(10)).map_err(
-                |e| match e {
-                    LockError::Timeout(_) => Error::Locked,
-                    LockError::Io(e) => Error::AppendFailed {
-                        path: e.path,
-                        source: e.source,
-                    },
+        // Shared with the service group where the folder is (see `crate::access`).
+        let lock = lock_file_mode(&self.dir.join(AUDIT_LOCK), Duration::from_secs(10), 0o664)
+            .map_err(|e| match e {
+                LockError::Timeout(_) => Error::Locked,
+                LockError::Io(e) => Error::AppendFailed {
+                    path: e.path,
+                    source: e.source,
                 },
-            )?;
+            })?;
         Ok(AuditLock { _lock: lock })
     }
 
@@ -211,14 +210,32 @@ impl AuditLog {
             path: path.clone(),
             source,
         };
+        // Appendable by the service group where the folder is shared (see `crate::access`).
+        let (mode, exact) = new_file_mode(&self.dir, 0o664);
         let mut f = OpenOptions::new()
             .append(true)
             .create(true)
-            .mode(0o640)
+            .mode(mode)
             .open(&path)
             .map_err(fail)?;
-        f.write_all(&line).map_err(fail)?;
-        f.sync_data().map_err(fail)?;
+        if created && exact {
+            f.set_permissions(fs::Permissions::from_mode(mode))
+                .map_err(fail)?;
+        }
+        let len = f.metadata().map_err(fail)?.len();
+        let written = f.write_all(&line).and_then(|()| f.sync_data());
+        if let Err(e) = written {
+            // A full disk (or a file-size limit) can take part of the line: cut it off again,
+            // so the log never ends in a torn record and the next writer can chain onto it.
+            // The record is not written; the caller refuses the action.
+            let _ = f.set_len(len);
+            let _ = f.sync_data();
+            drop(f);
+            if created {
+                let _ = fs::remove_file(&path);
+            }
+            return Err(fail(e));
+        }
         if created {
             sync_dir(&self.dir).map_err(fail)?;
         }

@@ -38,7 +38,16 @@ use super::{AuditLog, Error, Result};
 use crate::digest::hex;
 use crate::error::IoError;
 use crate::keys::{KeyPaths, PublicKey, SigningKey};
-use crate::workspace::{atomic_write, Workspace};
+use crate::workspace::{atomic_write_mode, Workspace};
+
+/// Checkpoint files are shared like the log: the service group (`retort serve`) writes them
+/// where `audit/` is its (see `crate::access`); the folder caps the mode.
+fn atomic_write(
+    path: &std::path::Path,
+    bytes: &[u8],
+) -> std::result::Result<(), crate::error::IoError> {
+    atomic_write_mode(path, bytes, 0o664)
+}
 
 /// Sub-directory of `audit/` holding the checkpoints.
 pub const CHECKPOINT_DIR: &str = "checkpoints";

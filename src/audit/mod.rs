@@ -19,7 +19,7 @@ pub mod verify;
 pub use chain::AuditLog;
 pub use checkpoint::Checkpoint;
 pub use record::{NewRecord, Outcome, Record};
-pub use session::{Ended, Session};
+pub use session::{Ended, ReadOnly, ReadOnlyAction, Session};
 
 use std::path::PathBuf;
 
@@ -33,6 +33,18 @@ use crate::error::{Class, Coded, IoError};
 /// `audit-append-failed`, `audit-tail-damaged`.
 pub fn preflight(ws: &crate::workspace::Workspace) -> Result<()> {
     AuditLog::new(ws.audit_dir()).check_writable()
+}
+
+/// Whether this user can run an audited command now: append to the log ([`preflight`]) and
+/// seal the end-of-command checkpoint (read the audit key). Writes nothing. The workspace
+/// owner and the service user can; a compliance officer cannot (their read-only commands run
+/// unlogged, see [`Session::begin_read_only`]).
+///
+/// # Errors
+/// `audit-append-failed`, `audit-tail-damaged`, `audit-key-unusable`.
+pub fn writable(ws: &crate::workspace::Workspace) -> Result<()> {
+    preflight(ws)?;
+    checkpoint::audit_key(ws).map(drop)
 }
 
 /// Audit errors.
@@ -137,12 +149,13 @@ impl Coded for Error {
     }
     fn hint(&self) -> Option<String> {
         Some(match self {
+            Error::AppendFailed { source, .. } if source.kind() == std::io::ErrorKind::PermissionDenied => "only the workspace owner (and the service user, for `retort serve`) may write the audit log; compliance users can run `retort audit verify|show|report` and `retort budget`, unlogged. Nothing was done".into(),
             Error::AppendFailed { .. } => "free disk space or fix permissions on the workspace's audit/ directory; nothing was done".into(),
             Error::DamagedTail { .. } => "run `retort audit verify` and report the finding to your compliance officer; do not edit the log by hand".into(),
             Error::Locked => "wait for the other retort command to finish".into(),
             Error::ChainBroken { .. } | Error::CheckpointInconsistent { .. } => "run `retort audit verify` for the full findings and report them to your compliance officer; do not edit the log or the checkpoints by hand".into(),
             Error::BadCheckpoint { .. } => "give a checkpoint file as written by retort (audit/checkpoints/checkpoint-*.txt or a package's audit-checkpoint.txt)".into(),
-            Error::Key(e) => format!("the audit key keys/audit.key.pem must exist and be readable by the user running retort ({})", e.hint().unwrap_or_default()),
+            Error::Key(e) => format!("the audit key keys/audit.key.pem must exist and be readable by the user running retort: the workspace owner, or the service user through the workspace's service group (`retort access set --service-group GROUP`) ({})", e.hint().unwrap_or_default()),
             Error::VerifyFailed { .. } => "read the findings above; keep the log and checkpoints as they are (they are evidence) and report to your compliance officer".into(),
             Error::Io(e) => return e.hint(),
         })

@@ -83,6 +83,21 @@ pub struct Export {
     pub digest: String,
 }
 
+/// What one actor did in the report's window.
+#[derive(Debug, Clone, Default)]
+pub struct Activity {
+    /// Records by this actor.
+    pub records: u64,
+    /// Of which refused or failed.
+    pub problems: u64,
+    /// Time of the first and the last.
+    pub first: String,
+    /// Time of the last.
+    pub last: String,
+    /// The distinct actions (in order of first appearance, at most 12).
+    pub actions: Vec<String>,
+}
+
 /// A refusal or error.
 #[derive(Debug, Clone)]
 pub struct Problem {
@@ -117,6 +132,7 @@ pub fn build(ws: &Workspace, since: Option<OffsetDateTime>) -> Result<Built> {
     let mut exports: BTreeMap<String, Export> = BTreeMap::new();
     let mut ledger_points: BTreeMap<String, Vec<BudgetPoint>> = BTreeMap::new();
     let mut logged_runs: BTreeMap<String, (String, OffsetDateTime, f64)> = BTreeMap::new();
+    let mut actors: BTreeMap<String, Activity> = BTreeMap::new();
     for_each(ws.audit_dir(), &Filter::default(), |r, _| {
         let ts = parse_ts(&r.ts);
         let in_window = since.is_none_or(|s| ts.is_some_and(|t| t >= s));
@@ -153,6 +169,18 @@ pub fn build(ws: &Workspace, since: Option<OffsetDateTime>) -> Result<Built> {
         }
         if !in_window {
             return true;
+        }
+        let a = actors.entry(r.actor.clone()).or_default();
+        a.records += 1;
+        if matches!(r.outcome, Outcome::Refused | Outcome::Error) {
+            a.problems += 1;
+        }
+        if a.first.is_empty() {
+            a.first = r.ts.clone();
+        }
+        a.last = r.ts.clone();
+        if a.actions.len() < 12 && !a.actions.contains(&r.action) {
+            a.actions.push(r.action.clone());
         }
         match r.outcome {
             Outcome::Refused | Outcome::Error => problems.push(Problem {
@@ -198,7 +226,7 @@ pub fn build(ws: &Workspace, since: Option<OffsetDateTime>) -> Result<Built> {
     })?;
     add_package_index(ws, since, &mut exports);
     let series = budget_series(ws, ledger_points, logged_runs);
-    let html = render(ws, &v, since, &series, &exports, &problems);
+    let html = render(ws, &v, since, &series, &exports, &problems, &actors);
     Ok(Built {
         html,
         verdict: v.verdict,
@@ -409,6 +437,7 @@ fn render(
     series: &BTreeMap<String, BudgetSeries>,
     exports: &BTreeMap<String, Export>,
     problems: &[Problem],
+    actors: &BTreeMap<String, Activity>,
 ) -> String {
     let mut h = String::with_capacity(32 * 1024);
     let cfg = ws.config();
@@ -432,6 +461,7 @@ fn render(
     render_exports(&mut h, exports);
     render_problems(&mut h, problems);
     render_keys(&mut h, ws, v);
+    render_actors(&mut h, actors);
     h.push_str("<p class=\"muted\">This page is self-contained: no script, no external resource. Verify the log yourself with <code>retort audit verify</code> or by hand (audit/HOW-TO-VERIFY.md).</p>\n</body></html>\n");
     h
 }
@@ -666,6 +696,29 @@ fn render_problems(h: &mut String, problems: &[Problem]) {
             esc(&p.action),
             esc(&p.object),
             esc(&p.reason)
+        );
+    }
+    h.push_str("</table>\n");
+}
+
+/// Who acted: every actor of the window (the OS identity of the person or service, a partner,
+/// or Retort itself), with what they did.
+fn render_actors(h: &mut String, actors: &BTreeMap<String, Activity>) {
+    let _ = writeln!(
+        h,
+        "<h2>6. Who acted ({})</h2>\n<p class=\"muted\">Actors are the kernel's identity of the process: <code>user:NAME</code>, or <code>user:NAME (login LOGIN)</code> when someone acted as another user (sudo); <code>partner:NAME</code> for requests served to a partner; <code>system</code> for Retort's own records. Read-only commands of compliance users who cannot write the log are not recorded.</p>\n<table><tr><th>actor</th><th>records</th><th>refused or failed</th><th>first</th><th>last</th><th>actions</th></tr>",
+        actors.len()
+    );
+    for (who, a) in actors {
+        let _ = writeln!(
+            h,
+            "<tr><td class=\"mono\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(who),
+            a.records,
+            a.problems,
+            esc(&a.first),
+            esc(&a.last),
+            esc(&a.actions.join(", "))
         );
     }
     h.push_str("</table>\n");

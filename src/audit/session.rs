@@ -12,6 +12,11 @@
 //!   signed checkpoint over the whole log. A session dropped without `finish` (a panic, a
 //!   killed process) leaves its intent records without an outcome, which `audit verify` and
 //!   `runs list` report.
+//! - **The one exception** (SECURITY.md "Workspace permissions"): the read-only commands of
+//!   [`ReadOnlyAction`] (`audit verify|show|report`, `budget`), run by a user who cannot write
+//!   the log — a compliance officer, who may read the workspace but not write its log — run
+//!   unlogged, and [`Session::begin_read_only`] says why so the caller can tell the user. No
+//!   other action can be begun without a session.
 
 use std::path::{Path, PathBuf};
 
@@ -32,14 +37,34 @@ pub struct Session {
 }
 
 impl Session {
-    /// Begin a session on `ws`: check that the audit log is writable now (fail closed) and
-    /// remember what the final record will say.
+    /// Begin a session on `ws`: check that the audit log is writable now and that the audit
+    /// key can seal the end-of-command checkpoint (fail closed: a command whose outcome could
+    /// not be recorded and sealed is refused before it acts), and remember what the final
+    /// record will say.
     ///
     /// # Errors
-    /// `audit-append-failed`, `audit-tail-damaged`.
+    /// `audit-append-failed`, `audit-tail-damaged`, `audit-key-unusable`.
     pub fn begin(ws: &Workspace, actor: &str, action: &str, object: &str) -> Result<Session> {
-        super::preflight(ws)?;
+        super::writable(ws)?;
         Ok(Session::new(ws, actor, action, object))
+    }
+
+    /// Begin a read-only command: a logged session like any other when this user can write
+    /// the log and seal a checkpoint ([`super::writable`]); otherwise [`ReadOnly::Unlogged`]
+    /// with the reason, and the command runs without writing anything to the log.
+    pub fn begin_read_only(
+        ws: &Workspace,
+        actor: &str,
+        what: ReadOnlyAction,
+        object: &str,
+    ) -> ReadOnly {
+        match super::writable(ws) {
+            Ok(()) => ReadOnly::Logged(Session::new(ws, actor, what.action(), object)),
+            Err(super::Error::AppendFailed { path, source }) => ReadOnly::Unlogged {
+                why: format!("{}: {source}", path.display()),
+            },
+            Err(e) => ReadOnly::Unlogged { why: e.to_string() },
+        }
     }
 
     /// A session without the writability check, for a caller that already made it (or that
@@ -145,6 +170,45 @@ impl Session {
     }
 }
 
+/// The read-only commands that may run unlogged for a user who cannot write the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ReadOnlyAction {
+    /// `retort audit verify`.
+    AuditVerify,
+    /// `retort audit show`.
+    AuditShow,
+    /// `retort audit report`.
+    AuditReport,
+    /// `retort budget` (not `budget rebuild`, which writes).
+    Budget,
+}
+
+impl ReadOnlyAction {
+    /// The audit action name of its record, when it is logged.
+    pub fn action(self) -> &'static str {
+        match self {
+            ReadOnlyAction::AuditVerify => "audit.verify",
+            ReadOnlyAction::AuditShow => "audit.show",
+            ReadOnlyAction::AuditReport => "audit.report",
+            ReadOnlyAction::Budget => "budget",
+        }
+    }
+}
+
+/// How a read-only command begins.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ReadOnly {
+    /// This user can write the log: the command is audited as usual.
+    Logged(Session),
+    /// This user cannot write the log: the command runs unlogged.
+    Unlogged {
+        /// Why the log cannot take a record (for the user).
+        why: String,
+    },
+}
+
 /// How a session's command ended, for its outcome record.
 #[derive(Debug)]
 #[non_exhaustive]
@@ -208,5 +272,27 @@ mod tests {
         assert_eq!(last.details["b"], 2);
         assert!(recs.iter().any(|r| r.outcome == Outcome::Intent));
         assert!(super::super::checkpoint::latest(&ws).unwrap().is_some());
+    }
+
+    #[test]
+    fn read_only_commands_run_unlogged_only_where_the_log_cannot_take_a_record() {
+        let d = tempfile::tempdir().unwrap();
+        let ws = Workspace::create(&d.path().join("ws"), "t").unwrap();
+        let keys = crate::keys::KeyPaths::in_dir(&ws.keys_dir());
+        keys.create_all().unwrap();
+        let logged = Session::begin_read_only(&ws, "user:t", ReadOnlyAction::Budget, "*");
+        let ReadOnly::Logged(s) = logged else {
+            panic!("{logged:?}")
+        };
+        assert_eq!(s.action, "budget");
+        // Without the audit key no checkpoint can seal a record: a read runs unlogged, saying
+        // why; every other command is refused before it acts.
+        std::fs::remove_file(&keys.audit_key).unwrap();
+        match Session::begin_read_only(&ws, "user:t", ReadOnlyAction::AuditVerify, "audit-log") {
+            ReadOnly::Unlogged { why } => assert!(why.contains("audit.key.pem"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        let refused = Session::begin(&ws, "user:t", "distill", "x").unwrap_err();
+        assert_eq!(refused.code(), "audit-key-unusable");
     }
 }

@@ -2,8 +2,9 @@
 //!
 //! These commands only read the workspace. When the user may write to the audit log they are
 //! audited like every other command (record + checkpoint after the work). A compliance officer
-//! with read-only access can still run them; they then say on stderr that the run is not
-//! recorded, rather than fail (DESIGN §1: the officer has read access to the workspace).
+//! (the workspace's compliance group: reads the log, may not write it) can still run them;
+//! they then say on stderr (and as `"unlogged"` with `--json`) that the run is not recorded,
+//! rather than fail: the documented exception (SECURITY.md "Workspace permissions").
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -12,7 +13,8 @@ use super::{Ctx, Report};
 use crate::audit::report;
 use crate::audit::show::{self, Filter};
 use crate::audit::verify::{self, VerifyReport};
-use crate::keys::{KeyPaths, PublicKey};
+use crate::audit::ReadOnlyAction;
+use crate::keys::PublicKey;
 use crate::workspace::Workspace;
 use crate::Result;
 
@@ -118,30 +120,8 @@ fn time_arg(flag: &str, v: Option<&str>, end_of_day: bool) -> Result<Option<time
     }
 }
 
-/// Open the workspace; audit this command if the user can write the audit log, else say why
-/// it will not be recorded.
-fn open(ctx: &mut Ctx, action: &str, object: &str) -> Result<Workspace> {
-    let ws = Workspace::open(&ctx.workspace_path())?;
-    match writable(&ws) {
-        Ok(()) => ctx.audit_in(&ws, action, object),
-        Err(why) => ctx.say(format!(
-            "note: the audit log cannot take a record ({why}); this `{action}` only reads, so it runs, but it is not recorded in the audit log"
-        )),
-    }
-    Ok(ws)
-}
-
-/// Whether the audit log and the audit key can be used by this user (opens, writes nothing).
-fn writable(ws: &Workspace) -> std::result::Result<(), String> {
-    crate::audit::preflight(ws).map_err(|e| e.to_string())?;
-    let key = KeyPaths::in_dir(&ws.keys_dir()).audit_key;
-    std::fs::File::open(&key)
-        .map(drop)
-        .map_err(|e| format!("{}: {e}", key.display()))
-}
-
 fn run_verify(ctx: &mut Ctx, external: Vec<PathBuf>, key: Option<PathBuf>) -> Result<Report> {
-    let ws = open(ctx, "audit.verify", "audit-log")?;
+    let ws = ctx.open_read_only(ReadOnlyAction::AuditVerify, "audit-log")?;
     let key = match key {
         None => None,
         Some(p) => {
@@ -390,7 +370,7 @@ pub fn render_verify(ws: &Workspace, r: &VerifyReport) -> String {
 }
 
 fn run_show(ctx: &mut Ctx, filter: &Filter) -> Result<Report> {
-    let ws = open(ctx, "audit.show", "audit-log")?;
+    let ws = ctx.open_read_only(ReadOnlyAction::AuditShow, "audit-log")?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let json = ctx.json;
     let quiet = ctx.quiet >= 2;
@@ -426,7 +406,7 @@ fn run_show(ctx: &mut Ctx, filter: &Filter) -> Result<Report> {
 }
 
 fn run_report(ctx: &mut Ctx, html: PathBuf, since: Option<time::OffsetDateTime>) -> Result<Report> {
-    let ws = open(ctx, "audit.report", "audit-log")?;
+    let ws = ctx.open_read_only(ReadOnlyAction::AuditReport, "audit-log")?;
     let built = report::build(&ws, since)?;
     ctx.detail("verdict", built.verdict);
     ctx.detail("file", html.display().to_string());

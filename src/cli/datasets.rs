@@ -98,7 +98,8 @@ fn show(ctx: &mut Ctx, name: &str, out: Option<PathBuf>, per_class: usize) -> Re
     } else {
         None
     };
-    crate::workspace::atomic_write(&path, &png)?;
+    // Real images: owner-only wherever it is written (0600), whatever the folder allows.
+    crate::workspace::atomic_write_mode(&path, &png, 0o600)?;
     ctx.detail("contact_sheet_images_per_class", per_class);
     ctx.detail("contact_sheet_in_workspace", path.starts_with(ws.root()));
     let mut human = format!(

@@ -16,6 +16,9 @@ pub enum Error {
     /// Workspace layout, config or lock.
     #[error(transparent)]
     Workspace(#[from] crate::workspace::Error),
+    /// Workspace groups and permissions.
+    #[error(transparent)]
+    Access(#[from] crate::access::Error),
     /// Key generation, loading or formats.
     #[error(transparent)]
     Keys(#[from] crate::keys::Error),
@@ -76,6 +79,7 @@ impl Error {
         Some(match self {
             Error::Io(e) => e,
             Error::Workspace(e) => e,
+            Error::Access(e) => e,
             Error::Keys(e) => e,
             Error::Ingest(e) => e,
             Error::Dataset(e) => e,
@@ -175,10 +179,19 @@ pub fn all_codes() -> Vec<(&'static str, &'static str)> {
             v.push((module, *c));
         }
     };
-    add("io", &["io-not-found", "io-permission-denied", "io-error"]);
+    add(
+        "io",
+        &[
+            "io-not-found",
+            "io-permission-denied",
+            "io-disk-full",
+            "io-error",
+        ],
+    );
     add("top", &["usage"]);
     add("progress", crate::progress::Cancelled::CODES);
     add("workspace", crate::workspace::Error::CODES);
+    add("access", crate::access::Error::CODES);
     add("keys", crate::keys::Error::CODES);
     add("ingest", crate::ingest::Error::CODES);
     add("dataset", crate::dataset::Error::CODES);

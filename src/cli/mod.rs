@@ -9,10 +9,13 @@ use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand};
 
-use crate::audit::{AuditLog, Ended, NewRecord, Outcome, Session};
+use crate::access as perms;
+use crate::access::Scope;
+use crate::audit::{AuditLog, Ended, NewRecord, Outcome, ReadOnly, ReadOnlyAction, Session};
 use crate::workspace::Workspace;
 use crate::{Error, Result};
 
+pub mod access;
 pub mod audit;
 pub mod bench;
 pub mod budget;
@@ -97,6 +100,8 @@ pub enum Command {
     Bench(bench::Args),
     /// Serve packages to partners over mutual TLS.
     Serve(serve::Args),
+    /// Who may read and write the workspace: show or set its groups and permissions.
+    Access(access::Args),
 }
 
 impl Command {
@@ -119,6 +124,7 @@ impl Command {
             Command::Policy(_) => "policy",
             Command::Bench(_) => "bench",
             Command::Serve(_) => "serve",
+            Command::Access(_) => "access",
         }
     }
 }
@@ -155,9 +161,14 @@ pub struct Ctx {
     pub verbose: u8,
     /// `--policy` override, if given.
     pub policy: Option<PathBuf>,
-    /// Who runs this (`user:<login>`).
+    /// Who runs this: `user:NAME` or `user:NAME (login LOGIN)`, from the kernel
+    /// ([`crate::identity`]).
     pub actor: String,
     session: Option<Session>,
+    /// Why a read-only command runs unlogged (the documented exception for compliance reads), if it does.
+    unlogged: Option<String>,
+    /// Whether the workspace's private data was checked in this command (once per command).
+    access_checked: bool,
 }
 
 impl Ctx {
@@ -171,6 +182,8 @@ impl Ctx {
             policy: None,
             actor: current_actor(),
             session: None,
+            unlogged: None,
+            access_checked: false,
         }
     }
 
@@ -183,6 +196,8 @@ impl Ctx {
 
     /// Open the workspace and begin this command's audit session: when it ends, a record with
     /// `action`, `object`, the outcome and the details set with [`Ctx::detail`] is appended.
+    /// Private data readable beyond the owner is tightened (the owner) or warned about (anyone
+    /// else); a workspace from before the ledger was bound to the log is migrated (the owner).
     ///
     /// # Errors
     /// Workspace errors; audit errors (fail closed: a command whose outcome could not be
@@ -190,9 +205,96 @@ impl Ctx {
     pub fn open_audited(&mut self, action: &str, object: &str) -> Result<Workspace> {
         let ws = Workspace::open(&self.workspace_path())?;
         self.session = Some(Session::begin(&ws, &self.actor, action, object)?);
-        // Workspaces from before the ledger was bound to the log: migrated once, audited.
-        crate::ledger::migrate(&ws, &self.actor)?;
+        self.check_access(&ws)?;
+        // Workspaces from before the ledger was bound to the log: migrated once, audited, by
+        // the owner (nobody else may write the ledger or the datasets).
+        if perms::is_owner(ws.root()) {
+            crate::ledger::migrate(&ws, &self.actor)?;
+        }
         Ok(ws)
+    }
+
+    /// Open the workspace for a read-only command: audited like [`Ctx::open_audited`] when
+    /// this user can write the log; otherwise (a compliance officer) it runs unlogged and says
+    /// so, on stderr and as `"unlogged"` in the `--json` object (the documented exception). Nothing
+    /// is migrated or changed for a user who cannot write the log.
+    ///
+    /// # Errors
+    /// Workspace errors.
+    pub fn open_read_only(&mut self, what: ReadOnlyAction, object: &str) -> Result<Workspace> {
+        let ws = Workspace::open(&self.workspace_path())?;
+        match Session::begin_read_only(&ws, &self.actor, what, object) {
+            ReadOnly::Logged(s) => {
+                self.session = Some(s);
+                self.check_access(&ws)?;
+                if what == ReadOnlyAction::Budget && perms::is_owner(ws.root()) {
+                    crate::ledger::migrate(&ws, &self.actor)?;
+                }
+            }
+            ReadOnly::Unlogged { why } => {
+                self.say(format!(
+                    "note: this `{}` is not recorded in the audit log: it only reads, and you cannot write the log ({why}); compliance users' read-only commands run unlogged",
+                    what.action()
+                ));
+                self.unlogged = Some(why);
+                self.check_access(&ws)?;
+            }
+        }
+        Ok(ws)
+    }
+
+    /// Once per command: find private data (datasets, runs, keys) readable beyond the model of
+    /// [`crate::access`]. The owner, in an audited command, tightens it (only ever removing
+    /// permissions) and records what changed; anyone else is warned.
+    fn check_access(&mut self, ws: &Workspace) -> Result<()> {
+        if std::mem::replace(&mut self.access_checked, true) {
+            return Ok(());
+        }
+        let groups = match ws.groups() {
+            Ok(g) => g,
+            Err(e) => {
+                self.warn(format!(
+                    "the workspace's [access] groups cannot be used on this host ({e}); its permissions were not checked"
+                ));
+                return Ok(());
+            }
+        };
+        let checked = perms::check(ws.root(), &groups, Scope::Private)?;
+        let wide: Vec<perms::Finding> = checked.wider().cloned().collect();
+        if wide.is_empty() {
+            return Ok(());
+        }
+        let some = |v: Vec<String>| {
+            let n = v.len();
+            let mut s = v.into_iter().take(3).collect::<Vec<_>>().join(", ");
+            if n > 3 {
+                s += &format!(" and {} more", n - 3);
+            }
+            s
+        };
+        match &self.session {
+            Some(session) if perms::is_owner(ws.root()) => {
+                let changes = perms::tighten(ws.root(), &wide)?;
+                let list: Vec<String> = changes.iter().map(|c| c.describe()).collect();
+                session.record(
+                    NewRecord::new("", "workspace.permissions", "private-data", Outcome::Ok)
+                        .details(serde_json::json!({
+                            "tightened": changes.len(),
+                            "changes": list.iter().take(50).collect::<Vec<_>>(),
+                        })),
+                )?;
+                self.warn(format!(
+                    "private data was readable beyond the workspace owner; tightened {} path(s): {} (recorded in the audit log)",
+                    changes.len(),
+                    some(list)
+                ));
+            }
+            _ => self.warn(format!(
+                "private data in this workspace is readable beyond its owner: {}; the owner's next retort command tightens it (see `retort access --help`)",
+                some(wide.iter().map(|f| f.describe()).collect())
+            )),
+        }
+        Ok(())
     }
 
     /// Begin auditing in an already open workspace (whose log the caller checked or creates).
@@ -269,6 +371,18 @@ impl Ctx {
         }
     }
 
+    /// Print a warning for people (stderr, plain text), unless `-qq`.
+    pub fn warn(&self, line: impl AsRef<str>) {
+        if self.quiet < 2 {
+            eprintln!("warning: {}", line.as_ref());
+        }
+    }
+
+    /// Why this read-only command runs unlogged, if it does.
+    pub fn unlogged(&self) -> Option<&str> {
+        self.unlogged.as_deref()
+    }
+
     /// Whether progress bars should be drawn.
     pub fn show_progress(&self) -> bool {
         self.quiet == 0 && !self.json
@@ -278,7 +392,15 @@ impl Ctx {
     /// checkpoint. An audit failure turns success into an error.
     fn finish(&mut self, result: Result<Report>) -> Result<Report> {
         let Some(session) = self.session.take() else {
-            return result;
+            return match (result, &self.unlogged) {
+                (Ok(mut r), Some(why)) => {
+                    if let Some(o) = r.json.as_object_mut() {
+                        o.insert("unlogged".into(), why.clone().into());
+                    }
+                    Ok(r)
+                }
+                (r, _) => r,
+            };
         };
         let ended = match &result {
             Ok(_) => session.finish(&Ended::Ok),
@@ -298,12 +420,10 @@ impl Ctx {
     }
 }
 
-/// `user:<login>` from the environment (USER, LOGNAME), else `user:unknown`.
+/// The audit actor of this process: `user:NAME` or `user:NAME (login LOGIN)`, from the
+/// kernel (effective uid, login uid), never from `$USER` ([`crate::identity`]).
 pub fn current_actor() -> String {
-    let who = std::env::var("USER")
-        .or_else(|_| std::env::var("LOGNAME"))
-        .unwrap_or_else(|_| "unknown".into());
-    format!("user:{who}")
+    crate::identity::Identity::current().actor()
 }
 
 fn dispatch(cmd: Command, ctx: &mut Ctx) -> Result<Report> {
@@ -324,6 +444,7 @@ fn dispatch(cmd: Command, ctx: &mut Ctx) -> Result<Report> {
         Command::Policy(a) => policy::run(a, ctx),
         Command::Bench(a) => bench::run(a, ctx),
         Command::Serve(a) => serve::run(a, ctx),
+        Command::Access(a) => access::run(a, ctx),
     }
 }
 
@@ -365,6 +486,8 @@ pub fn main_entry(args: Vec<OsString>) -> u8 {
         policy: cli.policy.clone(),
         actor: current_actor(),
         session: None,
+        unlogged: None,
+        access_checked: false,
     };
     let result = run_command(cli.command, &mut ctx);
     render::emit(&ctx, result)
@@ -379,9 +502,12 @@ fn init_tracing(verbose: u8, quiet: u8) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("RETORT_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("retort={level}")));
+    // No colour codes off a terminal (journald, log files, pipes).
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(ansi)
         .without_time()
         .try_init();
 }

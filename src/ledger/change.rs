@@ -39,12 +39,15 @@ pub(crate) struct LedgerLock {
 pub(crate) fn lock(ws: &Workspace) -> Result<LedgerLock, Error> {
     let dir = ws.ledger_dir();
     workspace::create_dir_all(&dir)?;
-    let l = workspace::lock_file(&dir.join(file::LOCK_FILE), LOCK_WAIT).map_err(|e| match e {
-        workspace::LockError::Io(e) => Error::Io(e),
-        _ => Error::Locked {
-            dataset: "*".into(),
+    // Readable like the ledger (the folder caps the mode); only the owner takes it.
+    let l = workspace::lock_file_mode(&dir.join(file::LOCK_FILE), LOCK_WAIT, 0o640).map_err(
+        |e| match e {
+            workspace::LockError::Io(e) => Error::Io(e),
+            _ => Error::Locked {
+                dataset: "*".into(),
+            },
         },
-    })?;
+    )?;
     Ok(LedgerLock { _lock: l })
 }
 

@@ -44,15 +44,14 @@ impl Migrated {
 /// The domain tag of orphan keys (version-1 ledgers whose dataset is gone).
 const ORPHAN_TAG: &[u8] = b"retort.ledger-orphan-v1\0";
 
+/// Datasets still carrying a version-1 fingerprint, among those this user may read (a
+/// compliance officer reads none; a version-1 *ledger*, which is what holds spend, is still
+/// found by [`require_migrated`]).
 fn pending_datasets(ws: &Workspace) -> Result<Vec<dataset::Stored>, Error> {
-    let mut out = Vec::new();
-    for name in dataset::list(ws)? {
-        let s = dataset::open(ws, &name)?;
-        if !s.meta.has_v2_fingerprint() {
-            out.push(s);
-        }
-    }
-    Ok(out)
+    Ok(super::readable_datasets(ws)?
+        .into_iter()
+        .filter(|s| !s.meta.has_v2_fingerprint())
+        .collect())
 }
 
 /// Fail (without writing) when the workspace still needs migrating: for read-only paths.

@@ -191,13 +191,37 @@ fn total(events: &[DpEvent], delta: f64) -> Result<EpsilonReport, Error> {
     Ok(accountant::epsilon(events, delta)?)
 }
 
-/// (name, fingerprint) of every stored dataset that has a version-2 fingerprint.
+/// (name, fingerprint) of every stored dataset that has a version-2 fingerprint and that this
+/// user may read (datasets are owner-only: a compliance officer sees none, and finds the
+/// budget through the ledger files and the log instead).
 pub(crate) fn stored_fingerprints(ws: &Workspace) -> Result<Vec<(String, String)>, Error> {
     let mut out = Vec::new();
-    for name in crate::dataset::list(ws)? {
-        let s = crate::dataset::open(ws, &name)?;
+    for s in readable_datasets(ws)? {
         if s.meta.has_v2_fingerprint() {
+            let name = s
+                .dir
+                .file_name()
+                .map_or_else(|| s.meta.name.clone(), |n| n.to_string_lossy().into_owned());
             out.push((name, s.meta.fingerprint));
+        }
+    }
+    Ok(out)
+}
+
+/// The stored datasets this user may read (all of them for the owner; none for a user who may
+/// not read `datasets/`).
+pub(crate) fn readable_datasets(ws: &Workspace) -> Result<Vec<crate::dataset::Stored>, Error> {
+    let names = match crate::dataset::list(ws) {
+        Ok(n) => n,
+        Err(e) if e.is_permission_denied() => return Ok(Vec::new()),
+        Err(e) => return Err(e.into()),
+    };
+    let mut out = Vec::new();
+    for name in names {
+        match crate::dataset::open(ws, &name) {
+            Ok(s) => out.push(s),
+            Err(e) if e.is_permission_denied() => {}
+            Err(e) => return Err(e.into()),
         }
     }
     Ok(out)
@@ -235,8 +259,7 @@ impl Ledger {
     pub fn find(ws: &Workspace, key: &str) -> Result<Ledger, Error> {
         migrate::require_migrated(ws)?;
         if file::is_fingerprint(key) {
-            for name in crate::dataset::list(ws)? {
-                let s = crate::dataset::open(ws, &name)?;
+            for s in readable_datasets(ws)? {
                 if s.meta.fingerprint_v1.as_deref() == Some(key) || s.meta.fingerprint == key {
                     return Ledger::open(ws, &s.meta);
                 }
@@ -254,6 +277,8 @@ impl Ledger {
         match crate::dataset::open(ws, key) {
             Ok(s) => return Ledger::open(ws, &s.meta),
             Err(crate::dataset::Error::NotFound { .. }) => {}
+            // Not readable by this user (a compliance officer): found through the log below.
+            Err(e) if e.is_permission_denied() => {}
             Err(e) => return Err(e.into()),
         }
         let view = log::replay(ws)?;

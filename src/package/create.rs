@@ -106,7 +106,7 @@ pub fn create(ws: &Workspace, req: &Request<'_>, session: &mut Session) -> Resul
             epsilon: guarantee.epsilon,
             delta,
             ipc: u32::try_from(rec.ipc).unwrap_or(u32::MAX),
-            exporter: &who,
+            exporter: who,
         }))
         .into_result()?;
     let budget = dataset_budget(

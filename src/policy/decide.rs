@@ -154,57 +154,9 @@ impl Decision {
     }
 }
 
-/// The OS identity of whoever runs the command, for `export.users` / `export.groups`.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct OsIdentity {
-    /// Login name.
-    pub user: String,
-    /// Names of the primary and supplementary groups.
-    pub groups: Vec<String>,
-}
-
-impl OsIdentity {
-    /// The process's identity from the kernel (`/proc/self/status` uid and groups, mapped to
-    /// names through `/etc/passwd` and `/etc/group`), not from `$USER`, which anyone can set.
-    /// Falls back to `$USER`/`$LOGNAME` only where `/proc` is absent.
-    pub fn current() -> OsIdentity {
-        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-        let field = |name: &str| -> Vec<String> {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(name))
-                .map(|v| v.split_whitespace().map(str::to_string).collect())
-                .unwrap_or_default()
-        };
-        let uid = field("Uid:").into_iter().nth(1); // effective uid
-        let mut gids = field("Groups:");
-        if let Some(g) = field("Gid:").into_iter().nth(1) {
-            gids.insert(0, g);
-        }
-        let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
-        let group = std::fs::read_to_string("/etc/group").unwrap_or_default();
-        let lookup = |table: &str, id: &str| -> Option<String> {
-            table.lines().find_map(|l| {
-                let f: Vec<&str> = l.split(':').collect();
-                (f.len() > 2 && f[2] == id).then(|| f[0].to_string())
-            })
-        };
-        let user = uid
-            .as_deref()
-            .and_then(|u| lookup(&passwd, u).or_else(|| Some(format!("uid-{u}"))))
-            .or_else(|| std::env::var("USER").ok())
-            .or_else(|| std::env::var("LOGNAME").ok())
-            .unwrap_or_else(|| "unknown".into());
-        let mut groups: Vec<String> = Vec::new();
-        for g in gids {
-            let name = lookup(&group, &g).unwrap_or_else(|| format!("gid-{g}"));
-            if !groups.contains(&name) {
-                groups.push(name);
-            }
-        }
-        OsIdentity { user, groups }
-    }
-}
+/// The OS identity of whoever runs the command, for `export.users` / `export.groups`: the
+/// effective user and its groups, from the kernel ([`crate::identity`]), never from `$USER`.
+pub type OsIdentity = crate::identity::Identity;
 
 /// A number for messages: plain for ordinary values, scientific for small ones (1e-5).
 pub(crate) fn fmt_num(x: f64) -> String {

@@ -443,10 +443,7 @@ fn package<'a>(partner: &'a str, dataset: &'a str, who: &'a OsIdentity) -> Reque
 #[test]
 fn package_decisions() {
     let p = base();
-    let who = OsIdentity {
-        user: "alice".into(),
-        groups: vec!["staff".into()],
-    };
+    let who = OsIdentity::named("alice", &["staff"]);
     assert!(p.decide(&package("lab", "xray", &who)).is_allowed());
     assert!(p.decide(&package("nocert", "anything", &who)).is_allowed());
     assert_eq!(
@@ -489,15 +486,9 @@ fn package_decisions() {
         q.decide(&package("lab", "xray", &who)).code(),
         Some("policy-exporter-not-allowed")
     );
-    let member = OsIdentity {
-        user: "carol".into(),
-        groups: vec!["exporters".into()],
-    };
+    let member = OsIdentity::named("carol", &["exporters"]);
     assert!(q.decide(&package("lab", "xray", &member)).is_allowed());
-    let bob = OsIdentity {
-        user: "bob".into(),
-        groups: vec![],
-    };
+    let bob = OsIdentity::named("bob", &[]);
     assert!(q.decide(&package("lab", "xray", &bob)).is_allowed());
 }
 

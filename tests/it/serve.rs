@@ -127,6 +127,25 @@ impl Fixture {
         Server::spawn(c)
     }
 
+    /// [`Fixture::start`] as another user (the systemd unit's service user).
+    fn start_as(&self, who: &Other, extra: &[&str]) -> Server {
+        let mut c = who.command(&Other::bin());
+        c.arg("--workspace")
+            .arg(&self.t.ws)
+            .args(["--json", "serve", "--listen", "127.0.0.1:0", "--cert"])
+            .arg(&self.server_cert)
+            .arg("--key")
+            .arg(&self.server_key)
+            .arg("--client-ca")
+            .arg(&self.ca_pem)
+            .args(extra)
+            .env_remove("RETORT_WORKSPACE")
+            .env("RETORT_LOG", "retort=debug")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        Server::spawn(c)
+    }
+
     fn client(&self, who: &str) -> Client {
         let (cert, key, _) = &self.clients[who];
         Client::new(&self.ca_pem, Some((cert, key)))
@@ -1328,4 +1347,127 @@ fn slow_reader_is_dropped_while_a_normal_download_completes() {
         .iter()
         .any(|r| r["reason"] == "serve-download-incomplete"));
     assert_audit_intact(&f.t);
+
+// ---------------------------------------------------------------- as the systemd unit runs it
+
+/// The workspace in the model the unit expects (service group, compliance group), served by
+/// the service user: it answers partners, and on SIGTERM writes its final record, signs a
+/// checkpoint covering it and exits 0; its log lines carry no colour codes. See: issue 20
+#[test]
+fn the_service_user_serves_and_exits_0_on_sigterm_with_a_final_checkpoint() {
+    if !Other::available() {
+        return;
+    }
+    let f = Fixture::new(1000);
+    f.t.open_to_others();
+    f.t.run(&[
+        "access",
+        "set",
+        "--compliance-group",
+        &COMPLIANCE_GID.to_string(),
+        "--service-group",
+        &SERVICE_GID.to_string(),
+    ])
+    .expect(0);
+    // The TLS files as /etc/retort/tls holds them: readable by the service group.
+    use std::os::unix::fs::PermissionsExt;
+    for p in [&f.server_cert, &f.server_key, &f.ca_pem] {
+        std::os::unix::fs::chown(p, None, Some(SERVICE_GID)).unwrap();
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o640)).unwrap();
+    }
+    let sv = Other::service();
+    let srv = f.start_as(&sv, &[]);
+    let addr = srv.addr;
+    rt().block_on(async {
+        let (status, body) = f
+            .client("alpha")
+            .get(addr, "/v1/packages/pkg-alpha-1.tar")
+            .await
+            .unwrap();
+        assert_eq!(status, 200);
+        assert!(!body.is_empty());
+        // A connection that never speaks TLS, so that the server logs a line (debug) to
+        // check for colour codes.
+        drop(tokio::net::TcpStream::connect(addr).await.unwrap());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    });
+    let log = srv.stderr.clone();
+    let summary = srv.stop(); // asserts exit status 0
+    assert_eq!(summary["requests"], 1, "{summary}");
+    let log = log.lock().unwrap().clone();
+    assert!(
+        log.contains("DEBUG") && log.contains("handshake"),
+        "no log line:\n{log}"
+    );
+    assert!(!log.contains('\u{1b}'), "colour codes in the log: {log:?}");
+    let recs = f.t.audit_records();
+    let stop = recs.last().unwrap();
+    assert_eq!(stop["action"], "serve.run");
+    assert_eq!(stop["outcome"], "ok");
+    assert_eq!(stop["actor"], sv.actor().as_str());
+    assert!(recs
+        .iter()
+        .any(|r| r["action"] == "serve.download" && r["actor"] == "partner:alpha"));
+    // The final checkpoint, signed by the service user at the stop, covers the stop record.
+    let cp = f.t.ws.join(format!(
+        "audit/checkpoints/checkpoint-{:012}.txt",
+        recs.len()
+    ));
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(&cp)
+        .unwrap_or_else(|e| panic!("no checkpoint over all {} records: {e}", recs.len()));
+    assert_eq!(
+        meta.uid(),
+        sv.uid,
+        "the final checkpoint was not signed by serve"
+    );
+    assert_audit_intact(&f.t);
+    // It never read private data: the datasets and runs stay closed to it.
+    let ws = f.t.ws.to_str().unwrap();
+    assert_ne!(
+        f.t.sh_as(&sv, "/bin/ls", &[&format!("{ws}/datasets")])
+            .status,
+        0
+    );
+}
+
+/// `examples/retort-serve.service` as shipped: its command line parses, it runs in the
+/// service group with the compliance group as a supplementary group, stops with SIGTERM with
+/// time to drain, and its install notes create the workspace in that model.
+#[test]
+fn the_shipped_systemd_unit_runs_serve_in_the_service_group() {
+    use clap::Parser;
+    let unit = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/retort-serve.service"),
+    )
+    .unwrap();
+    let text = unit.replace("\\\n", " ");
+    let get = |k: &str| -> String {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{k}=")))
+            .unwrap_or_else(|| panic!("no {k}= in the unit"))
+            .trim()
+            .to_string()
+    };
+    assert_eq!(get("User"), "retort");
+    assert_eq!(get("Group"), "retort");
+    assert_eq!(get("SupplementaryGroups"), "retort-audit");
+    assert_eq!(get("KillSignal"), "SIGTERM");
+    let exec = get("ExecStart");
+    let args: Vec<&str> = exec.split_whitespace().collect();
+    assert!(args[0].ends_with("/retort"), "{exec}");
+    let cli = retort::cli::Cli::try_parse_from(&args).unwrap_or_else(|e| panic!("{exec}: {e}"));
+    let retort::cli::Command::Serve(a) = cli.command else {
+        panic!("ExecStart is not `retort serve`: {exec}")
+    };
+    let stop: u64 = get("TimeoutStopSec").parse().unwrap();
+    assert!(
+        stop > a.drain_timeout,
+        "TimeoutStopSec {stop} <= --drain-timeout"
+    );
+    assert!(get("ReadWritePaths").ends_with("/workspace/audit"));
+    assert!(
+        unit.contains("--compliance-group retort-audit --service-group retort"),
+        "the install notes must create the workspace with the unit's groups"
+    );
 }

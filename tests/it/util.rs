@@ -285,3 +285,164 @@ pub fn charge(t: &TestWs, name: &str, run: &str, events: &[retort::dp::DpEvent],
         .commit(TEST_ACTOR)
         .unwrap();
 }
+
+/// Another OS user for tests that need one: the tests run as root, which ignores file modes,
+/// so they drop privileges with util-linux `setpriv` to numeric ids (no `/etc/passwd` entry
+/// needed). See [`Other::available`].
+#[derive(Debug, Clone)]
+pub struct Other {
+    /// uid.
+    pub uid: u32,
+    /// Primary gid.
+    pub gid: u32,
+    /// Supplementary gids.
+    pub groups: Vec<u32>,
+}
+
+/// The compliance group the permission tests use.
+pub const COMPLIANCE_GID: u32 = 4343;
+/// The service group the permission tests use.
+pub const SERVICE_GID: u32 = 4444;
+
+impl Other {
+    /// A user in no group of the workspace.
+    pub fn stranger() -> Other {
+        Other {
+            uid: 4242,
+            gid: 4242,
+            groups: vec![],
+        }
+    }
+    /// A compliance officer: a member of [`COMPLIANCE_GID`].
+    pub fn compliance() -> Other {
+        Other {
+            uid: 5001,
+            gid: 5001,
+            groups: vec![COMPLIANCE_GID],
+        }
+    }
+    /// The service user: primary group [`SERVICE_GID`], member of [`COMPLIANCE_GID`] (as the
+    /// systemd unit's `Group=` and `SupplementaryGroups=` make it).
+    pub fn service() -> Other {
+        Other {
+            uid: 6001,
+            gid: SERVICE_GID,
+            groups: vec![COMPLIANCE_GID],
+        }
+    }
+
+    /// Whether privileges can be dropped here (root, `setpriv` present and working); prints a
+    /// loud SKIPPED line when not.
+    pub fn available() -> bool {
+        let me = retort::identity::Identity::read();
+        if !me.is_root() {
+            eprintln!("SKIPPED: not running as root, so no other user can be tested (run the tests as root, as CI does)");
+            return false;
+        }
+        let ok = Command::new("setpriv")
+            .args([
+                "--reuid=4242",
+                "--regid=4242",
+                "--clear-groups",
+                "--",
+                "true",
+            ])
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            eprintln!("SKIPPED: `setpriv` (util-linux) is missing or cannot drop privileges here");
+        }
+        ok
+    }
+
+    /// The `retort` binary as other users can run it: the built one when its path is open to
+    /// them, else a copy in a world-readable temp folder (a checkout under a `0700` home).
+    pub fn bin() -> PathBuf {
+        static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+        BIN.get_or_init(|| {
+            let reachable = Other::stranger()
+                .command(&bin())
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success());
+            if reachable {
+                return bin();
+            }
+            use std::os::unix::fs::PermissionsExt;
+            let dir = std::env::temp_dir().join(format!("retort-it-bin-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+            let copy = dir.join("retort");
+            std::fs::copy(bin(), &copy).unwrap();
+            std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
+            copy
+        })
+        .clone()
+    }
+
+    /// The `setpriv` command line prefix that runs a program as this user.
+    pub fn command(&self, program: &Path) -> Command {
+        let mut c = Command::new("setpriv");
+        c.arg(format!("--reuid={}", self.uid))
+            .arg(format!("--regid={}", self.gid));
+        if self.groups.is_empty() {
+            c.arg("--clear-groups");
+        } else {
+            let g: Vec<String> = self.groups.iter().map(u32::to_string).collect();
+            c.arg(format!("--groups={}", g.join(",")));
+        }
+        c.arg("--").arg(program);
+        c
+    }
+
+    /// The audit actor this user is recorded as (its uid has no passwd entry; the login uid
+    /// is inherited from the test process).
+    pub fn actor(&self) -> String {
+        let me = retort::identity::Identity::read();
+        let login = std::fs::read_to_string("/proc/self/loginuid")
+            .ok()
+            .and_then(|s| s.trim().parse::<u32>().ok())
+            .filter(|&l| l != u32::MAX && l != self.uid);
+        match login {
+            Some(l) => format!(
+                "user:uid:{} (login {})",
+                self.uid,
+                if Some(l) == me.uid {
+                    me.user.clone()
+                } else {
+                    retort::identity::user_name(l)
+                }
+            ),
+            None => format!("user:uid:{}", self.uid),
+        }
+    }
+}
+
+impl TestWs {
+    /// Let other users reach the temp dir (tempdir makes it 0700); the workspace's own modes
+    /// then decide what they may do.
+    pub fn open_to_others(&self) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(self.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    /// Run `retort --workspace <ws> args…` as another user.
+    pub fn run_as(&self, who: &Other, args: &[&str]) -> Run {
+        let mut c = who.command(&Other::bin());
+        c.arg("--workspace").arg(&self.ws).args(args);
+        c.env_remove("RETORT_WORKSPACE");
+        Run::from(c.output().expect("run setpriv retort"))
+    }
+    /// Run any program as another user.
+    pub fn sh_as(&self, who: &Other, program: &str, args: &[&str]) -> Run {
+        let mut c = who.command(Path::new(program));
+        c.args(args).current_dir(self.dir.path());
+        Run::from(c.output().expect("run setpriv"))
+    }
+}
+
+/// Mode bits (with set-group-id) and group of a path.
+pub fn mode_of(p: &Path) -> (u32, u32) {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::symlink_metadata(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    (m.mode() & 0o7777, m.gid())
+}
