@@ -46,7 +46,7 @@ pub struct Cli {
     /// Print one JSON object as the last line of stdout (for scripts).
     #[arg(long, global = true)]
     pub json: bool,
-    /// Policy file to use instead of the workspace's active policy (DESIGN §4 "Policy").
+    /// Policy file to use instead of the workspace's active policy (see policies/README.md).
     #[arg(long, global = true, env = "RETORT_POLICY", value_name = "FILE")]
     pub policy: Option<PathBuf>,
     /// Print less (repeat for even less).
@@ -340,11 +340,7 @@ pub fn run_command(cmd: Command, ctx: &mut Ctx) -> Result<Report> {
 pub fn main_entry(args: Vec<OsString>) -> u8 {
     let cli = match Cli::try_parse_from(args) {
         Ok(c) => c,
-        Err(e) => {
-            let code = if e.use_stderr() { 2 } else { 0 };
-            let _ = e.print();
-            return code;
-        }
+        Err(e) => return render::clap_error(&e, json),
     };
     init_tracing(cli.verbose, cli.quiet);
     let _ = ctrlc::set_handler(|| {
@@ -355,6 +351,7 @@ pub fn main_entry(args: Vec<OsString>) -> u8 {
             std::process::abort();
         }
         eprintln!("\ninterrupt received: finishing cleanly (press Ctrl-C again to abort)");
+    let json = wants_json(&args);
         crate::progress::request_cancel();
     });
     let mut ctx = Ctx {
@@ -387,6 +384,15 @@ fn init_tracing(verbose: u8, quiet: u8) {
 }
 
 /// Resolve a path argument relative to the current directory for messages.
+/// Whether `--json` is among the arguments (before a `--`), for errors clap reports before
+/// the arguments are parsed.
+fn wants_json(args: &[OsString]) -> bool {
+    args.iter()
+        .skip(1)
+        .take_while(|a| *a != "--")
+        .any(|a| a == "--json")
+}
+
 pub fn display(p: &Path) -> String {
     p.display().to_string()
 }
@@ -398,3 +404,5 @@ pub fn usage(message: impl Into<String>, hint: impl Into<String>) -> Error {
         hint: Some(hint.into()),
     }
 }
+        // Colour only on a terminal: journald, logs and pipes get plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
