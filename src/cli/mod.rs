@@ -30,6 +30,7 @@ pub mod policy;
 pub mod privacy;
 pub mod progress;
 pub mod render;
+pub mod runs;
 pub mod serve;
 pub mod verify;
 
@@ -71,8 +72,10 @@ pub enum Command {
     Demo(demo::Args),
     /// Read, validate, de-identify and store a dataset.
     Ingest(ingest::Args),
-    /// List stored datasets or show one (with a contact sheet).
+    /// List stored datasets, show one (with a contact sheet), or delete one.
     Datasets(datasets::Args),
+    /// List runs (with status: running, completed, cancelled, failed, crashed) or show one.
+    Runs(runs::Args),
     /// The privacy accountant as a calculator.
     Privacy(privacy::Args),
     /// Dry run of a distillation: noise, steps, epsilon, policy decision; spends nothing.
@@ -107,6 +110,7 @@ impl Command {
             Command::Demo(_) => "demo",
             Command::Ingest(_) => "ingest",
             Command::Datasets(_) => "datasets",
+            Command::Runs(_) => "runs",
             Command::Privacy(_) => "privacy",
             Command::Plan(_) => "plan",
             Command::Distill(_) => "distill",
@@ -192,6 +196,18 @@ impl Ctx {
         self.session = Some(Session::begin(&ws, &self.actor, action, object)?);
         // Workspaces from before the ledger was bound to the log: migrated once, audited.
         crate::ledger::migrate(&ws, &self.actor)?;
+        // Runs whose process died: marked `crashed` (audited; they stay charged).
+        match crate::run::mark_crashed(&ws, &self.actor) {
+            Ok(found) => {
+                for c in found {
+                    self.say(format!(
+                        "note: run {} (dataset {}) was still marked running but its process is gone; it is now marked crashed and stays charged (`retort runs show {}`)",
+                        c.run, c.dataset, c.run
+                    ));
+                }
+            }
+            Err(e) => tracing::warn!("runs whose process died could not be marked crashed: {e}"),
+        }
         Ok(ws)
     }
 
@@ -312,6 +328,7 @@ fn dispatch(cmd: Command, ctx: &mut Ctx) -> Result<Report> {
         Command::Demo(a) => demo::run(a, ctx),
         Command::Ingest(a) => ingest::run(a, ctx),
         Command::Datasets(a) => datasets::run(a, ctx),
+        Command::Runs(a) => runs::run(a, ctx),
         Command::Privacy(a) => privacy::run(a, ctx),
         Command::Plan(a) => plan::run(a, ctx),
         Command::Distill(a) => distill::run(a, ctx),
@@ -338,6 +355,7 @@ pub fn run_command(cmd: Command, ctx: &mut Ctx) -> Result<Report> {
 
 /// The binary's entry point: parse, run, render, return the exit code.
 pub fn main_entry(args: Vec<OsString>) -> u8 {
+    let json = wants_json(&args);
     let cli = match Cli::try_parse_from(args) {
         Ok(c) => c,
         Err(e) => return render::clap_error(&e, json),
@@ -351,7 +369,6 @@ pub fn main_entry(args: Vec<OsString>) -> u8 {
             std::process::abort();
         }
         eprintln!("\ninterrupt received: finishing cleanly (press Ctrl-C again to abort)");
-    let json = wants_json(&args);
         crate::progress::request_cancel();
     });
     let mut ctx = Ctx {
@@ -367,6 +384,15 @@ pub fn main_entry(args: Vec<OsString>) -> u8 {
     render::emit(&ctx, result)
 }
 
+/// Whether `--json` is among the arguments (before a `--`), for errors clap reports before
+/// the arguments are parsed.
+fn wants_json(args: &[OsString]) -> bool {
+    args.iter()
+        .skip(1)
+        .take_while(|a| *a != "--")
+        .any(|a| a == "--json")
+}
+
 fn init_tracing(verbose: u8, quiet: u8) {
     let level = match (quiet, verbose) {
         (q, _) if q > 0 => "error",
@@ -379,20 +405,13 @@ fn init_tracing(verbose: u8, quiet: u8) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Colour only on a terminal: journald, logs and pipes get plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .without_time()
         .try_init();
 }
 
 /// Resolve a path argument relative to the current directory for messages.
-/// Whether `--json` is among the arguments (before a `--`), for errors clap reports before
-/// the arguments are parsed.
-fn wants_json(args: &[OsString]) -> bool {
-    args.iter()
-        .skip(1)
-        .take_while(|a| *a != "--")
-        .any(|a| a == "--json")
-}
-
 pub fn display(p: &Path) -> String {
     p.display().to_string()
 }
@@ -404,5 +423,3 @@ pub fn usage(message: impl Into<String>, hint: impl Into<String>) -> Error {
         hint: Some(hint.into()),
     }
 }
-        // Colour only on a terminal: journald, logs and pipes get plain text.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
