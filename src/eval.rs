@@ -347,7 +347,7 @@ pub fn plan_dp_baseline(
 /// # Privacy
 /// Each model reads the private training split through [`train_dp`] and spends
 /// `plan.event`; the caller must have reserved `models` × `plan.event` in the dataset's ledger
-/// before calling (DESIGN §5: budget is reserved before private data is read). The result is
+/// before calling (budget is reserved before private data is read). The result is
 /// then a differentially private figure, unlike the other baselines.
 ///
 /// # Errors
