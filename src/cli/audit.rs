@@ -3,7 +3,7 @@
 //! These commands only read the workspace. When the user may write to the audit log they are
 //! audited like every other command (record + checkpoint after the work). A compliance officer
 //! with read-only access can still run them; they then say on stderr that the run is not
-//! recorded, rather than fail (DESIGN §1: the officer has read access to the workspace).
+//! recorded, rather than fail (the officer has read access to the workspace).
 
 use std::io::Write as _;
 use std::path::PathBuf;
