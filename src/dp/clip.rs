@@ -1,5 +1,5 @@
 //! Per-sample L2 clipping: every per-sample contribution is scaled to norm at most `C` before
-//! any sum (DESIGN §5).
+//! any sum (SECURITY.md, "Differential privacy").
 
 /// The factor `min(1, C / norm)` that clips a vector of L2 norm `norm` to at most `c`.
 /// A zero or non-finite norm gives 0 for non-finite (the sample is dropped) and 1 for zero.

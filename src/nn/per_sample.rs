@@ -87,7 +87,7 @@ fn check_batch(net: &Net, x: &[f32], labels: Option<&[u32]>, classes: usize) -> 
 /// parameters together, summed (one sum, or one per class).
 ///
 /// # Privacy
-/// This is the clipping half of DP-SGD (DESIGN §5): after it, adding or removing one sample
+/// This is the clipping half of DP-SGD (SECURITY.md, "Differential privacy"): after it, adding or removing one sample
 /// changes the vector of all group sums by at most `clip` in L2 norm (a sample touches one
 /// group), so adding N(0, σ²C²) per coordinate of every sum is one Gaussian mechanism. A sample
 /// whose gradient is not finite contributes nothing. The caller samples (Poisson) and adds
@@ -292,7 +292,7 @@ impl Net {
     /// worth of work (two input-gradient passes), no second-order autograd.
     ///
     /// Converges only for smooth networks: use [`super::Activation::Gelu`] (with ReLU the
-    /// result is not the derivative; see `../shared/reference/perf-notes.md`).
+    /// result is not the derivative; see `docs/nn.md`).
     ///
     /// # Errors
     /// `nn-shape` (v's length), `nn-label`, `nn-not-positive` (eps).
