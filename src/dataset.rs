@@ -7,7 +7,7 @@
 //!
 //! # Privacy
 //! Pixels and labels are private. The metadata (shape, class names, record counts) is treated
-//! as public by policy (DESIGN §5); nothing else derived from the pixels is stored here except
+//! as public by policy (SECURITY.md, "Differential privacy"); nothing else derived from the pixels is stored here except
 //! a keyed fingerprint (HMAC with the workspace secret, [`fingerprint`]), which keys the
 //! privacy ledger: the budget follows the images, not the name.
 
@@ -20,10 +20,12 @@ use crate::digest::{hex, sha256_hex};
 use crate::error::{Class, Coded, IoError};
 use crate::workspace::{atomic_write, publish_dir, validate_name, Workspace};
 
+mod delete;
 pub mod fingerprint;
 mod sheet;
 mod synthetic;
 
+pub use delete::{delete, Deleted};
 pub use sheet::{contact_sheet_png, SheetImages, MAX_COLUMNS, MAX_PER_CLASS};
 #[allow(unused_imports)]
 pub(crate) use synthetic::string_values;
@@ -72,7 +74,18 @@ pub enum Error {
         /// What is wrong.
         why: String,
     },
-    /// Name validation.
+    /// A run on the dataset is still running (`datasets delete` refuses).
+    #[error("dataset {name:?} is in use by run {run}, which is still running")]
+    InUse {
+        /// The dataset.
+        name: String,
+        /// The running run.
+        run: String,
+    },
+    /// The audit log could not take the record of a deletion (nothing was deleted).
+    #[error(transparent)]
+    Audit(#[from] crate::audit::Error),
+    /// Name validation (or the workspace lock).
     #[error(transparent)]
     Name(#[from] crate::workspace::Error),
     /// File-system error.
@@ -95,6 +108,7 @@ impl Error {
         "dataset-corrupt",
         "dataset-invalid",
         "dataset-format",
+        "dataset-in-use",
         "dataset-name",
         "dataset-io",
     ];
@@ -108,7 +122,10 @@ impl Coded for Error {
             Error::Corrupt { .. } => "dataset-corrupt",
             Error::Invalid { .. } => "dataset-invalid",
             Error::Format { .. } => "dataset-format",
-            Error::Name(_) => "dataset-name",
+            Error::InUse { .. } => "dataset-in-use",
+            Error::Audit(e) => e.code(),
+            Error::Name(crate::workspace::Error::BadName { .. }) => "dataset-name",
+            Error::Name(e) => e.code(),
             Error::Io(_) => "dataset-io",
         }
     }
@@ -119,12 +136,20 @@ impl Coded for Error {
             Error::Corrupt { .. } => "the workspace was modified outside retort; restore it from backup or ingest the data again under a new name".into(),
             Error::Invalid { .. } => return None,
             Error::Format { .. } => "check that the file is a synthetic.parquet written by retort (label: int32, label_name: utf8, image: fixed_size_list<float32>, retort.shape metadata)".into(),
+            Error::InUse { run, .. } => format!(
+                "wait for run {run} to end (`retort runs show {run}`), then delete the dataset"
+            ),
+            Error::Audit(e) => return e.hint(),
             Error::Name(e) => return e.hint(),
             Error::Io(e) => return e.hint(),
         })
     }
     fn class(&self) -> Class {
-        Class::Input
+        match self {
+            Error::Name(e) => e.class(),
+            Error::Audit(e) => e.class(),
+            _ => Class::Input,
+        }
     }
 }
 
@@ -484,9 +509,9 @@ pub fn list(ws: &Workspace) -> Result<Vec<String>> {
 /// Open a stored dataset's metadata (reads no pixels).
 ///
 /// # Errors
-/// `dataset-not-found`, `dataset-corrupt`.
+/// `dataset-not-found`, `dataset-corrupt`, `dataset-name` (a malformed name: usage).
 pub fn open(ws: &Workspace, name: &str) -> Result<Stored> {
-    validate_name(name).map_err(|_| Error::NotFound { name: name.into() })?;
+    validate_name(name)?;
     let dir = dir_of(ws, name);
     let p = dir.join("dataset.json");
     let text = match fs::read(&p) {

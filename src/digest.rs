@@ -1,6 +1,6 @@
 //! SHA-256 and lowercase hex: the one helper every module uses for file digests, fingerprints,
 //! audit-chain links and ids, so that "a digest" means the same bytes and the same text
-//! everywhere (DESIGN §4: lowercase hex SHA-256 in manifests, sums files and audit records).
+//! everywhere (lowercase hex SHA-256 in manifests, sums files and audit records).
 //!
 //! A leaf module: it imports nothing from the crate.
 

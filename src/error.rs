@@ -9,7 +9,7 @@
 
 use std::path::PathBuf;
 
-/// What kind of failure an error is; decides the exit code (DESIGN §3).
+/// What kind of failure an error is; decides the exit code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Class {
@@ -24,7 +24,7 @@ pub enum Class {
 }
 
 impl Class {
-    /// The process exit code for this class (DESIGN §3).
+    /// The process exit code for this class: 1 input or I/O, 2 usage, 3 refused, 4 verification.
     pub fn exit_code(self) -> u8 {
         match self {
             Class::Input => 1,

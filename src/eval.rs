@@ -370,7 +370,7 @@ pub fn plan_dp_baseline(
 /// # Privacy
 /// Each model reads the private training split through [`train_dp`] (the one mechanism) and
 /// spends `plan.event`, charged step by step to `allowance`, which the caller builds from the
-/// ledger's reservation of `models` × `plan.event` (DESIGN §5: budget is reserved before
+/// ledger's reservation of `models` × `plan.event` (budget is reserved before
 /// private data is read; a step the allowance does not cover is refused before it reads).
 /// The result is then a differentially private figure, unlike the other baselines.
 ///

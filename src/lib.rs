@@ -10,7 +10,7 @@
 //! exports or serves (mutual TLS) the signed package to partners, who verify it offline.
 //!
 //! What it guarantees, and its limits, are in `SECURITY.md`; the on-disk formats and command
-//! line are in `DESIGN.md` (the contract between modules). The binary `retort` is a thin shell
+//! line are in `README.md` and `docs/`. The binary `retort` is a thin shell
 //! over [`cli`]; tests and examples use the library directly.
 
 // `deny`, not `forbid`: `nn::gemm` (one bounds-checked call into the `gemm` crate) opts out.

@@ -135,7 +135,11 @@ impl Coded for Error {
         })
     }
     fn class(&self) -> Class {
-        Class::Input
+        match self {
+            // A malformed name is wrong in itself, whatever the workspace holds: usage.
+            Error::BadName { .. } => Class::Usage,
+            _ => Class::Input,
+        }
     }
 }
 

@@ -1,4 +1,4 @@
-//! The append-only, hash-chained audit log (DESIGN §4 "Audit log").
+//! The append-only, hash-chained audit log (formats and checks: `docs/audit.md`).
 //!
 //! Every command that touches data, budget, keys or packages appends records here: intent
 //! before a sensitive action, outcome after, refusals and errors included. One canonical JSON

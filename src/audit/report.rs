@@ -6,16 +6,17 @@
 //! export (partner, ε, package digest), refusals and errors, and the key fingerprints.
 //!
 //! Sources, all read-only:
-//! - the audit log (refusals, errors, export records, budget totals logged by the ledger);
-//! - `ledger/<dataset>.json` reserve records (run, ε, time: what was charged, crashed runs
-//!   included) and `runs/*/run.json` (the agreed run format) for runs the ledger does not list;
-//! - `packages/*.meta.json` (the agreed package index) and each package's `SHA256SUMS`, whose
-//!   SHA-256 is shown as the package digest (it covers every file of the package and is signed);
-//! - the active policy's caps (`budget.dataset_epsilon_cap`, `[datasets.NAME] epsilon_cap`).
-//!
-//! Budget "spent" is the ledger's total when the log carries it (`details.budget_spent` or
-//! `details.epsilon_spent` with `details.dataset`), else the plain sum of the runs' ε, which is
-//! an upper bound on the composed ε (basic composition); the chart says which.
+//! - the audit log (refusals, errors, export records);
+//! - every ledger, checked against the audit log ([`crate::ledger::check_all`]), and its typed
+//!   [`crate::ledger::Summary`]: the budget figure is the accountant's total over all runs
+//!   (what the policy's cap is checked against, and what `retort budget` prints), with the
+//!   plain sum of the runs' ε beside it; a ledger that does not match the log is shown as such;
+//! - `runs/*/run.json` through [`crate::run::dir::list`] (the one run record schema): a record
+//!   that cannot be read, or a run no ledger charged, is listed, never skipped;
+//! - the package index (`packages/*.meta.json`, [`crate::package::manifest::PackageMeta`]) and
+//!   each package's `SHA256SUMS`, whose SHA-256 is shown as the package digest (it covers every
+//!   file of the package and is signed); an unreadable index entry is listed;
+//! - the active policy's caps.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -49,21 +50,51 @@ pub struct Built {
 pub struct BudgetPoint {
     /// When.
     pub ts: OffsetDateTime,
-    /// Spent ε after this point.
+    /// The accountant's total ε of all runs up to this one.
     pub spent: f64,
-    /// What caused it (run id or record action).
+    /// The plain sum of the runs' ε up to this one (shown beside it; never smaller).
+    pub plain: f64,
+    /// What caused it (the run id, its purpose and state).
     pub label: String,
 }
 
-/// A dataset's budget over time.
+/// A dataset's budget over time (one ledger: one set of images).
 #[derive(Debug, Clone, Default)]
 pub struct BudgetSeries {
     /// Points in time order.
     pub points: Vec<BudgetPoint>,
     /// The policy's cap, if known.
     pub cap: Option<f64>,
-    /// `ledger total` or `sum of runs' ε (upper bound)`.
-    pub basis: &'static str,
+    /// The accountant's total ε of all runs (the headline figure, as `retort budget`).
+    pub total: f64,
+    /// The plain sum of the runs' ε.
+    pub plain_sum: f64,
+    /// Which accountant gave `total`.
+    pub accountant: String,
+    /// δ of the totals.
+    pub delta: f64,
+    /// Runs still reserved (running).
+    pub reserved_runs: usize,
+}
+
+/// Something the report could not read or that no ledger backs: listed, never skipped.
+#[derive(Debug, Clone)]
+pub struct Unreadable {
+    /// What (a run id, a ledger, a package index entry).
+    pub what: String,
+    /// Why.
+    pub why: String,
+}
+
+/// The budget part of the report.
+#[derive(Debug, Clone, Default)]
+pub struct Budget {
+    /// Per dataset (ledger), by its names.
+    pub series: BTreeMap<String, BudgetSeries>,
+    /// Ledgers that do not match the log, unreadable run records, runs no ledger charged.
+    pub unreadable: Vec<Unreadable>,
+    /// Why no ledger could be checked at all, if so.
+    pub notice: Option<String>,
 }
 
 /// One export.
@@ -130,8 +161,6 @@ pub fn build(ws: &Workspace, since: Option<OffsetDateTime>) -> Result<Built> {
     let v = verify::verify(ws, &verify::Options::default())?;
     let mut problems = Vec::new();
     let mut exports: BTreeMap<String, Export> = BTreeMap::new();
-    let mut ledger_points: BTreeMap<String, Vec<BudgetPoint>> = BTreeMap::new();
-    let mut logged_runs: BTreeMap<String, (String, OffsetDateTime, f64)> = BTreeMap::new();
     let mut actors: BTreeMap<String, Activity> = BTreeMap::new();
     for_each(ws.audit_dir(), &Filter::default(), |r, _| {
         let ts = parse_ts(&r.ts);
@@ -141,32 +170,6 @@ pub fn build(ws: &Workspace, since: Option<OffsetDateTime>) -> Result<Built> {
             .get("dataset")
             .and_then(|x| x.as_str())
             .map(str::to_string);
-        if let (Some(ds), Some(t)) = (&dataset, ts) {
-            let total = ["budget_spent", "epsilon_spent", "dataset_epsilon_spent"]
-                .iter()
-                .find_map(|k| d.get(*k).and_then(|x| x.as_f64()));
-            if let Some(total) = total.filter(|x| x.is_finite() && *x >= 0.0) {
-                ledger_points
-                    .entry(ds.clone())
-                    .or_default()
-                    .push(BudgetPoint {
-                        ts: t,
-                        spent: total,
-                        label: r.action.clone(),
-                    });
-            }
-            // Runs whose run.json is gone still show through their reserve/intent record.
-            let is_spend = r.action.contains("reserve")
-                || (r.action.contains("distill") && r.outcome == Outcome::Intent);
-            if let (true, Some(eps)) = (is_spend, d.get("epsilon").and_then(|x| x.as_f64())) {
-                let run = d
-                    .get("run")
-                    .and_then(|x| x.as_str())
-                    .unwrap_or(&r.object)
-                    .to_string();
-                logged_runs.entry(run).or_insert((ds.clone(), t, eps));
-            }
-        }
         if !in_window {
             return true;
         }
@@ -224,13 +227,13 @@ pub fn build(ws: &Workspace, since: Option<OffsetDateTime>) -> Result<Built> {
         }
         true
     })?;
-    add_package_index(ws, since, &mut exports);
-    let series = budget_series(ws, ledger_points, logged_runs);
-    let html = render(ws, &v, since, &series, &exports, &problems, &actors);
+    let mut budget = budget(ws);
+    add_package_index(ws, since, &mut exports, &mut budget.unreadable);
+    let html = render(ws, &v, since, &budget, &exports, &problems, &actors);
     Ok(Built {
         html,
         verdict: v.verdict,
-        datasets: series.len(),
+        datasets: budget.series.len(),
         exports: exports.len(),
         problems: problems.len(),
     })
@@ -241,6 +244,7 @@ fn add_package_index(
     ws: &Workspace,
     since: Option<OffsetDateTime>,
     exports: &mut BTreeMap<String, Export>,
+    unreadable: &mut Vec<Unreadable>,
 ) {
     let Ok(rd) = fs::read_dir(ws.packages_dir()) else {
         return;
@@ -250,30 +254,36 @@ fn add_package_index(
         let Some(id) = name.strip_suffix(".meta.json") else {
             continue;
         };
-        let Ok(text) = fs::read(e.path()) else {
-            continue;
+        let m = fs::read(e.path()).map_err(|e| e.to_string()).and_then(|t| {
+            serde_json::from_slice::<crate::package::manifest::PackageMeta>(&t)
+                .map_err(|e| e.to_string())
+        });
+        let m = match m {
+            Ok(m) => m,
+            Err(why) => {
+                unreadable.push(Unreadable {
+                    what: format!("package index entry packages/{name}"),
+                    why,
+                });
+                continue;
+            }
         };
-        let Ok(m) = serde_json::from_slice::<serde_json::Value>(&text) else {
-            continue;
-        };
-        let s = |k: &str| m.get(k).and_then(|x| x.as_str()).unwrap_or("").to_string();
-        let created = s("created");
-        if since.is_some_and(|t| parse_ts(&created).is_none_or(|c| c < t)) {
+        if since.is_some_and(|t| parse_ts(&m.created).is_none_or(|c| c < t)) {
             continue;
         }
         let ex = exports.entry(id.to_string()).or_default();
         ex.package = id.to_string();
         if ex.ts.is_empty() {
-            ex.ts = created;
+            ex.ts = m.created.clone();
         }
         if ex.partner.is_empty() {
-            ex.partner = s("partner");
+            ex.partner = m.partner.clone();
         }
         if ex.dataset.is_empty() {
-            ex.dataset = s("dataset");
+            ex.dataset = m.dataset.clone();
         }
         if ex.epsilon.is_none() {
-            ex.epsilon = m.get("epsilon").and_then(|x| x.as_f64());
+            ex.epsilon = Some(m.epsilon);
         }
         let sums = ws.packages_dir().join(id).join("SHA256SUMS");
         if let Ok(b) = fs::read(&sums) {
@@ -282,127 +292,121 @@ fn add_package_index(
     }
 }
 
-/// Per dataset: the ledger's totals if the log has them, else the cumulative sum of runs' ε
-/// (from run.json, falling back to reserve records in the log).
-fn budget_series(
-    ws: &Workspace,
-    ledger_points: BTreeMap<String, Vec<BudgetPoint>>,
-    mut logged_runs: BTreeMap<String, (String, OffsetDateTime, f64)>,
-) -> BTreeMap<String, BudgetSeries> {
-    if let Ok(rd) = fs::read_dir(ws.runs_dir()) {
-        for e in rd.flatten() {
-            let Ok(text) = fs::read(e.path().join("run.json")) else {
-                continue;
-            };
-            let Ok(m) = serde_json::from_slice::<serde_json::Value>(&text) else {
-                continue;
-            };
-            let id = m
-                .get("id")
-                .and_then(|x| x.as_str())
-                .map(str::to_string)
-                .unwrap_or_else(|| e.file_name().to_string_lossy().into_owned());
-            let ds = m.get("dataset").and_then(|x| x.as_str());
-            let t = m.get("started").and_then(|x| x.as_str()).and_then(parse_ts);
-            let eps = m
-                .get("privacy")
-                .and_then(|p| p.get("epsilon"))
-                .or_else(|| m.get("epsilon"))
-                .and_then(|x| x.as_f64());
-            if let (Some(ds), Some(t), Some(eps)) = (ds, t, eps) {
-                logged_runs.insert(id, (ds.to_string(), t, eps));
-            }
+/// The budget of every ledger, checked against the audit log, as `retort budget` computes it
+/// (the accountant's total at the smallest δ of the ledger's runs, else the policy's maximum
+/// δ), with the history of the total over time; and everything that could not be read.
+fn budget(ws: &Workspace) -> Budget {
+    let mut out = Budget::default();
+    let policy = crate::policy::load_active(ws, None).ok();
+    let findings = match crate::ledger::check_all(ws) {
+        Ok(f) => f,
+        Err(e) => {
+            out.notice = Some(format!("the privacy ledgers cannot be checked: {e}"));
+            return out;
         }
-    }
-    // The ledger files are authoritative for what was charged (crashed runs included):
-    // `ledger/<fingerprint>.json` = {"fingerprint", "names", "records": [{"op":"reserve","run",
-    // "dataset","epsilon","at",…}]} (version 1, not yet migrated: `ledger/<dataset>.json` with a
-    // top-level "dataset").
-    if let Ok(rd) = fs::read_dir(ws.ledger_dir()) {
-        for e in rd.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            let Some(stem) = name.strip_suffix(".json") else {
+    };
+    let mut charged: std::collections::BTreeSet<String> = Default::default();
+    for f in &findings {
+        let label = if f.names.is_empty() {
+            f.fingerprint.clone()
+        } else {
+            f.names.join(", ")
+        };
+        if f.is_mismatch() {
+            out.unreadable.push(Unreadable {
+                what: format!("privacy ledger of {label}"),
+                why: f.message.clone(),
+            });
+            continue;
+        }
+        let summary = crate::ledger::Ledger::find(ws, &f.fingerprint).and_then(|l| {
+            let max_delta = policy.as_ref().map(|p| p.policy.max_delta());
+            l.summary_default(max_delta)
+        });
+        let sm = match summary {
+            Ok(sm) => sm,
+            Err(e) => {
+                out.unreadable.push(Unreadable {
+                    what: format!("privacy ledger of {label}"),
+                    why: e.to_string(),
+                });
                 continue;
-            };
-            let Ok(text) = fs::read(e.path()) else {
-                continue;
-            };
-            let Ok(m) = serde_json::from_slice::<serde_json::Value>(&text) else {
-                continue;
-            };
-            let ds = m.get("dataset").and_then(|x| x.as_str()).unwrap_or(stem);
-            let Some(recs) = m.get("records").and_then(|x| x.as_array()) else {
-                continue;
-            };
-            for r in recs
+            }
+        };
+        let mut series = BudgetSeries {
+            cap: policy
+                .as_ref()
+                .map(|p| p.policy.dataset_epsilon_cap(&sm.dataset)),
+            total: sm.epsilon,
+            plain_sum: sm.plain_sum,
+            accountant: sm.accountant.to_string(),
+            delta: sm.delta,
+            reserved_runs: sm
+                .runs
                 .iter()
-                .filter(|r| r.get("op").and_then(|x| x.as_str()) == Some("reserve"))
-            {
-                let ds = r.get("dataset").and_then(|x| x.as_str()).unwrap_or(ds);
-                let run = r.get("run").and_then(|x| x.as_str());
-                let t = r.get("at").and_then(|x| x.as_str()).and_then(parse_ts);
-                let eps = r.get("epsilon").and_then(|x| x.as_f64());
-                if let (Some(run), Some(t), Some(eps)) = (run, t, eps) {
-                    logged_runs.insert(run.to_string(), (ds.to_string(), t, eps));
+                .filter(|r| r.state == crate::ledger::RunState::Reserved)
+                .count(),
+            points: Vec::new(),
+        };
+        let mut events = Vec::new();
+        let mut plain = 0.0;
+        for r in &sm.runs {
+            charged.insert(r.run.clone());
+            events.extend(r.events.iter().cloned());
+            plain += crate::dp::accountant::epsilon(&r.events, sm.delta)
+                .map_or(r.epsilon, |x| x.epsilon);
+            let spent =
+                crate::dp::accountant::epsilon(&events, sm.delta).map_or(f64::NAN, |x| x.epsilon);
+            let Some(ts) = parse_ts(&r.reserved_at) else {
+                out.unreadable.push(Unreadable {
+                    what: format!("ledger record of run {}", r.run),
+                    why: format!("its time {:?} is not RFC 3339", r.reserved_at),
+                });
+                continue;
+            };
+            let state = match r.state {
+                crate::ledger::RunState::Reserved => "reserved",
+                crate::ledger::RunState::Committed => "committed",
+                _ => "cancelled or crashed, charged",
+            };
+            series.points.push(BudgetPoint {
+                ts,
+                spent,
+                plain,
+                label: format!(
+                    "{} ({}, {state})",
+                    r.run,
+                    r.purpose.as_deref().unwrap_or("distill")
+                ),
+            });
+        }
+        out.series.insert(label, series);
+    }
+    match crate::run::dir::list(ws) {
+        Ok(runs) => {
+            for (id, r) in runs {
+                match r {
+                    Err(e) => out.unreadable.push(Unreadable {
+                        what: format!("run record runs/{id}/run.json"),
+                        why: e.to_string(),
+                    }),
+                    Ok(r) if !charged.contains(&r.id) => out.unreadable.push(Unreadable {
+                        what: format!("run {id} ({}, {})", r.dataset, r.status.as_str()),
+                        why: format!(
+                            "no privacy ledger charges it, although its record states epsilon {:.3}",
+                            r.privacy.epsilon
+                        ),
+                    }),
+                    Ok(_) => {}
                 }
             }
         }
-    }
-    let caps = policy_caps(ws);
-    let mut out: BTreeMap<String, BudgetSeries> = BTreeMap::new();
-    let mut runs: Vec<_> = logged_runs.into_iter().collect();
-    runs.sort_by_key(|(_, (_, t, _))| *t);
-    for (id, (ds, t, eps)) in runs {
-        if !eps.is_finite() || eps < 0.0 {
-            continue;
-        }
-        let s = out.entry(ds).or_default();
-        let prev = s.points.last().map_or(0.0, |p| p.spent);
-        s.points.push(BudgetPoint {
-            ts: t,
-            spent: prev + eps,
-            label: id,
-        });
-        s.basis = "sum of runs' epsilon (an upper bound on the composed total)";
-    }
-    for (ds, mut pts) in ledger_points {
-        pts.sort_by_key(|p| p.ts);
-        let s = out.entry(ds).or_default();
-        s.points = pts;
-        s.basis = "ledger total (accountant over all runs)";
-    }
-    for (ds, s) in out.iter_mut() {
-        s.cap = caps.1.get(ds).copied().or(caps.0);
+        Err(e) => out.unreadable.push(Unreadable {
+            what: "runs/".into(),
+            why: e.to_string(),
+        }),
     }
     out
-}
-
-/// Caps from the active policy: (default dataset cap, per-dataset caps).
-///
-/// Adapter: reads the policy TOML directly (`budget.dataset_epsilon_cap`,
-/// `[datasets.NAME] epsilon_cap`), so the report works without depending on the policy
-/// module's API; keep it in step with `policies/README.md`.
-fn policy_caps(ws: &Workspace) -> (Option<f64>, BTreeMap<String, f64>) {
-    let Ok(text) = fs::read_to_string(ws.policy_path()) else {
-        return (None, BTreeMap::new());
-    };
-    let Ok(v) = text.parse::<toml::Table>() else {
-        return (None, BTreeMap::new());
-    };
-    let num = |x: &toml::Value| x.as_float().or_else(|| x.as_integer().map(|i| i as f64));
-    let default = v
-        .get("budget")
-        .and_then(|b| b.get("dataset_epsilon_cap"))
-        .and_then(num);
-    let mut per = BTreeMap::new();
-    if let Some(t) = v.get("datasets").and_then(|d| d.as_table()) {
-        for (name, d) in t {
-            if let Some(c) = d.get("epsilon_cap").and_then(num) {
-                per.insert(name.clone(), c);
-            }
-        }
-    }
-    (default, per)
 }
 
 /// HTML-escape text.
@@ -434,7 +438,7 @@ fn render(
     ws: &Workspace,
     v: &VerifyReport,
     since: Option<OffsetDateTime>,
-    series: &BTreeMap<String, BudgetSeries>,
+    budget: &Budget,
     exports: &BTreeMap<String, Export>,
     problems: &[Problem],
     actors: &BTreeMap<String, Activity>,
@@ -457,7 +461,7 @@ fn render(
         )),
     );
     render_verdict(&mut h, v);
-    render_budget(&mut h, series);
+    render_budget(&mut h, budget);
     render_exports(&mut h, exports);
     render_problems(&mut h, problems);
     render_keys(&mut h, ws, v);
@@ -529,29 +533,52 @@ fn render_verdict(h: &mut String, v: &VerifyReport) {
     }
 }
 
-fn render_budget(h: &mut String, series: &BTreeMap<String, BudgetSeries>) {
+fn render_budget(h: &mut String, b: &Budget) {
     h.push_str("<h2>2. Privacy budget per dataset</h2>\n");
-    if series.is_empty() {
-        h.push_str("<p>No privacy budget has been spent: no distillation run is recorded.</p>\n");
-        return;
+    if let Some(n) = &b.notice {
+        let _ = writeln!(h, "<p class=\"bad\">{}</p>", esc(n));
     }
-    for (ds, s) in series {
-        let last = s.points.last().map_or(0.0, |p| p.spent);
+    if b.series.is_empty() && b.notice.is_none() {
+        h.push_str("<p>No privacy budget has been spent: no distillation run is recorded.</p>\n");
+    }
+    for (ds, s) in &b.series {
+        let over = s.cap.is_some_and(|c| s.total > c);
         let _ = write!(
             h,
-            "<h3>{}</h3>\n<p>spent &epsilon; = {last:.3}{cap} &middot; basis: {basis}</p>\n<div class=\"chart\">{svg}</div>\n",
+            "<h3>{}</h3>\n<p>spent &epsilon; = {total:.3}{cap} &middot; by the {acct} accountant over all runs at &delta; = {delta:e} \
+(what the cap is checked against, as <code>retort budget</code>) &middot; plain sum of the runs&#39; &epsilon;: {plain:.3}{reserved}</p>\n<div class=\"chart\">{svg}</div>\n",
             esc(ds),
+            total = s.total,
             cap = s.cap.map_or(" (no cap found in the active policy)".into(), |c| format!(
                 " of cap {c:.3}{}",
-                match (last > c, s.basis.starts_with("ledger")) {
-                    (true, true) => " <span class=\"bad\">OVER CAP</span>",
-                    (true, false) => " (the plain sum is above the cap; the cap is checked against the accountant's total, which is lower: see <code>retort budget</code>)",
-                    _ => "",
-                }
+                if over { " <span class=\"bad\">OVER CAP</span>" } else { "" }
             )),
-            basis = esc(s.basis),
+            acct = esc(&s.accountant.to_uppercase()),
+            delta = s.delta,
+            plain = s.plain_sum,
+            reserved = if s.reserved_runs > 0 {
+                format!(" &middot; {} run(s) still running (charged)", s.reserved_runs)
+            } else {
+                String::new()
+            },
             svg = chart_svg(ds, s),
         );
+    }
+    if !b.unreadable.is_empty() {
+        let _ = writeln!(
+            h,
+            "<h3 class=\"bad\">Not counted above ({})</h3>\n<p>Records that could not be read, ledgers that do not match the audit log, and runs no ledger charges. Each needs an explanation.</p>\n<table><tr><th>what</th><th>why</th></tr>",
+            b.unreadable.len()
+        );
+        for u in &b.unreadable {
+            let _ = writeln!(
+                h,
+                "<tr><td class=\"bad\">{}</td><td>{}</td></tr>",
+                esc(&u.what),
+                esc(&u.why)
+            );
+        }
+        h.push_str("</table>\n");
     }
 }
 
@@ -565,7 +592,12 @@ pub fn chart_svg(dataset: &str, s: &BudgetSeries) -> String {
     const B: f64 = 40.0;
     let pw = W - L - R;
     let ph = H - T - B;
-    let ymax_data = s.points.iter().map(|p| p.spent).fold(0.0f64, f64::max);
+    let ymax_data = s
+        .points
+        .iter()
+        .map(|p| p.spent.max(p.plain))
+        .filter(|v| v.is_finite())
+        .fold(0.0f64, f64::max);
     let ymax = (ymax_data.max(s.cap.unwrap_or(0.0)) * 1.1).max(1e-9);
     let t0 = s.points.first().map_or(0, |p| p.ts.unix_timestamp());
     let t1 = s.points.last().map_or(1, |p| p.ts.unix_timestamp());
@@ -621,6 +653,19 @@ pub fn chart_svg(dataset: &str, s: &BudgetSeries) -> String {
             ty = y(c) - 5.0
         );
     }
+    // The plain sum (dashed, grey) under the accountant's total.
+    let mut dp = format!("M{:.1},{:.1}", x(t0), y(0.0));
+    let mut prevp = 0.0;
+    for p in &s.points {
+        let px = x(p.ts.unix_timestamp());
+        let _ = write!(dp, " L{px:.1},{:.1} L{px:.1},{:.1}", y(prevp), y(p.plain));
+        prevp = p.plain;
+    }
+    let _ = write!(dp, " L{:.1},{:.1}", L + pw, y(prevp));
+    let _ = write!(
+        o,
+        "<path d=\"{dp}\" fill=\"none\" stroke=\"#8c959f\" stroke-width=\"1.5\" stroke-dasharray=\"3 3\"/>"
+    );
     // Step line: flat until each spend, then a jump.
     let mut d = format!("M{:.1},{:.1}", x(t0), y(0.0));
     let mut prev = 0.0;
@@ -637,19 +682,22 @@ pub fn chart_svg(dataset: &str, s: &BudgetSeries) -> String {
     for p in &s.points {
         let _ = write!(
             o,
-            "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"4\" fill=\"#0969da\"><title>{} {}: epsilon {:.3}</title></circle>",
+            "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"4\" fill=\"#0969da\"><title>{} {}: epsilon {:.3} (plain sum {:.3})</title></circle>",
             x(p.ts.unix_timestamp()),
             y(p.spent),
             crate::workspace::format_rfc3339(p.ts),
             esc(&p.label),
-            p.spent
+            p.spent,
+            p.plain
         );
     }
     let _ = write!(
         o,
-        "<text x=\"{lx}\" y=\"{ly}\" font-size=\"12\" fill=\"#0969da\">spent</text></svg>",
+        "<text x=\"{lx}\" y=\"{ly}\" font-size=\"12\" fill=\"#0969da\">spent (accountant)</text>\
+<text x=\"{lx}\" y=\"{ly2}\" font-size=\"12\" fill=\"#57606a\">plain sum (dashed)</text></svg>",
         lx = L + 8.0,
-        ly = T + 12.0
+        ly = T + 12.0,
+        ly2 = T + 26.0
     );
     o
 }
@@ -763,16 +811,18 @@ mod tests {
                 BudgetPoint {
                     ts: t,
                     spent: 1.0,
+                    plain: 1.0,
                     label: "run-a".into(),
                 },
                 BudgetPoint {
                     ts: t + time::Duration::hours(2),
                     spent: 2.5,
+                    plain: 3.0,
                     label: "run-<b>".into(),
                 },
             ],
             cap: Some(4.0),
-            basis: "test",
+            ..Default::default()
         };
         let svg = chart_svg("ds<1>", &s);
         assert!(svg.starts_with("<svg") && svg.ends_with("</svg>"));

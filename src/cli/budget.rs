@@ -7,6 +7,7 @@
 
 use serde_json::json;
 
+use super::render::eps;
 use super::{Ctx, Report};
 use crate::ledger::{self, Ledger, RunState, Summary};
 use crate::workspace::Workspace;
@@ -63,13 +64,12 @@ fn one(
     l: &Ledger,
     delta: Option<f64>,
 ) -> Result<(Summary, Option<f64>)> {
-    let runs = l.runs()?;
     let (cap, max_delta) = policy_limits(ws, ctx, l.dataset());
-    let delta = delta
-        .or_else(|| runs.iter().map(|r| r.delta).reduce(f64::min))
-        .or(max_delta)
-        .unwrap_or(1e-5);
-    Ok((l.summary(delta)?, cap))
+    let summary = match delta {
+        Some(d) => l.summary(d)?,
+        None => l.summary_default(max_delta)?,
+    };
+    Ok((summary, cap))
 }
 
 fn human(s: &Summary, cap: Option<f64>) -> String {
@@ -87,19 +87,19 @@ fn human(s: &Summary, cap: Option<f64>) -> String {
         );
     }
     out += &format!(
-        "  spent (finished runs)      {:.4}\n  reserved (runs in flight)  {:.4}\n  total (by {})           {:.4}   (plain sum of runs: {:.4})\n",
-        s.epsilon_committed,
-        s.epsilon_reserved,
-        s.accountant.to_uppercase(),
-        s.epsilon,
-        s.plain_sum
+        "  spent (finished runs)      {}\n  reserved (runs in flight)  {}\n  {:<26} {}   (plain sum of runs: {})\n",
+        eps(s.epsilon_committed),
+        eps(s.epsilon_reserved),
+        format!("total (by {})", s.accountant.to_uppercase()),
+        eps(s.epsilon),
+        eps(s.plain_sum)
     );
     match cap {
         Some(c) => {
             out += &format!(
-                "  cap (policy)               {:.4}\n  remaining                  {:.4}\n",
-                c,
-                (c - s.epsilon).max(0.0)
+                "  cap (policy)               {}\n  remaining                  {}\n",
+                eps(c),
+                eps((c - s.epsilon).max(0.0))
             )
         }
         None => out += "  cap, remaining             unknown (no readable policy with [budget] dataset_epsilon_cap)\n",
@@ -112,13 +112,17 @@ fn human(s: &Summary, cap: Option<f64>) -> String {
     }
     for r in &s.runs {
         let state = match r.state {
-            RunState::Reserved => "reserved (running or crashed: charged)",
+            RunState::Reserved => "reserved (running: charged)",
             RunState::Committed => "committed",
-            RunState::Cancelled => "cancelled (charged)",
+            _ => "cancelled or crashed (charged)",
         };
         out += &format!(
-            "  - {}  epsilon {:.4} at delta {:e}  {}  since {}\n",
-            r.run, r.epsilon, r.delta, state, r.reserved_at
+            "  - {}  epsilon {} at delta {:e}  {}  since {}\n",
+            r.run,
+            eps(r.epsilon),
+            r.delta,
+            state,
+            r.reserved_at
         );
     }
     out
@@ -130,8 +134,8 @@ fn to_json(s: &Summary, cap: Option<f64>) -> serde_json::Value {
         "fingerprint": s.fingerprint,
         "names": s.names,
         "delta": s.delta,
-        "spent": s.epsilon_committed,
-        "reserved": s.epsilon_reserved,
+        "spent": s.epsilon_committed + 0.0,
+        "reserved": s.epsilon_reserved + 0.0,
         "total": s.epsilon,
         "epsilon_rdp": s.epsilon_rdp,
         "epsilon_pld": s.epsilon_pld,
@@ -153,12 +157,22 @@ pub fn run(args: Args, ctx: &mut Ctx) -> Result<Report> {
     if let Some(BudgetCmd::Rebuild { dataset }) = args.cmd {
         return rebuild(&dataset, ctx);
     }
+    if let Some(d) = args.delta {
+        crate::dp::Delta::new(d).map_err(|_| {
+            super::usage(
+                format!("--delta {d} is not strictly between 0 and 1"),
+                "give the delta to compute the totals at, e.g. --delta 1e-5",
+            )
+        })?;
+    }
+    if let Some(d) = &args.dataset {
+        if !crate::ledger::file::is_fingerprint(d) {
+            crate::workspace::validate_name(d)?;
+        }
+    }
     let object = args.dataset.clone().unwrap_or_else(|| "*".into());
     // Read-only: a compliance officer, who cannot write the log, gets it unlogged (and told).
     let ws = ctx.open_read_only(crate::audit::ReadOnlyAction::Budget, &object)?;
-    if let Some(d) = args.delta {
-        crate::dp::Delta::new(d)?;
-    }
     let ledgers = match &args.dataset {
         Some(d) => vec![Ledger::find(&ws, d)?],
         None => {
@@ -185,11 +199,12 @@ pub fn run(args: Args, ctx: &mut Ctx) -> Result<Report> {
     }
     if ledgers.is_empty() {
         text += "No dataset has spent any privacy budget yet.\n";
+    } else {
+        text += "\nEpsilon bounds how much any one image can change what the outputs reveal: every outcome is at most \
+                 e^epsilon times more or less likely with or without that image (except with probability delta). \
+                 Spends add up across runs (the total above is the accountant over all runs, tighter than the plain sum). \
+                 Every ledger was checked against the signed audit log.\n";
     }
-    text += "\nEpsilon bounds how much any one image can change what the outputs reveal: every outcome is at most \
-             e^epsilon times more or less likely with or without that image (except with probability delta). \
-             Spends add up across runs (the total above is the accountant over all runs, tighter than the plain sum). \
-             Every ledger was checked against the signed audit log.\n";
     let json = match &args.dataset {
         Some(_) => items.pop().unwrap_or_default(),
         None => json!({ "datasets": items }),

@@ -1,5 +1,6 @@
-//! `retort datasets [list | show NAME]`: what is stored; `show` writes a contact sheet PNG
-//! (sample training images, one row per class, labelled) and says where.
+//! `retort datasets [list | show NAME | delete NAME]`: what is stored; `show` writes a contact
+//! sheet PNG (sample training images, one row per class, labelled) and says where; `delete`
+//! removes a dataset's pixels, keeping its budget and audit history.
 
 use std::path::PathBuf;
 
@@ -35,12 +36,20 @@ pub enum Sub {
         #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..=256))]
         per_class: u16,
     },
+    /// Delete a dataset: its pixels, labels and directory, atomically (audited). Refused while
+    /// a run on it is running. The ledger and the audit log keep its history: `retort budget
+    /// NAME` still shows its spend, and re-ingesting the same images (under any name) resumes
+    /// their spent budget. Runs and packages made from it are kept.
+    Delete {
+        /// The dataset.
+        name: String,
+    },
 }
 
 /// Run `retort datasets`.
 ///
 /// # Errors
-/// `dataset-not-found`, workspace and I/O errors.
+/// `dataset-not-found`, `dataset-in-use`, `name-invalid` (exit 2), workspace and I/O errors.
 pub fn run(args: Args, ctx: &mut Ctx) -> Result<Report> {
     match args.cmd.unwrap_or(Sub::List) {
         Sub::List => list(ctx),
@@ -49,7 +58,28 @@ pub fn run(args: Args, ctx: &mut Ctx) -> Result<Report> {
             out,
             per_class,
         } => show(ctx, &name, out, per_class as usize),
+        Sub::Delete { name } => delete(ctx, &name),
     }
+}
+
+fn delete(ctx: &mut Ctx, name: &str) -> Result<Report> {
+    crate::workspace::validate_name(name)?;
+    let ws = ctx.open_audited("dataset.delete", name)?;
+    let d = dataset::delete(&ws, ctx.session_required()?, name)?;
+    let human = format!(
+        "deleted dataset {:?}: {} training and {} held-out images removed
+  kept: its privacy budget history (`retort budget {}`; re-ingesting the same images resumes it), the audit log, {} run(s) and their packages
+",
+        d.name,
+        d.train_count,
+        d.test_count,
+        d.name,
+        d.runs_kept.len()
+    );
+    Ok(Report::new(
+        human,
+        serde_json::to_value(&d).expect("invariant: deletion report serializes"),
+    ))
 }
 
 fn list(ctx: &mut Ctx) -> Result<Report> {
@@ -87,6 +117,7 @@ fn list(ctx: &mut Ctx) -> Result<Report> {
 }
 
 fn show(ctx: &mut Ctx, name: &str, out: Option<PathBuf>, per_class: usize) -> Result<Report> {
+    crate::workspace::validate_name(name)?;
     let ws = ctx.open_audited("dataset.show", name)?;
     let stored = dataset::open(&ws, name)?;
     let m = stored.meta.clone();

@@ -193,7 +193,7 @@ fn pipeline(
             "[4/9 {}] plan        method {}, noise multiplier {}, policy: {}",
             secs(),
             plan["method"].as_str().unwrap_or("?"),
-            plan["noise_multiplier"],
+            num(&plan["noise_multiplier"], 3),
             plan["decision"]["decision"]
                 .as_str()
                 .or(plan["decision"].as_str())
@@ -221,7 +221,7 @@ fn pipeline(
         format!(
             "[5/9 {}] distill     run {run}: epsilon {} (delta {}) in {:.1} s  ({})",
             secs(),
-            distill["epsilon"],
+            num(&distill["epsilon"], 4),
             distill["delta"],
             distill["seconds"].as_f64().unwrap_or(0.0),
             root.join("runs").join(&run).display()
@@ -306,6 +306,13 @@ fn pipeline(
         "seconds": t0.elapsed().as_secs_f64(),
     });
     Ok((lines, json))
+}
+
+/// A JSON number for people (rounded; `?` when absent).
+fn num(v: &serde_json::Value, digits: usize) -> String {
+    v.as_f64()
+        .map(|x| super::render::num(x, digits))
+        .unwrap_or_else(|| "?".into())
 }
 
 fn fmt_acc(v: &serde_json::Value) -> String {

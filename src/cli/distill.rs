@@ -25,6 +25,9 @@ pub fn run(args: Args, ctx: &mut Ctx) -> Result<Report> {
     let ws = ctx.open_audited("distill", &args.run.dataset)?;
     let _lock = ws.lock(DEFAULT_LOCK_WAIT)?;
     let planned = check(&ws, &args.run, ctx)?;
+    for w in &planned.plan().warnings {
+        ctx.say(format!("warning: {w}"));
+    }
     let reserved = planned.reserve(ctx.session_required()?)?;
     let (id, plan) = (reserved.id().to_string(), reserved.plan().clone());
     ctx.say(format!(

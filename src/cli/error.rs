@@ -110,9 +110,9 @@ impl Error {
     /// What the user can do.
     pub fn hint(&self) -> Option<String> {
         match self {
-            Error::Cancelled => {
-                Some("the run stays charged to the budget; see `retort budget`".into())
-            }
+            // What stays charged depends on the command: commands that charge budget report
+            // their own cancellation (`run-cancelled`, `run-eval-cancelled`) with that hint.
+            Error::Cancelled => crate::progress::Cancelled.hint(),
             Error::Usage { hint, .. } => hint.clone(),
             _ => self.inner().and_then(|e| e.hint()),
         }
@@ -136,7 +136,7 @@ impl Error {
         }
     }
 
-    /// The process exit code (DESIGN §3).
+    /// The process exit code (0 ok, 1 input or I/O, 2 usage, 3 refused, 4 verification).
     pub fn exit_code(&self) -> u8 {
         self.class().exit_code()
     }

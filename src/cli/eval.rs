@@ -4,8 +4,7 @@
 
 use super::progress::Bar;
 use super::{Ctx, Report};
-use crate::eval::Recipe;
-use crate::run::evaluation::{self, EvalOptions, Evaluation};
+use crate::run::evaluation::{self, Effort, EffortChoice, EvalOptions, Evaluation};
 use crate::run::Completed;
 use crate::workspace::validate_name;
 use crate::Result;
@@ -18,16 +17,21 @@ pub struct Args {
     /// Network to train: the distillation ConvNet-3 or an MLP with one hidden layer.
     #[arg(long, default_value = "convnet", value_parser = ["convnet", "mlp"])]
     pub model: String,
-    /// ConvNet channels per layer, or MLP hidden units.
-    #[arg(long, default_value_t = 128)]
-    pub width: usize,
-    /// Fresh models per training set (mean ± std over them).
-    #[arg(long, default_value_t = 3)]
-    pub models: usize,
-    /// Epochs on the synthetic set (and on the random-real baseline). The literature uses
-    /// 1000 for MNIST-like sets; 300 keeps a 2-core host within minutes.
-    #[arg(long, default_value_t = 300)]
-    pub epochs: usize,
+    /// The standard recipe of the literature (3 models of width 128, 300 epochs, a 200-step
+    /// all-real ceiling: minutes to tens of minutes on 2 cores) instead of settings sized to
+    /// the set (2 models of width 32, epochs so that each model sees about 6000 images).
+    #[arg(long)]
+    pub full: bool,
+    /// ConvNet channels per layer, or MLP hidden units [default: 32; 128 with --full].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    pub width: Option<u64>,
+    /// Fresh models per training set (mean ± std over them) [default: 2; 3 with --full].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=100))]
+    pub models: Option<u64>,
+    /// Epochs on the synthetic set (and on the random-real baseline) [default: sized to the
+    /// set, 20 to 300; 300 with --full]. The literature uses 1000 for MNIST-like sets.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub epochs: Option<u64>,
     /// First model's initialisation seed (public; model m uses seed + m).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -35,9 +39,10 @@ pub struct Args {
     #[arg(long)]
     pub no_baselines: bool,
     /// SGD steps (batch 256) of the all-real-data ceiling, one model: a cap so it stays
-    /// affordable on 2 cores.
-    #[arg(long, default_value_t = 200)]
-    pub ceiling_steps: usize,
+    /// affordable on 2 cores [default: about ten passes over the training split, 20 to 200;
+    /// 200 with --full].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
+    pub ceiling_steps: Option<u64>,
     /// Also train a DP-SGD classifier directly on the real training split at the run's
     /// (epsilon, delta). It reads private data, so it SPENDS BUDGET: its privacy event is
     /// reserved in the dataset's ledger (checked against the policy's cap) before anything is
@@ -45,7 +50,7 @@ pub struct Args {
     #[arg(long)]
     pub dp_baseline: bool,
     /// DP-SGD steps of that baseline (expected batch 256, clip 1).
-    #[arg(long, default_value_t = 200)]
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub dp_steps: u64,
 }
 
@@ -53,44 +58,44 @@ pub struct Args {
 ///
 /// # Errors
 /// `run-*` (missing, unfinished or uncharged run), dataset, ledger and engine errors,
-/// `cancelled`.
+/// `run-eval-cancelled`.
 pub fn run(args: Args, ctx: &mut Ctx) -> Result<Report> {
-    if validate_name(&args.run).is_err() {
-        return Err(super::usage(
-            format!("{:?} is not a valid run id", args.run),
-            "give a run id as `retort runs list` shows it, e.g. run-20261201-1a2b3c4d",
-        ));
-    }
-    if !(1..=4096).contains(&args.width) || !(1..=100).contains(&args.models) {
-        return Err(super::usage(
-            "--width must be 1..4096 and --models 1..100",
-            "e.g. --width 128 --models 3",
-        ));
-    }
-    if !(1..=100_000).contains(&args.epochs)
-        || args.ceiling_steps > 1_000_000
-        || !(1..=1_000_000).contains(&args.dp_steps)
-    {
-        return Err(super::usage(
-            "--epochs must be 1..100000, --ceiling-steps at most 1000000, --dp-steps 1..1000000",
-            "e.g. --epochs 300 --ceiling-steps 200 --dp-steps 200",
-        ));
-    }
+    validate_name(&args.run)?;
     let ws = ctx.open_audited("eval", &args.run)?;
     let run = Completed::open(&ws, &args.run)?;
-    let opts = EvalOptions {
-        recipe: Recipe::standard(evaluation::model_of(&args.model, args.width), args.epochs),
-        models: args.models,
-        seed: args.seed,
-        baselines: !args.no_baselines,
-        ceiling_steps: args.ceiling_steps,
-        dp_baseline_steps: args.dp_baseline.then_some(args.dp_steps),
+    let as_usize = |x: Option<u64>| x.map(|v| usize::try_from(v).unwrap_or(usize::MAX));
+    let choice = EffortChoice {
+        effort: Some(if args.full {
+            Effort::Full
+        } else {
+            Effort::Scaled
+        }),
+        model: Some(args.model.clone()),
+        width: as_usize(args.width),
+        models: as_usize(args.models),
+        epochs: as_usize(args.epochs),
+        ceiling_steps: as_usize(args.ceiling_steps),
     };
+    let opts = EvalOptions::for_run(
+        &ws,
+        &run,
+        &choice,
+        args.seed,
+        !args.no_baselines,
+        args.dp_baseline.then_some(args.dp_steps),
+    )?;
+    ctx.detail("effort", opts.effort.clone());
     ctx.say(format!(
-        "evaluating run {} ({} synthetic images) on the held-out split of {}",
+        "evaluating run {} ({} synthetic images) on the held-out split of {}\neffort: {}{}",
         args.run,
         run.record().ipc * run.record().classes.len(),
-        run.record().dataset
+        run.record().dataset,
+        opts.effort,
+        if args.full {
+            ""
+        } else {
+            " (--full for the standard recipe)"
+        }
     ));
     let bar = Bar::new(ctx.show_progress());
     let sink = |e: crate::progress::Event<'_>| bar.event(e);
@@ -117,6 +122,7 @@ pub fn run(args: Args, ctx: &mut Ctx) -> Result<Report> {
         "test_images": ev.record.test_images,
         "baselines": ev.record.baselines,
         "compression": ev.record.compression,
+        "effort": opts.effort,
         "synthetic": ev.record.synthetic,
         "internal": ev.record,
         "released": ev.utility,
@@ -133,8 +139,11 @@ fn pct(a: f64) -> String {
 fn human(ev: &Evaluation, run: &Completed) -> String {
     let r = &ev.record;
     let mut s = format!(
-        "run {} on {} ({} held-out test images)\n\nINTERNAL figures (exact; they stay in the workspace):\n",
-        r.run, r.dataset, r.test_images
+        "run {} on {} ({} held-out test images)\neffort: {}\n\nINTERNAL figures (exact; they stay in the workspace):\n",
+        r.run,
+        r.dataset,
+        r.test_images,
+        r.effort.as_deref().unwrap_or("as recorded")
     );
     s += &format!(
         "  {:<34} {:>8} {:>7} {:>8} {:>9}\n",
@@ -160,6 +169,9 @@ fn human(ev: &Evaluation, run: &Completed) -> String {
     if let Some(b) = r.baselines.get("dp_sgd") {
         s += &row("DP-SGD on real, same (ε, δ)", &b.score, "DP");
     }
+    if !r.baselines.is_empty() {
+        s += "  (\"ref\" rows are trained on real pixels without privacy: what the same number of real images, or all of them, would give; they are never released)\n";
+    }
     s += "  per class (synthetic):\n";
     for (k, v) in r.synthetic.per_class.iter().enumerate() {
         let name = run
@@ -177,13 +189,16 @@ fn human(ev: &Evaluation, run: &Completed) -> String {
     match &ev.utility {
         Some(u) => {
             s += &format!(
-                "\nRELEASED figures (what packages carry; {} release, epsilon {:.4} of the run's budget, noise std {:.1} on each count):\n  accuracy {} ± {:.1}% (noise)\n",
+                "\nRELEASED figures (what packages carry; {} release, epsilon {} of the run's budget, noise std {:.1} on each count):\n  accuracy {} ± {:.1}% (noise)\n",
                 if ev.released_now { "made now" } else { "made earlier, reused" },
-                u.share.epsilon,
+                super::render::eps(u.share.epsilon),
                 u.mechanism.noise_std,
                 pct(u.accuracy),
                 100.0 * u.accuracy_noise_std
             );
+            if u.accuracy_noise_std > 0.25 {
+                s += "  (the noise is larger than the figure it blurs: the held-out split is too small for this share of the budget; the figure tells a partner almost nothing)\n";
+            }
         }
         None => {
             s += &format!(

@@ -55,6 +55,7 @@ fn parse_size(s: &str) -> std::result::Result<(usize, usize), String> {
     match nums.as_deref() {
         Some([n]) if *n > 0 => Ok((*n, *n)),
         Some([h, w]) if *h > 0 && *w > 0 => Ok((*h, *w)),
+        Some([_] | [_, _]) => Err("height and width must be at least 1 pixel, e.g. 64x64".into()),
         _ => Err(format!("{s:?} is not a size; write HxW, e.g. 64x64")),
     }
 }
@@ -95,6 +96,8 @@ pub fn run(args: Args, ctx: &mut Ctx) -> Result<Report> {
         labels: args.labels.clone(),
         class_names: args.class_names.clone(),
     };
+    // Values wrong in themselves are refused before anything is read.
+    opts.check()?;
     ctx.say(format!("reading {}", args.src.display()));
     let bar = ctx.show_progress().then(|| {
         let b = indicatif::ProgressBar::new(0);
@@ -231,5 +234,6 @@ mod tests {
         for bad in ["", "0x4", "ax4", "1x2x3", "-1x4"] {
             assert!(parse_size(bad).is_err(), "{bad}");
         }
+        assert!(parse_size("0x4").unwrap_err().contains("at least 1 pixel"));
     }
 }

@@ -33,6 +33,7 @@ pub mod policy;
 pub mod privacy;
 pub mod progress;
 pub mod render;
+pub mod runs;
 pub mod serve;
 pub mod verify;
 
@@ -49,7 +50,7 @@ pub struct Cli {
     /// Print one JSON object as the last line of stdout (for scripts).
     #[arg(long, global = true)]
     pub json: bool,
-    /// Policy file to use instead of the workspace's active policy (DESIGN §4 "Policy").
+    /// Policy file to use instead of the workspace's active policy (see policies/README.md).
     #[arg(long, global = true, env = "RETORT_POLICY", value_name = "FILE")]
     pub policy: Option<PathBuf>,
     /// Print less (repeat for even less).
@@ -74,8 +75,10 @@ pub enum Command {
     Demo(demo::Args),
     /// Read, validate, de-identify and store a dataset.
     Ingest(ingest::Args),
-    /// List stored datasets or show one (with a contact sheet).
+    /// List stored datasets, show one (with a contact sheet), or delete one.
     Datasets(datasets::Args),
+    /// List runs (with status: running, completed, cancelled, failed, crashed) or show one.
+    Runs(runs::Args),
     /// The privacy accountant as a calculator.
     Privacy(privacy::Args),
     /// Dry run of a distillation: noise, steps, epsilon, policy decision; spends nothing.
@@ -112,6 +115,7 @@ impl Command {
             Command::Demo(_) => "demo",
             Command::Ingest(_) => "ingest",
             Command::Datasets(_) => "datasets",
+            Command::Runs(_) => "runs",
             Command::Privacy(_) => "privacy",
             Command::Plan(_) => "plan",
             Command::Distill(_) => "distill",
@@ -207,9 +211,23 @@ impl Ctx {
         self.session = Some(Session::begin(&ws, &self.actor, action, object)?);
         self.check_access(&ws)?;
         // Workspaces from before the ledger was bound to the log: migrated once, audited, by
-        // the owner (nobody else may write the ledger or the datasets).
+        // the owner (nobody else may write the ledger or the datasets). Runs whose process died
+        // are marked `crashed` (audited; they stay charged), also by the owner.
         if perms::is_owner(ws.root()) {
             crate::ledger::migrate(&ws, &self.actor)?;
+            match crate::run::mark_crashed(&ws, &self.actor) {
+                Ok(found) => {
+                    for c in found {
+                        self.say(format!(
+                            "note: run {} (dataset {}) was still marked running but its process is gone; it is now marked crashed and stays charged (`retort runs show {}`)",
+                            c.run, c.dataset, c.run
+                        ));
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!("runs whose process died could not be marked crashed: {e}")
+                }
+            }
         }
         Ok(ws)
     }
@@ -432,6 +450,7 @@ fn dispatch(cmd: Command, ctx: &mut Ctx) -> Result<Report> {
         Command::Demo(a) => demo::run(a, ctx),
         Command::Ingest(a) => ingest::run(a, ctx),
         Command::Datasets(a) => datasets::run(a, ctx),
+        Command::Runs(a) => runs::run(a, ctx),
         Command::Privacy(a) => privacy::run(a, ctx),
         Command::Plan(a) => plan::run(a, ctx),
         Command::Distill(a) => distill::run(a, ctx),
@@ -459,13 +478,10 @@ pub fn run_command(cmd: Command, ctx: &mut Ctx) -> Result<Report> {
 
 /// The binary's entry point: parse, run, render, return the exit code.
 pub fn main_entry(args: Vec<OsString>) -> u8 {
+    let json = wants_json(&args);
     let cli = match Cli::try_parse_from(args) {
         Ok(c) => c,
-        Err(e) => {
-            let code = if e.use_stderr() { 2 } else { 0 };
-            let _ = e.print();
-            return code;
-        }
+        Err(e) => return render::clap_error(&e, json),
     };
     init_tracing(cli.verbose, cli.quiet);
     let _ = ctrlc::set_handler(|| {
@@ -491,6 +507,15 @@ pub fn main_entry(args: Vec<OsString>) -> u8 {
     };
     let result = run_command(cli.command, &mut ctx);
     render::emit(&ctx, result)
+}
+
+/// Whether `--json` is among the arguments (before a `--`), for errors clap reports before
+/// the arguments are parsed.
+fn wants_json(args: &[OsString]) -> bool {
+    args.iter()
+        .skip(1)
+        .take_while(|a| *a != "--")
+        .any(|a| a == "--json")
 }
 
 fn init_tracing(verbose: u8, quiet: u8) {

@@ -1,6 +1,7 @@
-//! `retort policy check FILE | show | add-partner NAME | activate FILE`: validate a policy before
-//! deploying it, print the active one in plain words, register a partner or replace the active
-//! policy (both audited policy changes, with the old and new SHA-256).
+//! `retort policy check FILE | show | add-partner NAME | remove-partner NAME | activate FILE`:
+//! validate a policy before deploying it, print the active one in plain words, register or
+//! remove a partner, or replace the active policy (audited policy changes, with the old and new
+//! SHA-256).
 
 use std::path::PathBuf;
 
@@ -49,6 +50,13 @@ pub enum PolicyCmd {
         #[arg(long)]
         description: Option<String>,
     },
+    /// Remove a partner from the workspace's active policy (audited, with old and new SHA-256).
+    /// `retort serve` stops answering its client certificate at once; packages already built
+    /// for it stay in the workspace.
+    RemovePartner {
+        /// Partner name (as `retort policy show` lists it).
+        name: String,
+    },
     /// Replace the workspace's active policy with FILE after validating it (audited, with old
     /// and new SHA-256).
     Activate {
@@ -84,6 +92,7 @@ pub fn run(args: Args, ctx: &mut Ctx) -> Result<Report> {
             },
             ctx,
         ),
+        PolicyCmd::RemovePartner { name } => remove_partner(&name, ctx),
         PolicyCmd::Activate { file } => activate(&file, ctx),
     }
 }
@@ -339,6 +348,41 @@ fn add_partner(a: NewPartnerArgs, ctx: &mut Ctx) -> Result<Report> {
             "signing_key_sha256": partner.signing_key.map(|k| k.fingerprint()),
             "old_sha256": old_sha,
             "new_sha256": new_sha,
+        }),
+    ))
+}
+
+fn remove_partner(name: &str, ctx: &mut Ctx) -> Result<Report> {
+    if ctx.policy.is_some() {
+        return Err(super::usage(
+            "`policy remove-partner` edits the workspace's active policy and cannot be combined with --policy",
+            "drop --policy (and unset RETORT_POLICY); to edit another file, change it by hand and run `retort policy check FILE`",
+        ));
+    }
+    crate::workspace::validate_name(name)?;
+    let ws = ctx.open_audited("policy.remove-partner", name)?;
+    let _lock = ws.lock(DEFAULT_LOCK_WAIT)?;
+    ctx.detail("policy_path", ws.policy_path().display().to_string());
+    let change = policy::remove_partner_from_workspace(&ws, &ctx.actor, name)?;
+    ctx.detail("old_sha256", change.old_sha256.clone());
+    ctx.detail("new_sha256", change.new_sha256.clone());
+    let human = format!(
+        "removed partner {:?} from policy {:?} ({})\n  no new package can be built for it, and `retort serve` no longer answers its client certificate\n  packages already built for it stay in {}\n  policy sha256: {} -> {}\n",
+        name,
+        change.name,
+        change.path.display(),
+        ws.packages_dir().display(),
+        change.old_sha256,
+        change.new_sha256
+    );
+    Ok(Report::new(
+        human,
+        serde_json::json!({
+            "partner": name,
+            "policy": change.name,
+            "path": change.path.display().to_string(),
+            "old_sha256": change.old_sha256,
+            "new_sha256": change.new_sha256,
         }),
     ))
 }

@@ -1,5 +1,5 @@
 //! `retort verify PKG --key PUBKEY`: the partner's check of a package, offline, without a
-//! workspace. PKG is a package directory or its tar; PUBKEY an SPKI PEM file, a signify/minisign
+//! workspace. PKG is a package directory, its tar, or that tar gzipped; PUBKEY an SPKI PEM file, a signify/minisign
 //! public key file, or the key's SHA-256 fingerprint (compared with the key in the package).
 //! Exit 0 only if every step passes; exit 4 naming the first failed step otherwise.
 
@@ -12,7 +12,7 @@ use crate::Result;
 /// Arguments of `retort verify`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The package: a directory or a tar file.
+    /// The package: a directory, a tar file, or a gzipped tar (.tar.gz).
     pub package: PathBuf,
     /// The hospital's public key: SPKI PEM file, signify public key file, or SHA-256 fingerprint.
     #[arg(long, value_name = "PUBKEY")]
@@ -23,7 +23,7 @@ pub struct Args {
 ///
 /// # Errors
 /// `verify-*` codes (exit 4) for a package that fails a step; input errors (exit 1) when the
-/// package path or the key cannot be read.
+/// package path or the key cannot be read, or the file is xz/zstd/bzip2-compressed.
 pub fn run(args: Args, ctx: &mut Ctx) -> Result<Report> {
     let key = TrustedKey::from_arg(&args.key)?;
     let v = verify_package(&args.package, &key, &Limits::default())?;
@@ -42,7 +42,7 @@ pub fn run(args: Args, ctx: &mut Ctx) -> Result<Report> {
     let summary = format!(
         "{human}OK: signed by ed25519 SHA256 {}; epsilon {} delta {:e}\n",
         v.key_sha256.as_deref().unwrap_or("?"),
-        v.epsilon.unwrap_or(f64::NAN),
+        v.epsilon.map_or("?".into(), |e| super::render::num(e, 4)),
         v.delta.unwrap_or(f64::NAN)
     );
     Ok(Report::new(summary, json))

@@ -1,4 +1,4 @@
-//! Float image sets and the partner-facing synthetic Parquet format (DESIGN §4).
+//! Float image sets and the partner-facing synthetic Parquet format (`docs/ingest.md`).
 //!
 //! `synthetic.parquet` has three columns — `label: int32`, `label_name: utf8`,
 //! `image: fixed_size_list<float32>[C*H*W]` (row-major C,H,W, values in 0..=1) — and key-value
@@ -157,7 +157,7 @@ fn metadata_map(shape: Shape, classes: &[String]) -> HashMap<String, String> {
     ])
 }
 
-/// Write `set` as `synthetic.parquet` (the partner format of DESIGN §4) at `path`, atomically.
+/// Write `set` as `synthetic.parquet` (the partner format, `docs/ingest.md`) at `path`, atomically.
 ///
 /// # Errors
 /// `dataset-invalid` if a label has no class name, the buffer does not match the shape, or the

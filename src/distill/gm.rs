@@ -1,4 +1,4 @@
-//! Gradient matching under DP-SGD (`gm`), the DC/DSA family made private (issue 5 §3).
+//! Gradient matching under DP-SGD (`gm`), the DC/DSA family (Zhao et al. 2021) made private.
 //!
 //! - Synthetic images start from noise (never from real images), `ipc` per class.
 //! - Each outer iteration draws a fresh randomly initialised ConvNet (GELU, so the

@@ -18,7 +18,7 @@
 //!
 //! # Privacy
 //! Unit: one image (add/remove-one neighbouring). Only the record count and class names are
-//! read from the dataset before the reservation; they are public metadata by policy (DESIGN §5).
+//! read from the dataset before the reservation; they are public metadata by policy (SECURITY.md, "Differential privacy").
 //! Method code sees private pixels only as the mechanism's [`crate::dp::mechanism::Batch`],
 //! and every release is charged to the [`Allowance`] before it reads a record.
 
@@ -146,7 +146,7 @@ impl Coded for Error {
             Error::Compute { .. } => "this is a bug; please report it with the command line".into(),
             Error::Rng => "check the system's entropy source (getrandom)".into(),
             Error::Cancelled => "the run stays charged to the budget; see `retort budget`".into(),
-            Error::Run { .. } => "list runs in the workspace's runs/ directory".into(),
+            Error::Run { .. } => "list runs with `retort runs list`".into(),
             Error::Privacy(e) => return e.hint(),
         })
     }

@@ -135,7 +135,7 @@ pub fn plan(meta: &Meta, req: &Request) -> Result<Plan, Error> {
     if meta.shape.h < 8 || meta.shape.w < 8 {
         return Err(ds_err("images must be at least 8x8"));
     }
-    let mut warnings = Vec::new();
+    let mut warnings = usefulness_warnings(meta, req.ipc);
     if delta >= 1.0 / n as f64 {
         warnings.push(format!(
             "delta {} is not below 1/n = {:.3e}: a mechanism could publish one record outright",
@@ -217,9 +217,39 @@ pub fn plan(meta: &Meta, req: &Request) -> Result<Plan, Error> {
             "train_count (record count)".into(),
             "class names".into(),
             "image shape".into(),
+            "test_count (held-out record count)".into(),
         ],
         warnings,
     })
+}
+
+/// Held-out images per class (on average) below which `plan` warns that an evaluation cannot
+/// measure much: with fewer, one image moves a class's accuracy by more than 10 points.
+pub const MIN_TEST_PER_CLASS: usize = 10;
+
+/// Warnings that a request cannot give a useful result, from public metadata alone (the
+/// record counts of the two splits and the number of classes; never per-class counts).
+pub fn usefulness_warnings(meta: &Meta, ipc: usize) -> Vec<String> {
+    let (n, k, t) = (meta.train_count, meta.classes.len().max(1), meta.test_count);
+    let mut w = Vec::new();
+    let avg = n as f64 / k as f64;
+    if ipc as f64 > avg {
+        w.push(format!(
+            "--ipc {ipc} is above the average class size ({n} training images / {k} classes = {avg:.1}): the synthetic set would hold more images per class than the real one, so it cannot be smaller than the data it stands for; ask for fewer images per class"
+        ));
+    }
+    if t == 0 {
+        w.push(
+            "the dataset has no held-out images: `retort eval` cannot measure the run's utility; re-ingest with --test-fraction (e.g. 0.2)".into(),
+        );
+    } else if t < MIN_TEST_PER_CLASS * k {
+        w.push(format!(
+            "the held-out split has only {t} images for {k} classes ({:.1} per class on average): an accuracy measured on it is too coarse to judge the run (one image moves it by {:.0} points overall); re-ingest with a larger --test-fraction",
+            t as f64 / k as f64,
+            100.0 / t as f64
+        ));
+    }
+    w
 }
 
 /// σ, q, steps, events, achieved ε (all shares composed) and accountant of a `dm` release.
@@ -406,9 +436,9 @@ mod tests {
             shape: Shape { c: 1, h: 28, w: 28 },
             classes: vec!["a".into(), "b".into(), "c".into()],
             train_count: n,
-            test_count: 10,
+            test_count: 30,
             per_class_train: vec![n / 3; 3],
-            per_class_test: vec![3; 3],
+            per_class_test: vec![10; 3],
             source_format: "test".into(),
             split: crate::dataset::SplitInfo::Official,
             notes: vec![],
@@ -657,6 +687,41 @@ mod tests {
         )
         .unwrap();
         assert_eq!(p.warnings.len(), 1);
+    }
+
+    /// See: issue 20 (honest output): ipc above the class size and a held-out split too small
+    /// to evaluate are flagged from public counts alone.
+    #[test]
+    fn plan_warns_when_the_request_cannot_be_useful() {
+        assert!(usefulness_warnings(&meta(300), 10).is_empty());
+        // 300 / 3 = 100 per class: ipc 101 is above it.
+        let w = usefulness_warnings(&meta(300), 101);
+        assert_eq!(w.len(), 1);
+        assert!(
+            w[0].contains("average class size") && w[0].contains("100.0"),
+            "{w:?}"
+        );
+        assert!(usefulness_warnings(&meta(300), 100).is_empty());
+        let mut m = meta(300);
+        m.test_count = 0;
+        assert!(usefulness_warnings(&m, 10)[0].contains("no held-out images"));
+        m.test_count = 2;
+        let w = usefulness_warnings(&m, 10);
+        assert!(w[0].contains("only 2 images for 3 classes"), "{w:?}");
+        m.test_count = 3 * MIN_TEST_PER_CLASS;
+        assert!(usefulness_warnings(&m, 10).is_empty());
+        // The plan carries them.
+        let mut m = meta(300);
+        m.test_count = 2;
+        let p = plan(
+            &m,
+            &Request {
+                ipc: 200,
+                ..req(None)
+            },
+        )
+        .unwrap();
+        assert_eq!(p.warnings.len(), 2, "{:?}", p.warnings);
     }
 
     /// A tiny two-class set of 40 12x12 images and a plan for it (`iterations`, ipc 2).

@@ -1,5 +1,5 @@
 //! Per-record L2 clipping: every per-record contribution is scaled to norm at most `C` before
-//! any sum (DESIGN §5). Used by [`super::mechanism`], the only place private contributions are
+//! any sum (SECURITY.md, "Differential privacy"). Used by [`super::mechanism`], the only place private contributions are
 //! summed.
 //!
 //! # Privacy

@@ -17,7 +17,7 @@
 //!
 //! # Privacy
 //! - **Neighbouring relation:** datasets differing by adding or removing one record (one
-//!   image with its label), DESIGN §5.
+//!   image with its label), SECURITY.md "Differential privacy".
 //! - **Per-record function:** the row of record `i` must depend only on record `i` (its
 //!   pixels, its label, the randomness it draws from [`Batch::rng`]) and on public values
 //!   (network weights from the public seed, a public augmentation). Batch statistics across

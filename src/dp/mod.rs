@@ -5,7 +5,7 @@
 //! Gaussian curve ([`analytic`]) that cross-checks them.
 //!
 //! # Privacy
-//! Everything here is analysed under the add/remove-one-record neighbouring relation (DESIGN §5).
+//! Everything here is analysed under the add/remove-one-record neighbouring relation (SECURITY.md, "Differential privacy").
 //! [`mechanism::GaussianSum::release`] Poisson-samples each record with probability `q`
 //! ([`sample`]) or takes every record, runs the caller's per-record function, clips every
 //! per-record row to L2 norm below `C` ([`clip`]), sums per group, and adds `N(0, σ²C²)` per
@@ -35,7 +35,7 @@ use crate::error::{Class, Coded};
 #[non_exhaustive]
 pub enum Error {
     /// A privacy parameter is NaN, infinite, negative or out of its range.
-    #[error("invalid {name} {value}: {expected}")]
+    #[error("invalid {name} {value}: it must be {expected}")]
     InvalidParameter {
         /// Which parameter (epsilon, delta, sigma, ...).
         name: &'static str,
@@ -133,7 +133,12 @@ impl Coded for Error {
     fn hint(&self) -> Option<String> {
         Some(match self {
             Error::InvalidParameter { name, expected, .. } => {
-                format!("give a {name} that is {expected}")
+                let article = if name.starts_with(['a', 'e', 'i', 'o', 'u']) {
+                    "an"
+                } else {
+                    "a"
+                };
+                format!("give {article} {name} that is {expected}")
             }
             Error::UnsupportedEvent(_) => {
                 "use a Poisson-subsampled Gaussian or plain Gaussian event with 0 < sigma <= 1e6, 0 < q <= 1 and at most 1e9 steps".into()
@@ -157,6 +162,8 @@ impl Coded for Error {
     fn class(&self) -> Class {
         match self {
             Error::AllowanceExceeded { .. } => Class::Refused,
+            // A privacy parameter wrong in itself (epsilon <= 0, q > 1, delta >= 1): usage.
+            Error::InvalidParameter { .. } => Class::Usage,
             _ => Class::Input,
         }
     }

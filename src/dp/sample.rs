@@ -1,5 +1,5 @@
 //! Poisson subsampling: each record is included independently with probability `q`, as the
-//! accountants assume (DESIGN §5). The coin flips come from an OS-keyed ChaCha20 stream.
+//! accountants assume (SECURITY.md, "Differential privacy"). The coin flips come from an OS-keyed ChaCha20 stream.
 
 use super::noise::SecureGaussian;
 

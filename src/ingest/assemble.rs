@@ -96,11 +96,9 @@ pub(super) fn assemble(col: Collected, format: Format, opts: &Options) -> Result
     };
     let official = items.iter().any(|i| i.part != Part::Any);
     if official && opts.test_fraction.is_some() {
-        return Err(Error::BadOption {
-            what: format!(
-                "--test-fraction: {} carries an official train/test split, which is kept",
-                root.display()
-            ),
+        return Err(Error::NotApplicable {
+            path: root.to_path_buf(),
+            what: "--test-fraction does not apply: the source carries an official train/test split, which is kept".into(),
         });
     }
     let mut all = Images::new(shape);

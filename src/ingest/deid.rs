@@ -58,7 +58,7 @@ pub const DECODING_TAGS: &[Tag] = &[
 ];
 
 /// Identifying attributes of the PS3.15 Annex E basic profile (Table E.1-1 rows most often
-/// present; see `../shared/reference/provenance.md` §4.1). Used only to count what was dropped
+/// present). Used only to count what was dropped
 /// and, in tests, to prove none of them is in [`DECODING_TAGS`].
 pub const IDENTIFYING_TAGS: &[Tag] = &[
     tags::PATIENT_NAME,

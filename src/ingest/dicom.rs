@@ -30,7 +30,7 @@ use super::{guarded, has_ext, list_dir, Collected, Error, Item, Options, Part, R
 use crate::progress::{Event, Sink};
 
 /// Transfer syntaxes decoded by this build (uncompressed, deflate, JPEG baseline/lossless,
-/// JPEG 2000, RLE), as tested in `../shared/reference/provenance.md` §4.3.
+/// JPEG 2000, RLE).
 pub const SUPPORTED_TRANSFER_SYNTAXES: &[(&str, &str)] = &[
     ("1.2.840.10008.1.2", "Implicit VR Little Endian"),
     ("1.2.840.10008.1.2.1", "Explicit VR Little Endian"),

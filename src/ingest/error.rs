@@ -99,10 +99,37 @@ pub enum Error {
         /// The source.
         path: PathBuf,
     },
+    /// The source folder holds no files (nor do its subfolders).
+    #[error("{path}: the folder is empty (no files in it or in its subfolders)")]
+    EmptySource {
+        /// The folder.
+        path: PathBuf,
+    },
+    /// A label value outside the classes (e.g. 255 among labels 0..9).
+    #[error("{path}: label {label} of record {record} is out of range: there are {classes} classes (labels 0 to {})", classes.saturating_sub(1))]
+    LabelOutOfRange {
+        /// The labels file.
+        path: PathBuf,
+        /// 0-based record index of its first occurrence.
+        record: usize,
+        /// The label value.
+        label: u32,
+        /// Classes (the labels used without a gap from 0, or the class names given).
+        classes: usize,
+    },
     /// An option value is out of range or does not apply.
     #[error("{what}")]
     BadOption {
         /// What is wrong.
+        what: String,
+    },
+    /// An option that is valid in itself but does not apply to this source (e.g.
+    /// `--test-fraction` for a source with an official split).
+    #[error("{path}: {what}")]
+    NotApplicable {
+        /// The source.
+        path: PathBuf,
+        /// What does not apply, and why.
         what: String,
     },
     /// An IDX file is malformed (magic, dimensions, truncated, trailing bytes).
@@ -244,7 +271,10 @@ impl Error {
         "ingest-source-missing",
         "ingest-unreadable",
         "ingest-format-unknown",
+        "ingest-source-empty",
+        "ingest-label-out-of-range",
         "ingest-option-invalid",
+        "ingest-option-not-applicable",
         "ingest-idx-invalid",
         "ingest-idx-count-mismatch",
         "ingest-idx-pairs",
@@ -294,7 +324,10 @@ impl Error {
             Error::SourceMissing { .. } => "ingest-source-missing",
             Error::Unreadable { .. } => "ingest-unreadable",
             Error::UnknownFormat { .. } => "ingest-format-unknown",
+            Error::EmptySource { .. } => "ingest-source-empty",
+            Error::LabelOutOfRange { .. } => "ingest-label-out-of-range",
             Error::BadOption { .. } => "ingest-option-invalid",
+            Error::NotApplicable { .. } => "ingest-option-not-applicable",
             Error::Idx { .. } => "ingest-idx-invalid",
             Error::IdxCountMismatch { .. } => "ingest-idx-count-mismatch",
             Error::IdxPairs { .. } => "ingest-idx-pairs",
@@ -319,6 +352,9 @@ impl Error {
             Error::SourceMissing { path }
             | Error::Unreadable { path, .. }
             | Error::UnknownFormat { path }
+            | Error::EmptySource { path }
+            | Error::NotApplicable { path, .. }
+            | Error::LabelOutOfRange { path, .. }
             | Error::Idx { path, .. }
             | Error::IdxPairs { path, .. }
             | Error::Image { path, .. }
@@ -345,12 +381,20 @@ impl Error {
                 format!("a file or folder cannot be read: {}", source.kind())
             }
             Error::UnknownFormat { .. } => "cannot tell the format of the source".into(),
+            Error::EmptySource { .. } => "the source folder is empty".into(),
+            Error::LabelOutOfRange {
+                record,
+                label,
+                classes,
+                ..
+            } => format!("label {label} of record {record} is out of range of {classes} classes"),
             Error::Dicom { refusal, .. } => refusal.summary().into(),
             Error::Idx { what, .. }
             | Error::IdxPairs { what, .. }
             | Error::Image { what, .. }
             | Error::Parquet { what, .. }
-            | Error::BadOption { what } => what.clone(),
+            | Error::BadOption { what }
+            | Error::NotApplicable { what, .. } => what.clone(),
             Error::Labels { line, what, .. } => format!("labels CSV line {line}: {what}"),
             Error::IdxCountMismatch {
                 images_count,
@@ -393,7 +437,10 @@ impl Coded for Error {
             Error::SourceMissing { .. } => "check the path given as SRC".into(),
             Error::Unreadable { path, .. } => format!("check that {} exists and is readable by the user running retort", path.display()),
             Error::UnknownFormat { .. } => "give the format with --format idx|images|dicom|parquet".into(),
+            Error::EmptySource { .. } => "put the data in the folder first: class folders of images (SRC/<class>/*.png), IDX pairs (train-images-*/train-labels-*), DICOM files (with --labels CSV) or a Parquet file".into(),
+            Error::LabelOutOfRange { classes, .. } => format!("labels must run from 0 to {} without gaps: fix or remove the records with that label, or give one name per label value with --class-names", classes.saturating_sub(1)),
             Error::BadOption { .. } => "see `retort ingest --help` for the accepted values".into(),
+            Error::NotApplicable { .. } => "leave the option out for this source".into(),
             Error::Idx { .. } => "use the original IDX files (raw or .gz) as published; a damaged download must be fetched again".into(),
             Error::IdxCountMismatch { .. } => "each images file must be paired with the labels file of the same set (train-* with train-*, t10k-* with t10k-*)".into(),
             Error::IdxPairs { .. } => "put matching `train-images-*`/`train-labels-*` (and optionally `t10k-images-*`/`t10k-labels-*`) IDX files in the folder".into(),

@@ -266,7 +266,8 @@ pub(crate) fn read(src: &Path, opts: &Options, progress: Sink<'_>) -> Result<Col
         });
     }
     let mut col = Collected::new(src);
-    let mut max_label = 0u32;
+    // First occurrence (labels file, record) of every label value.
+    let mut seen: std::collections::BTreeMap<u32, (PathBuf, usize)> = Default::default();
     let mut shape: Option<(PathBuf, (usize, usize, usize))> = None;
     for (key, ipath, lpath) in &sets {
         let part = part_of(key)?;
@@ -316,7 +317,8 @@ pub(crate) fn read(src: &Path, opts: &Options, progress: Sink<'_>) -> Result<Col
             } else {
                 px.to_vec()
             };
-            max_label = max_label.max(l as u32);
+            seen.entry(u32::from(l))
+                .or_insert_with(|| (lpath.clone(), i));
             col.items.push(Item {
                 raw: Raw {
                     c: imgs.c,
@@ -332,12 +334,43 @@ pub(crate) fn read(src: &Path, opts: &Options, progress: Sink<'_>) -> Result<Col
         progress(Event::Finish);
         col.read += 2;
     }
-    col.classes = class_names_for(max_label, opts.class_names.as_ref(), src)?;
+    col.classes = dense_classes(&seen, opts.class_names.as_ref(), src)?;
     if sets.len() == 2 {
         col.notes
             .push("official IDX split kept (train-* for training, t10k-* held out)".into());
     }
     Ok(col)
+}
+
+/// The class names for the label values `seen` (each with where it first occurs): the names
+/// given, or `0..K` for labels used from 0 without a gap. A label beyond them (e.g. 255 among
+/// 0..9, a common "unlabelled" marker) is reported as out of range, not as empty classes.
+fn dense_classes(
+    seen: &std::collections::BTreeMap<u32, (PathBuf, usize)>,
+    given: Option<&Vec<String>>,
+    src: &Path,
+) -> Result<Vec<String>> {
+    let classes = match given {
+        Some(n) => n.len(),
+        None => (0..).take_while(|l| seen.contains_key(l)).count(),
+    };
+    if classes == 0 {
+        // No label 0 at all: the classes as numbered, so the missing ones are named.
+        let max = seen.keys().next_back().copied().unwrap_or(0);
+        return class_names_for(max, given, src);
+    }
+    if let Some((&label, (path, record))) = seen.range(classes as u32..).next_back() {
+        return Err(Error::LabelOutOfRange {
+            path: path.clone(),
+            record: *record,
+            label,
+            classes,
+        });
+    }
+    Ok(match given {
+        Some(n) => n.clone(),
+        None => (0..classes).map(|i| i.to_string()).collect(),
+    })
 }
 
 /// Fuzzing hook: parse arbitrary bytes as an IDX images file and a labels file.

@@ -154,6 +154,16 @@ pub(crate) fn has_ext(p: &Path, exts: &[&str]) -> bool {
 }
 
 /// Sorted entries of a directory, without hidden ones.
+/// Whether `dir` holds a file (not hidden) within `depth` levels (stops at the first).
+fn has_files(dir: &Path, depth: usize) -> Result<bool> {
+    for p in list_dir(dir)? {
+        if p.is_file() || (depth > 1 && p.is_dir() && has_files(&p, depth - 1)?) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 pub(crate) fn list_dir(dir: &Path) -> Result<Vec<PathBuf>> {
     let rd = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
     let mut v = Vec::new();
@@ -184,6 +194,39 @@ pub struct Options {
     pub labels: Option<PathBuf>,
     /// Class names for integer labels (IDX, Parquet without names), index = label.
     pub class_names: Option<Vec<String>>,
+}
+
+impl Options {
+    /// Check the values that are wrong in themselves (`--channels`, `--test-fraction`,
+    /// `--size`), before anything is read.
+    ///
+    /// # Errors
+    /// `ingest-option-invalid` (exit 2).
+    pub fn check(&self) -> Result<()> {
+        let opts = self;
+        if let Some(c) = opts.channels {
+            if c != 1 && c != 3 {
+                return Err(Error::BadOption {
+                    what: format!("--channels {c}: only 1 and 3 are supported"),
+                });
+            }
+        }
+        if let Some(f) = opts.test_fraction {
+            if !(f > 0.0 && f < 1.0) {
+                return Err(Error::BadOption {
+                    what: format!("--test-fraction {f}: it must be between 0 and 1 (exclusive)"),
+                });
+            }
+        }
+        if let Some((h, w)) = opts.size {
+            if h == 0 || w == 0 || h > 4096 || w > 4096 {
+                return Err(Error::BadOption {
+                    what: format!("--size {h}x{w}: height and width must be 1 to 4096"),
+                });
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Default held-out fraction of a random split.
@@ -389,29 +432,12 @@ impl Collected {
 /// # Panics
 /// Never.
 pub fn read(src: &Path, opts: &Options, progress: Sink<'_>) -> Result<Outcome> {
-    if let Some(c) = opts.channels {
-        if c != 1 && c != 3 {
-            return Err(Error::BadOption {
-                what: format!("--channels {c}: only 1 and 3 are supported"),
-            });
-        }
-    }
-    if let Some(f) = opts.test_fraction {
-        if !(f > 0.0 && f < 1.0) {
-            return Err(Error::BadOption {
-                what: format!("--test-fraction {f}: it must be between 0 and 1 (exclusive)"),
-            });
-        }
-    }
-    if let Some((h, w)) = opts.size {
-        if h == 0 || w == 0 || h > 4096 || w > 4096 {
-            return Err(Error::BadOption {
-                what: format!("--size {h}x{w}: height and width must be 1 to 4096"),
-            });
-        }
-    }
+    opts.check()?;
     if !src.exists() {
         return Err(Error::SourceMissing { path: src.into() });
+    }
+    if src.is_dir() && !has_files(src, 32)? {
+        return Err(Error::EmptySource { path: src.into() });
     }
     let format = match opts.format {
         Some(f) => f,

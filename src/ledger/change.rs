@@ -256,6 +256,15 @@ impl Ledger {
         Ok((requested, total_after))
     }
 
+    /// Mark a reserved run whose process died (see [`crate::run::crashed`]) as cancelled,
+    /// logged then written. It stays charged: a cancel never refunds.
+    ///
+    /// # Errors
+    /// As [`Reservation::cancel`].
+    pub(crate) fn cancel_orphan(&self, actor: &str, run: &str) -> Result<(), Error> {
+        self.finish(actor, run, false)
+    }
+
     fn finish(&self, actor: &str, run: &str, commit: bool) -> Result<(), Error> {
         let ws = self.ws()?;
         let _lock = lock(&ws)?;

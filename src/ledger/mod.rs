@@ -255,7 +255,8 @@ impl Ledger {
     /// else a fingerprint (version 2, or a migrated dataset's version-1 fingerprint).
     ///
     /// # Errors
-    /// `ledger-not-found`, `ledger-not-migrated`, `ledger-log-unverified`, I/O.
+    /// `ledger-not-found`, `name-invalid` (a malformed name: usage), `ledger-not-migrated`,
+    /// `ledger-log-unverified`, I/O.
     pub fn find(ws: &Workspace, key: &str) -> Result<Ledger, Error> {
         migrate::require_migrated(ws)?;
         if file::is_fingerprint(key) {
@@ -273,7 +274,7 @@ impl Ledger {
             let name = names.last().cloned().unwrap_or_else(|| key.to_string());
             return Ok(Ledger::with_fingerprint(ws, key, &name));
         }
-        workspace::validate_name(key).map_err(|_| Error::NotFound { name: key.into() })?;
+        workspace::validate_name(key)?;
         match crate::dataset::open(ws, key) {
             Ok(s) => return Ledger::open(ws, &s.meta),
             Err(crate::dataset::Error::NotFound { .. }) => {}
@@ -400,6 +401,30 @@ impl Ledger {
     /// As [`Ledger::check`].
     pub fn all_events(&self) -> Result<Vec<DpEvent>, Error> {
         Ok(self.runs()?.into_iter().flat_map(|r| r.events).collect())
+    }
+
+    /// The δ budgets are shown at when the caller names none: the smallest δ of the ledger's
+    /// runs, else `max_delta` (the policy's), else 1e-5. `retort budget` and the compliance
+    /// report both use it, so they show the same total.
+    ///
+    /// # Errors
+    /// As [`Ledger::check`].
+    pub fn default_delta(&self, max_delta: Option<f64>) -> Result<f64, Error> {
+        Ok(self
+            .runs()?
+            .iter()
+            .map(|r| r.delta)
+            .reduce(f64::min)
+            .or(max_delta)
+            .unwrap_or(1e-5))
+    }
+
+    /// [`Ledger::summary`] at [`Ledger::default_delta`].
+    ///
+    /// # Errors
+    /// As [`Ledger::summary`].
+    pub fn summary_default(&self, max_delta: Option<f64>) -> Result<Summary, Error> {
+        self.summary(self.default_delta(max_delta)?)
     }
 
     /// The budget at `delta`: total by the accountant over all events of all runs, the plain

@@ -234,7 +234,7 @@ pub(crate) fn act_pool(y: &[f32], c: usize, h: usize, w: usize, act: Activation,
 
 /// Backward of [`act_pool`]: `dy[c, p] = act'(y[c, p]) · dout[block of p] / 4`, and 0 for the
 /// dropped last row/column of an odd-sized map (the case candle 0.11's `avg_pool2d` gets
-/// wrong, see `../shared/reference/perf-notes.md`).
+/// wrong, see `docs/nn.md`).
 pub(crate) fn act_pool_backward(
     dout: &[f32],
     y: &[f32],

@@ -4,7 +4,7 @@
 //! out as [`Net::groups`] describes, so callers can perturb, average or replace them freely.
 //! Forward and backward passes are written by hand over flat buffers (no autograd): candle's
 //! CPU autograd is 3–6× slower than PyTorch's on these networks, and its `avg_pool2d` backward
-//! is wrong for odd sizes (`../shared/reference/perf-notes.md`). Work is parallel across samples
+//! is wrong for odd sizes (see `docs/nn.md`). Work is parallel across samples
 //! with rayon (the caller's thread pool), each sample's GEMMs single-threaded.
 //!
 //! What other modules call:

@@ -231,7 +231,7 @@ impl Net {
     /// worth of work (two input-gradient passes), no second-order autograd.
     ///
     /// Converges only for smooth networks: use [`super::Activation::Gelu`] (with ReLU the
-    /// result is not the derivative; see `../shared/reference/perf-notes.md`).
+    /// result is not the derivative; see `docs/nn.md`).
     ///
     /// # Errors
     /// `nn-shape` (v's length), `nn-label`, `nn-not-positive` (eps).

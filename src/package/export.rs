@@ -102,6 +102,29 @@ pub enum ReadError {
     /// The package itself is unsafe or malformed.
     #[error("{0}")]
     Unsafe(String),
+    /// A compressed file that is not gzip (xz, zstd, bzip2): the user's input, not the package.
+    #[error("{} is {format}-compressed, not a tar file", path.display())]
+    Compressed {
+        /// The file.
+        path: std::path::PathBuf,
+        /// `xz`, `zstd` or `bzip2`.
+        format: &'static str,
+    },
+}
+
+/// The compression a file's first bytes show: `gzip`, `xz`, `zstd`, `bzip2`, or `None`.
+pub fn compression_of(head: &[u8]) -> Option<&'static str> {
+    if head.starts_with(&[0x1f, 0x8b]) {
+        Some("gzip")
+    } else if head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0x00]) {
+        Some("xz")
+    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        Some("zstd")
+    } else if head.starts_with(b"BZh") {
+        Some("bzip2")
+    } else {
+        None
+    }
 }
 
 /// Files whose content a verifier needs (kept in memory, subject to [`Limits::max_meta`]).
@@ -128,18 +151,35 @@ pub fn safe_rel_path(p: &str) -> bool {
         && !p.chars().any(|c| c == '\\' || c.is_control())
 }
 
-/// Read a package directory or tar file into a snapshot.
+/// Read a package directory, tar file or gzipped tar file (`.tar.gz`, read as a stream under
+/// the same limits: nothing is unpacked to disk) into a snapshot.
 ///
 /// # Errors
-/// [`ReadError::Io`] when `path` cannot be opened; [`ReadError::Unsafe`] for anything the
-/// package itself does wrong.
+/// [`ReadError::Io`] when `path` cannot be opened; [`ReadError::Compressed`] for an xz, zstd
+/// or bzip2 file; [`ReadError::Unsafe`] for anything the package itself does wrong.
 pub fn read_package(path: &Path, limits: &Limits) -> Result<Snapshot, ReadError> {
     let meta = std::fs::metadata(path).map_err(|e| IoError::new("reading", path, e))?;
     if meta.is_dir() {
         read_dir(path, limits)
     } else if meta.is_file() {
+        use std::io::BufRead;
         let f = File::open(path).map_err(|e| IoError::new("opening", path, e))?;
-        read_tar(std::io::BufReader::new(f), limits)
+        let mut r = std::io::BufReader::new(f);
+        let head = r
+            .fill_buf()
+            .map_err(|e| IoError::new("reading", path, e))?
+            .to_vec();
+        match compression_of(&head) {
+            None => read_tar(r, limits),
+            Some("gzip") => read_tar(
+                std::io::BufReader::new(flate2::bufread::GzDecoder::new(r)),
+                limits,
+            ),
+            Some(format) => Err(ReadError::Compressed {
+                path: path.into(),
+                format,
+            }),
+        }
     } else {
         Err(ReadError::Unsafe(format!(
             "{} is neither a directory nor a tar file",

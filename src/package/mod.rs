@@ -1,7 +1,7 @@
 //! Signed packages: what a data partner receives, and how they check it offline.
 //!
 //! A package is a directory (optionally also a plain POSIX tar of it; the tar is not what is
-//! signed) with this layout (DESIGN §4 "Package"):
+//! signed) with this layout (`docs/partners.md`):
 //!
 //! ```text
 //! data/synthetic.parquet        the synthetic images (partner format)
@@ -110,6 +110,14 @@ pub enum Error {
     /// File-system error.
     #[error(transparent)]
     Io(#[from] IoError),
+    /// `verify` was given a compressed file it does not read (xz, zstd, bzip2).
+    #[error("{} is {format}-compressed; retort verify reads a package directory, a tar or a gzipped tar", path.display())]
+    Compressed {
+        /// The file.
+        path: PathBuf,
+        /// The compression.
+        format: &'static str,
+    },
 }
 
 impl Error {
@@ -120,6 +128,7 @@ impl Error {
         "package-exists",
         "package-key",
         "package-io",
+        "package-compressed",
     ];
 
     fn inner(&self) -> Option<&dyn Coded> {
@@ -142,6 +151,7 @@ impl Coded for Error {
             Error::Exists { .. } => "package-exists",
             Error::Key(_) => "package-key",
             Error::Io(_) => "package-io",
+            Error::Compressed { .. } => "package-compressed",
             _ => self.inner().map_or("package-io", |e| e.code()),
         }
     }
@@ -157,15 +167,27 @@ impl Coded for Error {
             }
             Error::Key(e) => return e.hint(),
             Error::Io(e) => return e.hint(),
+            Error::Compressed { path, format } => format!(
+                "decompress it first (e.g. `{} {}`), then verify the .tar or the unpacked directory",
+                match *format {
+                    "xz" => "unxz",
+                    "zstd" => "unzstd",
+                    "bzip2" => "bunzip2",
+                    _ => "gunzip",
+                },
+                path.display()
+            ),
             _ => return self.inner().and_then(|e| e.hint()),
         })
     }
     fn class(&self) -> Class {
         match self {
             Error::Unreleased(_) => Class::Refused,
-            Error::RunFileMissing { .. } | Error::Exists { .. } | Error::Key(_) | Error::Io(_) => {
-                Class::Input
-            }
+            Error::RunFileMissing { .. }
+            | Error::Exists { .. }
+            | Error::Key(_)
+            | Error::Io(_)
+            | Error::Compressed { .. } => Class::Input,
             _ => self.inner().map_or(Class::Input, |e| e.class()),
         }
     }

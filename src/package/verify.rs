@@ -249,19 +249,24 @@ impl Steps {
     }
 }
 
-/// Read a package (directory or tar) and verify it.
+/// Read a package (directory, tar or gzipped tar) and verify it.
 ///
 /// # Errors
-/// Only when `path` itself cannot be read (missing, permissions): that is the caller's input,
-/// not the package's fault. Everything the package does wrong is a failed step in the result.
+/// Only when `path` itself cannot be read (missing, permissions: `package-io`) or is
+/// compressed with something other than gzip (`package-compressed`): that is the caller's
+/// input, not the package's fault. Everything the package does wrong is a failed step in the
+/// result.
 pub fn verify_package(
     path: &Path,
     key: &TrustedKey,
     limits: &Limits,
-) -> Result<Verification, IoError> {
+) -> Result<Verification, super::Error> {
     match read_package(path, limits) {
         Ok(snap) => Ok(verify_snapshot_from(&snap, key, Some(path))),
-        Err(ReadError::Io(e)) => Err(e),
+        Err(ReadError::Io(e)) => Err(e.into()),
+        Err(ReadError::Compressed { path, format }) => {
+            Err(super::Error::Compressed { path, format })
+        }
         Err(ReadError::Unsafe(why)) => {
             let mut st = Steps {
                 steps: Vec::new(),

@@ -162,6 +162,15 @@ pub type OsIdentity = crate::identity::Identity;
 pub(crate) fn fmt_num(x: f64) -> String {
     if x != 0.0 && x.is_finite() && x.abs() < 1e-3 {
         format!("{x:e}")
+    } else if x.is_finite() {
+        // For people: at most 6 decimals (1.0000000002 is "1", 0.1 + 0.2 is "0.3").
+        let s = format!("{x:.6}");
+        let s = s.trim_end_matches('0').trim_end_matches('.');
+        if s == "-0" {
+            "0".into()
+        } else {
+            s.to_string()
+        }
     } else {
         format!("{x}")
     }

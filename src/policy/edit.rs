@@ -161,6 +161,105 @@ pub fn add_partner_to_workspace(
     actor: &str,
     partner: &NewPartner,
 ) -> super::Result<PolicyChange> {
+    change_workspace_policy(ws, actor, |old_text, path| {
+        let (new_text, new_policy) = add_partner_text(old_text, path, partner)?;
+        let details = serde_json::json!({
+            "change": "add-partner",
+            "partner": partner.name,
+            "client_cert_sha256": partner.client_cert_sha256,
+            "signing_key_sha256": partner.signing_key.map(|k| k.fingerprint()),
+        });
+        Ok((new_text, new_policy, details))
+    })
+}
+
+/// Return `text` without the partner named `name`, after checking that the current text is a
+/// valid policy that lists it, and that the result validates. Comments and the other entries
+/// are kept. `path` is for messages.
+///
+/// # Errors
+/// Parse/validation errors of the old or new text, `policy-partner-not-found`.
+pub fn remove_partner_text(text: &str, path: &Path, name: &str) -> Result<(String, Policy)> {
+    let old = parse(text, path)?;
+    if old.partner(name).is_none() {
+        return Err(Error::PartnerNotFound {
+            name: name.into(),
+            path: path.to_path_buf(),
+        });
+    }
+    let mut doc: toml_edit::DocumentMut = text.parse().map_err(|e: toml_edit::TomlError| {
+        let at = super::raw::locate(text, e.span().map_or(0, |s| s.start), path);
+        Error::Syntax {
+            at,
+            message: e.message().to_string(),
+        }
+    })?;
+    let named = |n: Option<&toml_edit::Value>| n.and_then(|v| v.as_str()) == Some(name);
+    let now_empty = match doc.get_mut("partners") {
+        Some(toml_edit::Item::ArrayOfTables(aot)) => {
+            aot.retain(|t| !named(t.get("name").and_then(|i| i.as_value())));
+            aot.is_empty()
+        }
+        Some(item) => match item.as_array_mut() {
+            Some(arr) => {
+                arr.retain(|v| !named(v.as_inline_table().and_then(|t| t.get("name"))));
+                arr.is_empty()
+            }
+            None => false,
+        },
+        None => false,
+    };
+    if now_empty {
+        doc.remove("partners");
+    }
+    let new_text = doc.to_string();
+    let new = parse(&new_text, path)?;
+    if new.partner(name).is_some() {
+        return Err(Error::Invalid {
+            at: super::raw::locate(text, 0, path),
+            key: "partners".into(),
+            why: format!("partner {name:?} could not be removed from the file's layout"),
+            fix: "remove its [[partners]] entry by hand and run `retort policy check`".into(),
+        });
+    }
+    Ok((new_text, new))
+}
+
+/// Remove a partner from the workspace's active policy, as `retort policy remove-partner`
+/// does, audited like [`add_partner_to_workspace`]. `retort serve` reads the partner table on
+/// every request, so it stops answering that partner's certificate at once. Packages already
+/// built for the partner stay in the workspace (and in the audit log). The caller holds the
+/// workspace lock.
+///
+/// # Errors
+/// `policy-partner-not-found`, policy errors of the current file, audit errors (then nothing
+/// is written), I/O.
+pub fn remove_partner_from_workspace(
+    ws: &crate::workspace::Workspace,
+    actor: &str,
+    name: &str,
+) -> super::Result<PolicyChange> {
+    change_workspace_policy(ws, actor, |old_text, path| {
+        let old = parse(old_text, path)?;
+        let cert = old.partner(name).and_then(|p| p.client_cert_sha256.clone());
+        let (new_text, new_policy) = remove_partner_text(old_text, path, name)?;
+        let details = serde_json::json!({
+            "change": "remove-partner",
+            "partner": name,
+            "client_cert_sha256": cert,
+        });
+        Ok((new_text, new_policy, details))
+    })
+}
+
+/// The audited edit of the workspace's policy file: read it, let `edit` make the new text
+/// (and the record's details), append an `intent` record (`policy.change`, with old and new
+/// SHA-256), write the file atomically, then an `ok` record.
+fn change_workspace_policy(
+    ws: &crate::workspace::Workspace,
+    actor: &str,
+    edit: impl FnOnce(&str, &Path) -> Result<(String, Policy, serde_json::Value)>,
+) -> Result<PolicyChange> {
     use crate::audit::{AuditLog, NewRecord, Outcome};
     let path = ws.policy_path();
     let old_bytes = std::fs::read(&path)
@@ -170,17 +269,11 @@ pub fn add_partner_to_workspace(
         at: super::raw::locate_bytes(e.as_bytes(), e.utf8_error().valid_up_to(), &path),
         message: "the file is not UTF-8 text".into(),
     })?;
-    let (new_text, new_policy) = add_partner_text(&old_text, &path, partner)?;
+    let (new_text, new_policy, mut details) = edit(&old_text, &path)?;
     let new_sha256 = crate::digest::sha256_hex(new_text.as_bytes());
-    let details = serde_json::json!({
-        "change": "add-partner",
-        "partner": partner.name,
-        "client_cert_sha256": partner.client_cert_sha256,
-        "signing_key_sha256": partner.signing_key.map(|k| k.fingerprint()),
-        "old_sha256": old_sha256,
-        "new_sha256": new_sha256,
-        "policy_path": path.display().to_string(),
-    });
+    details["old_sha256"] = old_sha256.clone().into();
+    details["new_sha256"] = new_sha256.clone().into();
+    details["policy_path"] = path.display().to_string().into();
     let log = AuditLog::new(ws.audit_dir());
     // Intent first (fail closed): if the audit log cannot take it, the policy is not changed.
     log.append(

@@ -50,7 +50,8 @@ pub use decide::{
     ServeRequest,
 };
 pub use edit::{
-    add_partner_text, add_partner_to_workspace, cert_fingerprint, NewPartner, PolicyChange,
+    add_partner_text, add_partner_to_workspace, cert_fingerprint, remove_partner_from_workspace,
+    remove_partner_text, NewPartner, PolicyChange,
 };
 pub use warn::{CheckEnv, Warning};
 
@@ -149,6 +150,14 @@ pub enum Error {
         /// The policy file.
         path: PathBuf,
     },
+    /// `remove-partner` for a name the policy does not list.
+    #[error("partner {name:?} is not listed in {}", path.display())]
+    PartnerNotFound {
+        /// The partner.
+        name: String,
+        /// The policy file.
+        path: PathBuf,
+    },
     /// `add-partner` with a certificate whose fingerprint another partner already has.
     #[error("the client certificate {sha256} is already registered for partner {other:?}")]
     CertInUse {
@@ -208,6 +217,7 @@ impl Error {
         "policy-missing-key",
         "policy-invalid-value",
         "policy-partner-exists",
+        "policy-partner-not-found",
         "policy-cert-in-use",
         "policy-cert-invalid",
         "policy-signing-key-invalid",
@@ -247,6 +257,7 @@ impl Coded for Error {
             Error::Invalid { .. } => "policy-invalid-value",
             Error::Refused(r) => r.code,
             Error::PartnerExists { .. } => "policy-partner-exists",
+            Error::PartnerNotFound { .. } => "policy-partner-not-found",
             Error::CertInUse { .. } => "policy-cert-in-use",
             Error::BadCert { .. } => "policy-cert-invalid",
             Error::BadSigningKey { .. } => "policy-signing-key-invalid",
@@ -292,6 +303,9 @@ impl Coded for Error {
             Error::PartnerExists { name, .. } => format!(
                 "choose another name, or edit the existing [[partners]] entry for {name:?} by hand and check it with `retort policy check`"
             ),
+            Error::PartnerNotFound { .. } => {
+                "list the partners with `retort policy show`".into()
+            }
             Error::CertInUse { .. } => {
                 "each partner needs its own client certificate; issue a new one for this partner"
                     .into()

@@ -65,12 +65,9 @@ pub(crate) fn write_record(ws: &Workspace, rec: &RunRecord) -> Result<PathBuf, E
 /// Read and validate `runs/<id>/run.json`.
 ///
 /// # Errors
-/// `run-not-found`, `run-invalid`, I/O.
+/// `run-not-found`, `run-invalid`, `name-invalid` (a malformed id: usage), I/O.
 pub fn read(ws: &Workspace, id: &str) -> Result<RunRecord, Error> {
-    crate::workspace::validate_name(id).map_err(|_| Error::NotFound {
-        run: id.into(),
-        path: ws.runs_dir(),
-    })?;
+    crate::workspace::validate_name(id)?;
     read_at(&dir_of(ws, id).join("run.json"), id)
 }
 

@@ -40,6 +40,58 @@ pub const EVAL_VERSION: u32 = 2;
 /// L2 sensitivity of the utility release's per-record vector (see the module's Privacy section).
 pub const UTILITY_SENSITIVITY: f64 = 2.0;
 
+/// How much work `eval` puts into its models when the caller does not say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum Effort {
+    /// Sized to the set: about [`SCALED_SAMPLES_PER_MODEL`] training images seen per model
+    /// (so a small synthetic set gets more epochs, a large one fewer), two models of width 32,
+    /// and an all-real ceiling of about ten passes over the training split (at most 200
+    /// steps). The demo set evaluates in well under a minute on two cores.
+    Scaled,
+    /// The standard recipe of the distillation literature as far as a 2-core host allows:
+    /// three models of width 128, 300 epochs, a 200-step all-real ceiling.
+    Full,
+}
+
+/// Training images (with repeats) each model of a [`Effort::Scaled`] evaluation sees.
+pub const SCALED_SAMPLES_PER_MODEL: usize = 6000;
+
+/// The caller's explicit choices; `None` takes the effort's default.
+#[derive(Debug, Clone, Default)]
+pub struct EffortChoice {
+    /// The effort (default [`Effort::Scaled`]).
+    pub effort: Option<Effort>,
+    /// `convnet` (default) or `mlp`.
+    pub model: Option<String>,
+    /// ConvNet channels or MLP hidden units.
+    pub width: Option<usize>,
+    /// Models per training set.
+    pub models: Option<usize>,
+    /// Epochs on the synthetic set.
+    pub epochs: Option<usize>,
+    /// Steps of the all-real ceiling.
+    pub ceiling_steps: Option<usize>,
+}
+
+/// The effort's settings for a run: `(width, models, epochs, ceiling_steps)` for a synthetic
+/// set of `synthetic` images distilled from `train` training images (public metadata).
+pub fn effort_settings(
+    effort: Effort,
+    synthetic: usize,
+    train: usize,
+) -> (usize, usize, usize, usize) {
+    match effort {
+        Effort::Full => (128, 3, 300, 200),
+        Effort::Scaled => {
+            let epochs = (SCALED_SAMPLES_PER_MODEL / synthetic.max(1)).clamp(20, 300);
+            let ceiling = (10 * train).div_ceil(256).clamp(20, 200);
+            (32, 2, epochs, ceiling)
+        }
+    }
+}
+
 /// What `eval` trains and compares.
 #[derive(Debug, Clone)]
 pub struct EvalOptions {
@@ -56,6 +108,66 @@ pub struct EvalOptions {
     /// Train a DP-SGD classifier on the training split at the run's (ε, δ) with this many steps
     /// (charged to the ledger; internal only).
     pub dp_baseline_steps: Option<u64>,
+    /// How the settings were chosen, in words (printed, and kept in `eval.json`).
+    pub effort: String,
+}
+
+impl EvalOptions {
+    /// Options for evaluating `run`: the effort's settings sized to the run's synthetic set and
+    /// its dataset's training split (public metadata: the record count), with the caller's
+    /// explicit choices on top.
+    ///
+    /// # Errors
+    /// `dataset-not-found` when the run's dataset is gone.
+    pub fn for_run(
+        ws: &Workspace,
+        run: &Completed,
+        choice: &EffortChoice,
+        seed: u64,
+        baselines: bool,
+        dp_baseline_steps: Option<u64>,
+    ) -> Result<EvalOptions, Error> {
+        let rec = run.record();
+        let train = crate::dataset::open(ws, &rec.dataset)?.meta.train_count;
+        let synthetic = rec.ipc * rec.classes.len();
+        let effort = choice.effort.unwrap_or(Effort::Scaled);
+        let (w, m, e, c) = effort_settings(effort, synthetic, train);
+        let width = choice.width.unwrap_or(w);
+        let models = choice.models.unwrap_or(m);
+        let epochs = choice.epochs.unwrap_or(e);
+        let ceiling_steps = choice.ceiling_steps.unwrap_or(c);
+        let model = model_of(choice.model.as_deref().unwrap_or("convnet"), width);
+        let explicit = [
+            choice.width.map(|_| "width"),
+            choice.models.map(|_| "models"),
+            choice.epochs.map(|_| "epochs"),
+            choice.ceiling_steps.map(|_| "ceiling steps"),
+        ]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>();
+        let mut words = match effort {
+            Effort::Scaled => format!(
+                "scaled to the set ({synthetic} synthetic images, {train} real training images)"
+            ),
+            Effort::Full => "full (the standard recipe)".to_string(),
+        };
+        words += &format!(
+            ": {models} model(s) of width {width}, {epochs} epochs, all-real ceiling {ceiling_steps} steps"
+        );
+        if !explicit.is_empty() {
+            words += &format!(" ({} as given)", explicit.join(", "));
+        }
+        Ok(EvalOptions {
+            recipe: Recipe::standard(model, epochs),
+            models,
+            seed,
+            baselines,
+            ceiling_steps,
+            dp_baseline_steps,
+            effort: words,
+        })
+    }
 }
 
 /// A baseline and what it is.
@@ -103,6 +215,9 @@ pub struct EvalRecord {
     /// Synthetic vs all-real size and training time, when the synthetic set is the smaller.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compression: Option<serde_json::Value>,
+    /// How the evaluation's settings were chosen, in words (absent in records made before).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub effort: Option<String>,
     /// When.
     pub evaluated: String,
     /// Retort version.
@@ -190,7 +305,8 @@ pub type PhaseSink<'a> = &'a (dyn Fn(&str) + Sync);
 /// ledger before they read anything.
 ///
 /// # Errors
-/// Dataset, ledger (refusals exit 3), audit, engine errors; `cancelled`.
+/// Dataset, ledger (refusals exit 3), audit, engine errors; `run-eval-cancelled` on Ctrl-C
+/// (naming what the evaluation had charged before it stopped, if anything).
 pub fn evaluate(
     ws: &Workspace,
     run: &Completed,
@@ -198,6 +314,25 @@ pub fn evaluate(
     session: &mut Session,
     phase: PhaseSink<'_>,
     sink: Sink<'_>,
+) -> Result<Evaluation, Error> {
+    let mut charged = Vec::new();
+    evaluate_charging(ws, run, opts, session, phase, sink, &mut charged).map_err(|e| match e {
+        Error::Cancelled { .. } => Error::EvalCancelled {
+            run: run.id().to_string(),
+            charged,
+        },
+        e => e,
+    })
+}
+
+fn evaluate_charging(
+    ws: &Workspace,
+    run: &Completed,
+    opts: &EvalOptions,
+    session: &mut Session,
+    phase: PhaseSink<'_>,
+    sink: Sink<'_>,
+    charged: &mut Vec<String>,
 ) -> Result<Evaluation, Error> {
     let rec = run.record();
     let syn = run.synthetic()?;
@@ -239,11 +374,11 @@ pub fn evaluate(
     }
     if let Some(steps) = opts.dp_baseline_steps {
         phase("DP-SGD baseline");
-        let b = dp_sgd_baseline(ws, run, opts, steps, session, &test, sink)?;
+        let b = dp_sgd_baseline(ws, run, opts, steps, session, &test, sink, charged)?;
         baselines.insert("dp_sgd".to_string(), b);
     }
     let (utility, released_now, no_release_reason) =
-        utility_release(ws, run, &nets, opts, session, phase)?;
+        utility_release(ws, run, &nets, opts, session, phase, charged)?;
     let network = crate::nn::Net::zeroed(opts.recipe.model.arch(syn.shape, classes))
         .map(|n| n.describe())
         .unwrap_or_default();
@@ -259,6 +394,7 @@ pub fn evaluate(
         seed: opts.seed,
         network,
         compression: compression(&synthetic, syn.len(), full.as_ref(), &stored),
+        effort: Some(opts.effort.clone()),
         synthetic,
         baselines,
         evaluated: crate::workspace::now_rfc3339(),
@@ -348,6 +484,7 @@ fn non_private_baselines(
     ))
 }
 
+#[allow(clippy::too_many_arguments)]
 fn dp_sgd_baseline(
     ws: &Workspace,
     run: &Completed,
@@ -356,6 +493,7 @@ fn dp_sgd_baseline(
     session: &mut Session,
     test: &FloatImages,
     sink: Sink<'_>,
+    charged: &mut Vec<String>,
 ) -> Result<Baseline, Error> {
     let rec = run.record();
     let stored = crate::dataset::open(ws, &rec.dataset)?;
@@ -379,6 +517,7 @@ fn dp_sgd_baseline(
         rec.delta.get(),
         Some(cap),
     )?;
+    charged.push(id.clone());
     session.intent(
         "eval.dp-baseline",
         &id,
@@ -458,6 +597,7 @@ fn utility_release(
     opts: &EvalOptions,
     session: &mut Session,
     phase: PhaseSink<'_>,
+    charged: &mut Vec<String>,
 ) -> Result<UtilityOutcome, Error> {
     let rec = run.record();
     let Some(share) = run.eval_share(crate::distill::plan::UTILITY) else {
@@ -500,6 +640,7 @@ fn utility_release(
         rec.delta.get(),
         Some(cap),
     )?;
+    charged.push(ledger_id.clone());
     session.intent(
         "eval.utility-release",
         &ledger_id,
@@ -676,5 +817,28 @@ pub fn model_of(name: &str, width: usize) -> Model {
     match name {
         "mlp" => Model::Mlp { hidden: width },
         _ => Model::ConvNet { width },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// See: issue 20. The default effort grows with a small synthetic set and shrinks with a
+    /// large one; `Full` is the standard recipe whatever the set.
+    #[test]
+    fn effort_scales_with_the_set() {
+        // The demo: 40 synthetic images, 300 real ones.
+        assert_eq!(effort_settings(Effort::Scaled, 40, 300), (32, 2, 150, 20));
+        // A large synthetic set: few epochs, never below 20.
+        assert_eq!(effort_settings(Effort::Scaled, 4000, 60_000).2, 20);
+        // A tiny one: never above 300.
+        assert_eq!(effort_settings(Effort::Scaled, 4, 60_000).2, 300);
+        // The ceiling: about ten passes, at most 200 steps.
+        assert_eq!(effort_settings(Effort::Scaled, 100, 60_000).3, 200);
+        assert_eq!(effort_settings(Effort::Scaled, 100, 2560).3, 100);
+        for n in [1, 40, 100_000] {
+            assert_eq!(effort_settings(Effort::Full, n, n), (128, 3, 300, 200));
+        }
     }
 }

@@ -284,6 +284,7 @@ impl<'w> Reserved<'w> {
             rec.finished = Some(crate::workspace::now_rfc3339());
             rec.seconds = t0.elapsed().as_secs_f64();
             rec.pid = None;
+            rec.pid_started = None;
         };
         match result {
             Ok((outcome, read_s)) => {

@@ -22,13 +22,17 @@
 //!   `running` and marked `crashed` by a later command.
 //! - **One record schema.** [`record::RunRecord`] is the only reader of `run.json`.
 
+pub mod crashed;
 pub mod dir;
 pub mod evaluation;
+pub mod overview;
 pub mod record;
 
 mod lifecycle;
 
+pub use crashed::{mark_crashed, Crashed};
 pub use lifecycle::{plan, Completed, Planned, Reserved};
+pub use overview::{overview, Overview};
 pub use record::{PolicyRef, Privacy, RunRecord, Status, RUN_VERSION};
 
 use std::path::PathBuf;
@@ -116,6 +120,18 @@ pub enum Error {
         /// The run id.
         run: String,
     },
+    /// `eval` was cancelled (Ctrl-C). What it had charged before (its utility release, a
+    /// DP-SGD baseline) stays charged; the run itself is unchanged.
+    #[error("evaluation of run {run} cancelled by the user")]
+    EvalCancelled {
+        /// The run id.
+        run: String,
+        /// Ledger ids the evaluation had charged before it stopped (empty: nothing).
+        charged: Vec<String>,
+    },
+    /// A run id that is not a valid name (a usage error).
+    #[error(transparent)]
+    Name(#[from] crate::workspace::Error),
 }
 
 impl Error {
@@ -127,6 +143,9 @@ impl Error {
         "run-not-charged",
         "run-mismatch",
         "run-cancelled",
+        "run-eval-cancelled",
+        // Not an error: the reason code of the `run.crashed` audit record (crashed.rs).
+        "run-crashed",
     ];
 
     fn inner(&self) -> Option<&dyn Coded> {
@@ -139,6 +158,7 @@ impl Error {
             Error::Audit(e) => e,
             Error::Dp(e) => e,
             Error::Io(e) => e,
+            Error::Name(e) => e,
             _ => return None,
         })
     }
@@ -153,6 +173,7 @@ impl Coded for Error {
             Error::NotCharged { .. } => "run-not-charged",
             Error::Mismatch { .. } => "run-mismatch",
             Error::Cancelled { .. } => "run-cancelled",
+            Error::EvalCancelled { .. } => "run-eval-cancelled",
             _ => self.inner().map_or("run-error", |e| e.code()),
         }
     }
@@ -163,7 +184,14 @@ impl Coded for Error {
             Error::Incomplete { .. } => Some("only a run that `retort distill` completed can be evaluated or packaged; start a new run".into()),
             Error::NotCharged { .. } => Some("the ledger and the run disagree: run `retort audit verify` and `retort budget`, and report it to your compliance officer".into()),
             Error::Mismatch { .. } => Some("the run directory was modified or belongs to another dataset; re-run `retort distill`".into()),
-            Error::Cancelled { .. } => Some("the run stays charged to the budget; see `retort budget`".into()),
+            Error::Cancelled { .. } => Some("the run stays charged to the budget (`retort budget`); start a new run with `retort distill`".into()),
+            Error::EvalCancelled { charged, run } if charged.is_empty() => Some(format!(
+                "nothing was charged and nothing was written; run `retort eval {run}` again to finish it"
+            )),
+            Error::EvalCancelled { charged, run } => Some(format!(
+                "what the evaluation reserved before it stopped ({}) stays charged (`retort budget`); run `retort eval {run}` again to finish it",
+                charged.join(", ")
+            )),
             _ => self.inner().and_then(|e| e.hint()),
         }
     }
@@ -174,7 +202,8 @@ impl Coded for Error {
             | Error::Invalid { .. }
             | Error::Incomplete { .. }
             | Error::Mismatch { .. }
-            | Error::Cancelled { .. } => Class::Input,
+            | Error::Cancelled { .. }
+            | Error::EvalCancelled { .. } => Class::Input,
             _ => self.inner().map_or(Class::Input, |e| e.class()),
         }
     }

@@ -147,6 +147,10 @@ pub struct RunRecord {
     /// process). Internal.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pid: Option<u32>,
+    /// Start time of that process (clock ticks since boot, from `/proc`), so that a later
+    /// process given the same pid is not taken for the run. Internal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid_started: Option<u64>,
 }
 
 impl RunRecord {
@@ -194,6 +198,7 @@ impl RunRecord {
             diagnostics: serde_json::json!({}),
             retort_version: crate::VERSION.into(),
             pid: Some(std::process::id()),
+            pid_started: super::crashed::process_start(std::process::id()),
         }
     }
 
@@ -291,7 +296,7 @@ impl RunRecord {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// A version-1 `run.json` as Retort 0.1 wrote it (no shares, no status `crashed`).

@@ -26,7 +26,7 @@ pub fn cert_fingerprint(der: &[u8]) -> String {
     crate::digest::sha256_hex(der)
 }
 
-/// The ring provider (DESIGN: ring, no aws-lc).
+/// The ring provider (ring only: no aws-lc, no C build).
 fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }

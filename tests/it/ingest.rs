@@ -1193,6 +1193,27 @@ fn golden_errors_for_bad_inputs() {
     t.run(&["ingest", &p("idx"), "--name", "okidx", "--format", "idx"])
         .expect(0);
     std::fs::remove_dir_all(t.ws.join("datasets/okidx")).unwrap();
+    // A stray label (255 among 0..1) is out of range, not a missing class. See: issue 20
+    std::fs::write(
+        idx.join("train-labels-idx1-ubyte"),
+        idx_file(&[3], &[0, 1, 255]),
+    )
+    .unwrap();
+    golden(
+        &t,
+        &[&p("idx"), "--name", "x", "--format", "idx"],
+        1,
+        "ingest-label-out-of-range",
+        "train-labels-idx1-ubyte: label 255 of record 2 is out of range: there are 2 classes (labels 0 to 1)",
+    );
+    golden(
+        &t,
+        &[&p("idx"), "--name", "x", "--class-names", "a,b"],
+        1,
+        "ingest-label-out-of-range",
+        "label 255 of record 2",
+    );
+    std::fs::write(idx.join("train-labels-idx1-ubyte"), &labs).unwrap();
     let mut bad = imgs.clone();
     bad[2] = 9;
     std::fs::write(idx.join("train-images-idx3-ubyte"), &bad).unwrap();
@@ -1263,12 +1284,21 @@ fn golden_errors_for_bad_inputs() {
     let e = t.path("empty");
     std::fs::create_dir_all(e.join("a")).unwrap();
     std::fs::create_dir_all(e.join("b")).unwrap();
+    // Folders without a file: the source is empty (not "no images of this format").
+    // See: issue 20
     golden(
         &t,
         &[&p("empty"), "--name", "x", "--format", "images"],
         1,
-        "ingest-no-images",
-        "empty",
+        "ingest-source-empty",
+        "the folder is empty",
+    );
+    golden(
+        &t,
+        &[&p("empty"), "--name", "x"],
+        1,
+        "ingest-source-empty",
+        "hint: put the data in the folder first",
     );
     // Unreadable directory (not testable as root, who reads everything).
     let u = t.path("unreadable");
@@ -1321,13 +1351,13 @@ fn golden_errors_for_bad_inputs() {
             "--test-fraction",
             "0.5",
         ],
-        2,
-        "ingest-option-invalid",
+        1,
+        "ingest-option-not-applicable",
         "official",
     );
-    // Bad name and an existing name.
+    // Bad name (wrong in itself: usage) and an existing name. See: issue 20
     t2.run(&["ingest", idx2.to_str().unwrap(), "--name", "../evil"])
-        .expect(1)
+        .expect(2)
         .stderr_has(&["../evil", "hint: "]);
     t2.run(&["ingest", idx2.to_str().unwrap(), "--name", "ok"])
         .expect(0);

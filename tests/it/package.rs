@@ -275,6 +275,22 @@ fn tar_export_verifies_and_is_plain_posix() {
         );
         assert!(list.contains(&format!("{id}/data/synthetic.parquet")));
     }
+    // The same tar gzipped (as it is often mailed) verifies as it is, streamed. See: issue 20
+    let bytes = std::fs::read(&tar).unwrap();
+    let gz = out.join(format!("{id}.tar.gz"));
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut enc, &bytes).unwrap();
+    let gz_bytes = enc.finish().unwrap();
+    std::fs::write(&gz, &gz_bytes).unwrap();
+    let r = verify(&gz, j["key_sha256"].as_str().unwrap());
+    r.expect(0);
+    assert_eq!(r.json()["ok"], true);
+    // A gzipped tar cut short is a package that cannot be read: refused (exit 4), never
+    // half-trusted.
+    std::fs::write(&gz, &gz_bytes[..gz_bytes.len() / 2]).unwrap();
+    let r = verify(&gz, j["key_sha256"].as_str().unwrap());
+    r.expect(4);
+    assert_eq!(r.json()["error"]["exit_code"], 4, "{}", r.stdout);
     // --tar needs --out.
     t.run(&["package", RUN_ID, "--partner", "acme", "--tar"])
         .expect(2);

@@ -115,7 +115,8 @@ fn fail_invalid_privacy_values() {
     ] {
         let mut a = vec!["privacy", "epsilon"];
         a.extend(args);
-        retort(&a).expect(1).stderr_has(&["error:", "hint:"]);
+        // A value wrong in itself is a usage error (exit 2). See: issue 20
+        retort(&a).expect(2).stderr_has(&["error:", "hint:"]);
     }
     retort(&[
         "privacy",
@@ -128,7 +129,7 @@ fn fail_invalid_privacy_values() {
         "--delta",
         "1e-5",
     ])
-    .expect(1)
+    .expect(2)
     .stderr_has(&["epsilon"]);
 }
 

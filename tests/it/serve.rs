@@ -199,15 +199,10 @@ fn write_package(ws: &Path, id: &str, partner: &str, bytes: usize) {
     .unwrap();
 }
 
-/// Take a certificate out of the active policy (the policy has no remove command: edit the
-/// file as an operator would, replacing the fingerprint).
-fn revoke(ws: &Path, sha256: &str) {
-    let p = ws.join("policies/active.toml");
-    let text = std::fs::read_to_string(&p).unwrap();
-    let n = text.matches(sha256).count();
-    let text = text.replace(sha256, &format!("{}{}", "0".repeat(62), &sha256[..2]));
-    std::fs::write(&p, text).unwrap();
-    assert!(n <= 1);
+/// Take a partner out of the active policy, as an operator does: `retort policy remove-partner`
+/// (audited), while the server runs. See: issue 20
+fn revoke(t: &TestWs, name: &str) {
+    t.run(&["policy", "remove-partner", name]).expect(0);
 }
 
 // ---------------------------------------------------------------- the server process
@@ -693,7 +688,7 @@ fn refused_clients_no_cert_other_ca_expired_unmapped_and_removed() {
         let alpha = f.client("alpha");
         let mut s = alpha.connect(addr).await.unwrap();
         assert_eq!(Client::get_on(&mut s, "/healthz").await.unwrap().0, 200);
-        revoke(&f.t.ws, &f.clients["alpha"].2);
+        revoke(&f.t, "alpha");
         assert_eq!(Client::get_on(&mut s, "/v1/packages").await.unwrap().0, 403);
         assert!(
             alpha.get(addr, "/healthz").await.is_err(),
@@ -1347,6 +1342,7 @@ fn slow_reader_is_dropped_while_a_normal_download_completes() {
         .iter()
         .any(|r| r["reason"] == "serve-download-incomplete"));
     assert_audit_intact(&f.t);
+}
 
 // ---------------------------------------------------------------- as the systemd unit runs it
 
