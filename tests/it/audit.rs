@@ -457,38 +457,54 @@ fn show_filters_and_json_lines() {
 /// A workspace with budget history, exports and an error, for the report.
 fn rich() -> TestWs {
     let t = history();
+    // The shipped default policy with a dataset cap of 8.
+    let active = t.ws.join("policies/active.toml");
+    let policy = fs::read_to_string(&active).unwrap();
+    assert!(policy.contains("dataset_epsilon_cap = 10.0"));
     fs::write(
-        t.ws.join("policies/active.toml"),
-        "name = \"test\"\n[budget]\ndataset_epsilon_cap = 8.0\n",
+        &active,
+        policy.replace("dataset_epsilon_cap = 10.0", "dataset_epsilon_cap = 8.0"),
     )
     .unwrap();
-    for (i, (ds, eps, started)) in [
-        ("fmnist", 1.0, "2026-01-05T09:00:00Z"),
-        ("fmnist", 2.5, "2026-02-10T14:00:00Z"),
-        ("chest-xray", 4.0, "2026-03-01T08:30:00Z"),
-        ("fmnist", 3.0, "2026-04-20T16:45:00Z"),
+    // Two datasets with different images (the budget follows the images, not the name).
+    let ws = retort::workspace::Workspace::open(&t.ws).unwrap();
+    retort::dataset::store(&ws, "fmnist", &retort::demo::generate(3, 1)).unwrap();
+    retort::dataset::store(&ws, "chest-xray", &retort::demo::generate(4, 1)).unwrap();
+    // Real charges, as `retort distill` makes them: one Gaussian event per run whose epsilon
+    // alone is the given one.
+    let event = |eps: f64| {
+        let sigma = retort::dp::calibrate::gaussian_noise_multiplier(eps, 1e-5, 1).unwrap();
+        vec![retort::dp::DpEvent::gaussian(sigma, 1)]
+    };
+    for (i, (ds, eps)) in [
+        ("fmnist", 1.0),
+        ("fmnist", 2.5),
+        ("chest-xray", 4.0),
+        ("fmnist", 3.0),
     ]
     .iter()
     .enumerate()
     {
-        let dir = t.ws.join(format!("runs/run-{i}"));
-        fs::create_dir_all(&dir).unwrap();
-        fs::write(
-            dir.join("run.json"),
-            serde_json::json!({"version":1,"id":format!("run-{i}"),"dataset":ds,"method":"gm","status":"completed","epsilon":eps,"delta":1e-5,"privacy":{"epsilon":eps},"started":started}).to_string(),
-        )
-        .unwrap();
+        crate::util::charge(&t, ds, &format!("run-{i}"), &event(*eps), Some(8.0));
     }
     // A run that crashed after its reservation: only the ledger knows it; it stays charged.
-    fs::create_dir_all(t.ws.join("ledger")).unwrap();
+    let pending = crate::util::ledger_of(&t, "fmnist")
+        .reserve(
+            crate::util::TEST_ACTOR,
+            "run-crashed",
+            "distill",
+            &event(0.5),
+            1e-5,
+            Some(8.0),
+        )
+        .unwrap();
+    drop(pending);
+    // A run record that no ledger charges: listed apart, never counted silently.
+    let dir = t.ws.join("runs/run-uncharged");
+    fs::create_dir_all(&dir).unwrap();
     fs::write(
-        t.ws.join("ledger/fmnist.json"),
-        serde_json::json!({"version":1,"dataset":"fmnist","records":[
-            {"op":"reserve","run":"run-0","events":[],"delta":1e-5,"epsilon":1.0,"at":"2026-01-05T09:00:00Z"},
-            {"op":"commit","run":"run-0","at":"2026-01-05T10:00:00Z"},
-            {"op":"reserve","run":"run-crashed","events":[],"delta":1e-5,"epsilon":0.5,"at":"2026-03-15T12:00:00Z"}
-        ]})
-        .to_string(),
+        dir.join("run.json"),
+        serde_json::json!({"version":1,"id":"run-uncharged","dataset":"fmnist","method":"gm","status":"completed","epsilon":1.0,"delta":1e-5,"privacy":{"epsilon":1.0},"started":"2026-01-05T09:00:00Z","classes":["a","b"],"ipc":1,"shape":{"c":1,"h":28,"w":28}}).to_string(),
     )
     .unwrap();
     let pkg = t.ws.join("packages/pkg-1");
@@ -523,15 +539,31 @@ fn report_html_is_self_contained_and_complete() {
     assert_eq!(
         html.matches("<circle").count(),
         5,
-        "4 fmnist spends (one only in the ledger) + 1 chest-xray"
+        "4 fmnist spends (one only reserved) + 1 chest-xray"
     );
     assert!(html.contains("run-crashed"));
-    // fmnist: 1.0 + 2.5 + 0.5 + 3.0 = 7.0 of the cap 8.0.
+    assert!(html.contains("1 run(s) still running (charged)"), "{html}");
+    // fmnist: the plain sum 1.0 + 2.5 + 0.5 + 3.0 = 7.0 beside the accountant's total, which
+    // is the headline (what the cap is checked against) and is tighter.
+    let headline = html
+        .split("<h3>fmnist</h3>\n<p>spent &epsilon; = ")
+        .nth(1)
+        .unwrap();
+    let plain: f64 = headline
+        .split("plain sum of the runs&#39; &epsilon;: ")
+        .nth(1)
+        .unwrap()[..5]
+        .parse()
+        .unwrap();
+    assert!((plain - 7.0).abs() < 0.01, "plain sum {plain}");
+    let total: f64 = headline.split(' ').next().unwrap().parse().unwrap();
+    assert!(total < 7.0 && total > 3.0, "accountant total {total}");
     assert!(
-        html.contains("spent &epsilon; = 7.000 of cap 8.000"),
-        "{html}"
+        headline.starts_with(&format!("{total:.3} of cap 8.000")),
+        "{headline}"
     );
-    assert!(html.contains("cap 8.00"));
+    // The uncharged run record is listed apart, not counted.
+    assert!(html.contains("Not counted above") && html.contains("run-uncharged"));
     assert!(html.contains("pkg-1") && html.contains("st-elsewhere &lt;b&gt;"));
     assert!(!html.contains("<b>"), "partner names are escaped");
     assert!(html.contains("sha256:"));

@@ -90,6 +90,9 @@ fn copy_tree(from: &Path, to: &Path) {
             std::fs::copy(&src, &dst).unwrap();
         }
     }
+    // Keep the modes (owner-only private folders): a copy made with the umask would be
+    // tightened, with a warning, by the first command.
+    std::fs::set_permissions(to, std::fs::metadata(from).unwrap().permissions()).unwrap();
 }
 
 /// Does `actual` match `expected` (trycmd wildcards, see the module doc)?
