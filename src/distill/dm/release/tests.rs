@@ -221,13 +221,15 @@ fn per_net_release_samples_each_net_independently() {
             rel.counts[c]
         );
     }
-    // Every net's noiseless mean has norm at most 1/sqrt(K) (normalised embeddings).
+    // Every net's noiseless mean has norm at most 1/sqrt(K) (normalised embeddings) times
+    // that net's sample size over the pooled count: about 50 ± 5 over 50 ± 2.5, so a factor
+    // 1.5 is more than 5 standard deviations away (a factor 1.15 failed about once in 200).
     let f = rel.dim / p.nets;
     for c in 0..2 {
         for k in 0..p.nets {
             let m = &rel.means[c * rel.dim + k * f..c * rel.dim + (k + 1) * f];
             let n: f64 = m.iter().map(|x| x * x).sum::<f64>().sqrt();
-            assert!(n <= 0.5 * 1.15 + 1e-6 && n > 0.1, "net {k} class {c}: {n}");
+            assert!(n <= 0.5 * 1.5 + 1e-6 && n > 0.1, "net {k} class {c}: {n}");
         }
     }
 }
