@@ -223,7 +223,7 @@ fn per_net_release_samples_each_net_independently() {
     }
     // Every net's noiseless mean has norm at most 1/sqrt(K) (normalised embeddings) times
     // that net's sample size over the pooled count: about 50 ± 5 over 50 ± 2.5, so a factor
-    // 1.5 is more than 5 standard deviations away (a factor 1.15 failed about once in 200).
+    // 1.5 is more than 5 standard deviations away (a factor 1.15 failed once, by chance).
     let f = rel.dim / p.nets;
     for c in 0..2 {
         for k in 0..p.nets {
