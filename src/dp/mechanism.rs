@@ -65,6 +65,7 @@ pub const EXACT_SAMPLER: &str = "opendp-exact-discrete-gaussian";
 /// [`GaussianSum::release`]; the record count and shape are public metadata by policy.
 pub struct Records<'a> {
     images: &'a Images,
+    probe: Option<&'a Probe>,
 }
 
 impl std::fmt::Debug for Records<'_> {
@@ -79,7 +80,19 @@ impl std::fmt::Debug for Records<'_> {
 impl<'a> Records<'a> {
     /// Wrap private images (crate only: after a reservation).
     pub(crate) fn new(images: &'a Images) -> Records<'a> {
-        Records { images }
+        Records {
+            images,
+            probe: None,
+        }
+    }
+
+    /// Wrap the records of an audit-only run, with the privacy audit's white-box observer
+    /// (crate only: [`crate::run::audit`], on datasets marked audit-only).
+    pub(crate) fn probed(images: &'a Images, probe: &'a Probe) -> Records<'a> {
+        Records {
+            images,
+            probe: Some(probe),
+        }
     }
 
     /// How many records (public metadata by policy).
@@ -482,12 +495,159 @@ impl GaussianSum {
                 FLOAT_SAMPLER
             }
         };
+        // 6. Audit-only runs: the white-box observer scores its canaries against the release
+        //    (post-processing of the noisy sums).
+        if let Some(p) = data.probe {
+            p.observe(self, dim, f, &sums)?;
+        }
         Ok(Released {
             sums,
             event,
             sampler: sampler_name,
         })
     }
+}
+
+/// The privacy audit's white-box observer (`retort privacy audit`, audit-only datasets): the
+/// canaries it planted and, per canary, its score summed over every release of the run.
+///
+/// After each release's noise is added, the observer computes every canary's row with the
+/// release's own per-record function (fresh OS-keyed record randomness: it does not know the
+/// draws the release used, nor which canaries were included), clips it as the mechanism does,
+/// projects out the mean canary direction `u` (estimated from the first chunk of canaries) and
+/// adds `<d_j, S_g> / |d_j|` to canary `j`'s score, where `d_j` is the projected row and `S_g`
+/// the released noisy sum of the canary's group: a canary that was summed raises its own
+/// score by about `|d_j|`, against noise of standard deviation `σC`.
+///
+/// # Privacy
+/// Reads only released (noisy) sums and the canaries, which the auditor made; it exists only
+/// in audit-only runs ([`Records::probed`]) and never changes what is released.
+pub(crate) struct Probe {
+    canaries: Images,
+    scores: std::sync::Mutex<(Vec<f64>, u64)>,
+}
+
+impl std::fmt::Debug for Probe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Probe")
+            .field("canaries", &self.canaries.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Probe {
+    /// An observer of `canaries` (with their labels), scores at zero.
+    pub(crate) fn new(canaries: Images) -> Probe {
+        let n = canaries.len();
+        Probe {
+            canaries,
+            scores: std::sync::Mutex::new((vec![0.0; n], 0)),
+        }
+    }
+
+    /// The score of every canary (summed over the releases observed) and how many releases.
+    pub(crate) fn scores(&self) -> (Vec<f64>, u64) {
+        match self.scores.lock() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    fn observe<E>(
+        &self,
+        m: &GaussianSum,
+        dim: usize,
+        f: &(dyn Fn(&mut Batch<'_>) -> Result<Vec<f32>, E> + Sync),
+        sums: &[Vec<f64>],
+    ) -> Result<(), MechError<E>> {
+        let c = m.clip.get();
+        let mut rng = record_rng()?;
+        let n = self.canaries.len();
+        let mut contrib = vec![0f64; n];
+        let mut u: Option<(Vec<f64>, Vec<f64>)> = None;
+        let (mut pixels, mut labels, mut groups) = (Vec::new(), Vec::new(), Vec::new());
+        let idx: Vec<usize> = (0..n).collect();
+        for part in idx.chunks(m.chunk) {
+            pixels.clear();
+            labels.clear();
+            groups.clear();
+            for &i in part {
+                let label = self.canaries.labels[i];
+                groups.push(match m.grouping {
+                    Grouping::Single => 0,
+                    Grouping::ByClass(k) if (label as usize) < k => label as usize,
+                    Grouping::ByClass(k) => {
+                        return Err(Error::LabelOutOfRange { label, groups: k }.into())
+                    }
+                });
+                labels.push(label);
+                pixels.extend(self.canaries.image(i).iter().map(|&v| v as f32 / 255.0));
+            }
+            let mut batch = Batch {
+                pixels: &pixels,
+                labels: &labels,
+                rng: &mut rng,
+                spare: Vec::new(),
+            };
+            let rows = f(&mut batch).map_err(MechError::Record)?;
+            if rows.len() != part.len() * dim {
+                return Err(Error::RowShape {
+                    expected: part.len() * dim,
+                    got: rows.len(),
+                }
+                .into());
+            }
+            let factors = clip_factors(&rows, dim, c, Path::Sound);
+            let (uv, us) = u.get_or_insert_with(|| {
+                let mut mean = vec![0f64; dim];
+                for (row, &fa) in rows.chunks(dim).zip(&factors) {
+                    for (a, &x) in mean.iter_mut().zip(row) {
+                        *a += clip::scaled(x, fa) as f64;
+                    }
+                }
+                let norm = mean.iter().map(|x| x * x).sum::<f64>().sqrt();
+                if norm > 0.0 {
+                    mean.iter_mut().for_each(|x| *x /= norm);
+                }
+                let us = sums.iter().map(|s| dot(&mean, s)).collect();
+                (mean, us)
+            });
+            let part_scores: Vec<f64> = rows
+                .par_chunks(dim)
+                .zip(factors.par_iter())
+                .zip(groups.par_iter())
+                .map(|((row, &fa), &g)| {
+                    let (mut ds, mut du, mut nn) = (0f64, 0f64, 0f64);
+                    for ((&x, &s), &w) in row.iter().zip(&sums[g]).zip(uv.iter()) {
+                        let x = clip::scaled(x, fa) as f64;
+                        ds += x * s;
+                        du += x * w;
+                        nn += x * x;
+                    }
+                    let dn = (nn - du * du).max(0.0).sqrt();
+                    if dn > 1e-12 {
+                        (ds - du * us[g]) / dn
+                    } else {
+                        0.0
+                    }
+                })
+                .collect();
+            for (&k, s) in part.iter().zip(part_scores) {
+                contrib[k] = s;
+            }
+        }
+        let mut g = match self.scores.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        g.0.iter_mut().zip(&contrib).for_each(|(a, b)| *a += b);
+        g.1 += 1;
+        Ok(())
+    }
+}
+
+fn dot(a: &[f64], b: &[f64]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
 /// ChaCha20 keyed with 32 bytes from the OS (record-level randomness of one release).
