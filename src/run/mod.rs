@@ -22,6 +22,7 @@
 //!   `running` and marked `crashed` by a later command.
 //! - **One record schema.** [`record::RunRecord`] is the only reader of `run.json`.
 
+pub mod audit;
 pub mod dir;
 pub mod evaluation;
 pub mod record;
@@ -116,6 +117,28 @@ pub enum Error {
         /// The run id.
         run: String,
     },
+    /// The dataset was ingested for privacy auditing only (`--audit-only`): it can be audited,
+    /// never planned, distilled or packaged.
+    #[error("dataset {dataset:?} was ingested for privacy auditing only (--audit-only); it cannot be planned or distilled")]
+    AuditOnly {
+        /// The dataset.
+        dataset: String,
+    },
+    /// A privacy audit was asked of a dataset not marked audit-only: the audit plants canaries
+    /// and runs without a reservation, which only public or test data may undergo.
+    #[error("dataset {dataset:?} is not marked audit-only; a privacy audit runs only on data ingested with --audit-only")]
+    NotAuditOnly {
+        /// The dataset.
+        dataset: String,
+    },
+    /// The audit's parameters are out of range.
+    #[error("invalid privacy audit parameter {name}: {why}")]
+    AuditParameter {
+        /// Which parameter.
+        name: &'static str,
+        /// What is wrong.
+        why: String,
+    },
 }
 
 impl Error {
@@ -127,6 +150,9 @@ impl Error {
         "run-not-charged",
         "run-mismatch",
         "run-cancelled",
+        "run-audit-only",
+        "run-not-audit-only",
+        "run-audit-parameter",
     ];
 
     fn inner(&self) -> Option<&dyn Coded> {
@@ -153,6 +179,9 @@ impl Coded for Error {
             Error::NotCharged { .. } => "run-not-charged",
             Error::Mismatch { .. } => "run-mismatch",
             Error::Cancelled { .. } => "run-cancelled",
+            Error::AuditOnly { .. } => "run-audit-only",
+            Error::NotAuditOnly { .. } => "run-not-audit-only",
+            Error::AuditParameter { .. } => "run-audit-parameter",
             _ => self.inner().map_or("run-error", |e| e.code()),
         }
     }
@@ -164,12 +193,18 @@ impl Coded for Error {
             Error::NotCharged { .. } => Some("the ledger and the run disagree: run `retort audit verify` and `retort budget`, and report it to your compliance officer".into()),
             Error::Mismatch { .. } => Some("the run directory was modified or belongs to another dataset; re-run `retort distill`".into()),
             Error::Cancelled { .. } => Some("the run stays charged to the budget; see `retort budget`".into()),
+            Error::AuditOnly { dataset } => Some(format!("audit it with `retort privacy audit --dataset {dataset} --epsilon E`; to distill these images, ingest them again under another name without --audit-only")),
+            Error::NotAuditOnly { .. } => Some("ingest public or test data (e.g. Fashion-MNIST) with `retort ingest SRC --name N --audit-only` and audit that; never audit a private dataset".into()),
+            Error::AuditParameter { name, .. } => Some(format!("fix --{name} (see `retort privacy audit --help`)")),
             _ => self.inner().and_then(|e| e.hint()),
         }
     }
     fn class(&self) -> Class {
         match self {
-            Error::NotCharged { .. } => Class::Refused,
+            Error::NotCharged { .. } | Error::AuditOnly { .. } | Error::NotAuditOnly { .. } => {
+                Class::Refused
+            }
+            Error::AuditParameter { .. } => Class::Usage,
             Error::NotFound { .. }
             | Error::Invalid { .. }
             | Error::Incomplete { .. }
