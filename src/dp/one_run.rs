@@ -48,7 +48,7 @@ fn ln_pmf(r: u64, k: u64, ln_q: f64, ln_1mq: f64) -> f64 {
 /// # Panics
 /// Never; arguments out of range (`v > r`, `r > m`, negative ε) give 1 (nothing rejected).
 pub fn p_value(m: u64, r: u64, v: u64, epsilon: f64, delta: f64) -> f64 {
-    if v > r || r > m || !(epsilon >= 0.0) || !(0.0..=1.0).contains(&delta) {
+    if v > r || r > m || epsilon.is_nan() || epsilon < 0.0 || !(0.0..=1.0).contains(&delta) {
         return 1.0;
     }
     if v == 0 {
