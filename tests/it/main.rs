@@ -12,4 +12,5 @@ mod nn;
 mod package;
 mod policy;
 mod privacy;
+mod privacy_audit;
 mod serve;
