@@ -509,22 +509,42 @@ impl GaussianSum {
 }
 
 /// The privacy audit's white-box observer (`retort privacy audit`, audit-only datasets): the
-/// canaries it planted and, per canary, its score summed over every release of the run.
+/// canaries it planted and, per canary, its white-box score over every release of the run.
 ///
-/// After each release's noise is added, the observer computes every canary's row with the
-/// release's own per-record function (fresh OS-keyed record randomness: it does not know the
-/// draws the release used, nor which canaries were included), clips it as the mechanism does,
-/// projects out the mean canary direction `u` (estimated from the first chunk of canaries) and
-/// adds `<d_j, S_g> / |d_j|` to canary `j`'s score, where `d_j` is the projected row and `S_g`
-/// the released noisy sum of the canary's group: a canary that was summed raises its own
-/// score by about `|d_j|`, against noise of standard deviation `σC`.
+/// After each release's noise is added, the observer computes every canary's row `c_j` with the
+/// release's own per-record function (fresh OS-keyed record randomness: it knows neither the
+/// draws the release used nor which canaries were included) and clips it as the mechanism
+/// does. The released sum of the canaries' group is then modelled as `S = Σ_j b_j c_j + noise`
+/// with `b_j ∈ {0, 1}` the unknown inclusions; across all releases the observer accumulates
+/// the normal equations `G = Σ CᵀC`, `h = Σ CᵀS` and scores every canary by the ridge
+/// estimate `b̂ = ½ + (G + 4σ²C²·I)⁻¹ (h − G·½)` (the posterior mean under a prior of
+/// variance ¼ around ½): canaries whose rows are alike are told apart jointly rather than
+/// each against the others' sum. When a release's canary rows are too many to keep
+/// (`canaries × dim` above [`GRAM_MAX_VALUES`]), every canary is scored instead by its row with
+/// the mean canary direction projected out, against the release: `Σ <d_j, S> / |d_j|`.
 ///
 /// # Privacy
 /// Reads only released (noisy) sums and the canaries, which the auditor made; it exists only
 /// in audit-only runs ([`Records::probed`]) and never changes what is released.
 pub(crate) struct Probe {
     canaries: Images,
-    scores: std::sync::Mutex<(Vec<f64>, u64)>,
+    acc: std::sync::Mutex<ProbeAcc>,
+}
+
+/// Canary rows (`canaries × dim` values) above which a release is scored by projection only.
+pub(crate) const GRAM_MAX_VALUES: usize = 48 << 20;
+
+#[derive(Debug, Clone)]
+struct ProbeAcc {
+    /// Projection scores (always kept).
+    proj: Vec<f64>,
+    /// `Σ CᵀC` (canaries × canaries), `None` once a release was too large to keep.
+    gram: Option<Vec<f64>>,
+    /// `Σ CᵀS`.
+    h: Vec<f64>,
+    /// Noise variance per coordinate of the releases (σ²C², the largest seen).
+    noise_var: f64,
+    releases: u64,
 }
 
 impl std::fmt::Debug for Probe {
@@ -541,16 +561,34 @@ impl Probe {
         let n = canaries.len();
         Probe {
             canaries,
-            scores: std::sync::Mutex::new((vec![0.0; n], 0)),
+            acc: std::sync::Mutex::new(ProbeAcc {
+                proj: vec![0.0; n],
+                gram: Some(vec![0.0; n * n]),
+                h: vec![0.0; n],
+                noise_var: 0.0,
+                releases: 0,
+            }),
         }
     }
 
-    /// The score of every canary (summed over the releases observed) and how many releases.
-    pub(crate) fn scores(&self) -> (Vec<f64>, u64) {
-        match self.scores.lock() {
-            Ok(g) => g.clone(),
-            Err(p) => p.into_inner().clone(),
+    fn lock(&self) -> std::sync::MutexGuard<'_, ProbeAcc> {
+        match self.acc.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
         }
+    }
+
+    /// The white-box score of every canary and how many releases were observed: the joint
+    /// ridge estimate when every release could be kept, else the projection scores.
+    pub(crate) fn scores(&self) -> (Vec<f64>, u64) {
+        let a = self.lock().clone();
+        let n = a.proj.len();
+        let joint = a
+            .gram
+            .as_ref()
+            .filter(|_| a.releases > 0)
+            .and_then(|g| ridge_estimate(g, &a.h, n, a.noise_var));
+        (joint.unwrap_or(a.proj), a.releases)
     }
 
     fn observe<E>(
@@ -563,7 +601,11 @@ impl Probe {
         let c = m.clip.get();
         let mut rng = record_rng()?;
         let n = self.canaries.len();
+        let keep = n.saturating_mul(dim) <= GRAM_MAX_VALUES;
+        let mut kept: Vec<f32> = Vec::with_capacity(if keep { n * dim } else { 0 });
+        let mut kept_groups: Vec<usize> = Vec::with_capacity(n);
         let mut contrib = vec![0f64; n];
+        let mut h = vec![0f64; n];
         let mut u: Option<(Vec<f64>, Vec<f64>)> = None;
         let (mut pixels, mut labels, mut groups) = (Vec::new(), Vec::new(), Vec::new());
         let idx: Vec<usize> = (0..n).collect();
@@ -589,7 +631,7 @@ impl Probe {
                 rng: &mut rng,
                 spare: Vec::new(),
             };
-            let rows = f(&mut batch).map_err(MechError::Record)?;
+            let mut rows = f(&mut batch).map_err(MechError::Record)?;
             if rows.len() != part.len() * dim {
                 return Err(Error::RowShape {
                     expected: part.len() * dim,
@@ -598,11 +640,14 @@ impl Probe {
                 .into());
             }
             let factors = clip_factors(&rows, dim, c, Path::Sound);
+            rows.par_chunks_mut(dim)
+                .zip(factors.par_iter())
+                .for_each(|(row, &fa)| row.iter_mut().for_each(|x| *x = clip::scaled(*x, fa)));
             let (uv, us) = u.get_or_insert_with(|| {
                 let mut mean = vec![0f64; dim];
-                for (row, &fa) in rows.chunks(dim).zip(&factors) {
+                for row in rows.chunks(dim) {
                     for (a, &x) in mean.iter_mut().zip(row) {
-                        *a += clip::scaled(x, fa) as f64;
+                        *a += x as f64;
                     }
                 }
                 let norm = mean.iter().map(|x| x * x).sum::<f64>().sqrt();
@@ -612,38 +657,113 @@ impl Probe {
                 let us = sums.iter().map(|s| dot(&mean, s)).collect();
                 (mean, us)
             });
-            let part_scores: Vec<f64> = rows
+            let part_scores: Vec<(f64, f64)> = rows
                 .par_chunks(dim)
-                .zip(factors.par_iter())
                 .zip(groups.par_iter())
-                .map(|((row, &fa), &g)| {
+                .map(|(row, &g)| {
                     let (mut ds, mut du, mut nn) = (0f64, 0f64, 0f64);
                     for ((&x, &s), &w) in row.iter().zip(&sums[g]).zip(uv.iter()) {
-                        let x = clip::scaled(x, fa) as f64;
+                        let x = x as f64;
                         ds += x * s;
                         du += x * w;
                         nn += x * x;
                     }
                     let dn = (nn - du * du).max(0.0).sqrt();
-                    if dn > 1e-12 {
+                    let proj = if dn > 1e-12 {
                         (ds - du * us[g]) / dn
                     } else {
                         0.0
-                    }
+                    };
+                    (proj, ds)
                 })
                 .collect();
-            for (&k, s) in part.iter().zip(part_scores) {
-                contrib[k] = s;
+            for (&k, (p, ds)) in part.iter().zip(part_scores) {
+                contrib[k] = p;
+                h[k] = ds;
+            }
+            if keep {
+                kept.extend_from_slice(&rows);
+                kept_groups.extend_from_slice(&groups);
             }
         }
-        let mut g = match self.scores.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        };
-        g.0.iter_mut().zip(&contrib).for_each(|(a, b)| *a += b);
-        g.1 += 1;
+        // Gram matrix of this release's canary rows (within a group only).
+        let gram: Option<Vec<f64>> = keep.then(|| {
+            let mut g = vec![0f64; n * n];
+            g.par_chunks_mut(n).enumerate().for_each(|(j, out)| {
+                let rj = &kept[j * dim..(j + 1) * dim];
+                for (k, o) in out.iter_mut().enumerate() {
+                    if kept_groups[k] == kept_groups[j] {
+                        let rk = &kept[k * dim..(k + 1) * dim];
+                        *o = rj.iter().zip(rk).map(|(&a, &b)| a as f64 * b as f64).sum();
+                    }
+                }
+            });
+            g
+        });
+        let mut a = self.lock();
+        a.proj.iter_mut().zip(&contrib).for_each(|(x, y)| *x += y);
+        a.h.iter_mut().zip(&h).for_each(|(x, y)| *x += y);
+        match (a.gram.as_mut(), gram) {
+            (Some(acc), Some(g)) => acc.iter_mut().zip(&g).for_each(|(x, y)| *x += y),
+            _ => a.gram = None,
+        }
+        let var = (m.sigma.get() * c).powi(2);
+        a.noise_var = a.noise_var.max(var);
+        a.releases += 1;
         Ok(())
     }
+}
+
+/// `½ + (G + λI)⁻¹ (h − G·½)` with `λ = 4·noise_var` (at least 10⁻⁹ of the mean diagonal), by
+/// Cholesky; `None` if the matrix is not positive definite (it always is with λ > 0, up to
+/// rounding).
+fn ridge_estimate(g: &[f64], h: &[f64], n: usize, noise_var: f64) -> Option<Vec<f64>> {
+    let mean_diag = (0..n).map(|i| g[i * n + i]).sum::<f64>() / n.max(1) as f64;
+    let lambda = (4.0 * noise_var).max(1e-9 * mean_diag).max(1e-300);
+    let mut l = g.to_vec();
+    for i in 0..n {
+        l[i * n + i] += lambda;
+    }
+    // In-place Cholesky: lower triangle of `l` becomes L with L·Lᵀ = G + λI.
+    for j in 0..n {
+        let mut d = l[j * n + j];
+        for k in 0..j {
+            d -= l[j * n + k] * l[j * n + k];
+        }
+        if d.is_nan() || d <= 0.0 {
+            return None;
+        }
+        let d = d.sqrt();
+        l[j * n + j] = d;
+        let (head, tail) = l.split_at_mut((j + 1) * n);
+        let lj = &head[j * n..j * n + j];
+        tail.par_chunks_mut(n).for_each(|row| {
+            let mut v = row[j];
+            for k in 0..j {
+                v -= row[k] * lj[k];
+            }
+            row[j] = v / d;
+        });
+    }
+    // Right-hand side h − G·½.
+    let mut y: Vec<f64> = (0..n)
+        .map(|i| h[i] - 0.5 * g[i * n..(i + 1) * n].iter().sum::<f64>())
+        .collect();
+    for i in 0..n {
+        let mut v = y[i];
+        for k in 0..i {
+            v -= l[i * n + k] * y[k];
+        }
+        y[i] = v / l[i * n + i];
+    }
+    for i in (0..n).rev() {
+        let mut v = y[i];
+        for k in i + 1..n {
+            v -= l[k * n + i] * y[k];
+        }
+        y[i] = v / l[i * n + i];
+    }
+    Some(y.into_iter().map(|x| 0.5 + x).collect())
 }
 
 fn dot(a: &[f64], b: &[f64]) -> f64 {
