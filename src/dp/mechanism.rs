@@ -513,8 +513,8 @@ impl GaussianSum {
 ///
 /// After each release's noise is added, the observer computes every canary's row `c_j` with the
 /// release's own per-record function (fresh OS-keyed record randomness: it knows neither the
-/// draws the release used nor which canaries were included) and clips it as the mechanism
-/// does. The released sum of the canaries' group is then modelled as `S = Σ_j b_j c_j + noise`
+/// draws the release used nor which canaries were included), clipped as the mechanism does
+/// and averaged over [`PROBE_DRAWS`] draws (the expected row). The released sum of the canaries' group is then modelled as `S = Σ_j b_j c_j + noise`
 /// with `b_j ∈ {0, 1}` the unknown inclusions; across all releases the observer accumulates
 /// the normal equations `G = Σ CᵀC`, `h = Σ CᵀS` and scores every canary by the ridge
 /// estimate `b̂ = ½ + (G + 4σ²C²·I)⁻¹ (h − G·½)` (the posterior mean under a prior of
@@ -530,6 +530,10 @@ pub(crate) struct Probe {
     canaries: Images,
     acc: std::sync::Mutex<ProbeAcc>,
 }
+
+/// Draws of the record randomness (augmentations) the observer averages each canary's clipped
+/// row over.
+pub(crate) const PROBE_DRAWS: usize = 4;
 
 /// Canary rows (`canaries × dim` values) above which a release is scored by projection only.
 pub(crate) const GRAM_MAX_VALUES: usize = 48 << 20;
@@ -625,24 +629,34 @@ impl Probe {
                 labels.push(label);
                 pixels.extend(self.canaries.image(i).iter().map(|&v| v as f32 / 255.0));
             }
-            let mut batch = Batch {
-                pixels: &pixels,
-                labels: &labels,
-                rng: &mut rng,
-                spare: Vec::new(),
-            };
-            let mut rows = f(&mut batch).map_err(MechError::Record)?;
-            if rows.len() != part.len() * dim {
-                return Err(Error::RowShape {
-                    expected: part.len() * dim,
-                    got: rows.len(),
+            // The expected clipped row: the mean over PROBE_DRAWS independent draws of the
+            // record randomness (the release's own draw is unknown).
+            let mut rows = vec![0f32; part.len() * dim];
+            for _ in 0..PROBE_DRAWS {
+                let mut batch = Batch {
+                    pixels: &pixels,
+                    labels: &labels,
+                    rng: &mut rng,
+                    spare: Vec::new(),
+                };
+                let draw = f(&mut batch).map_err(MechError::Record)?;
+                if draw.len() != part.len() * dim {
+                    return Err(Error::RowShape {
+                        expected: part.len() * dim,
+                        got: draw.len(),
+                    }
+                    .into());
                 }
-                .into());
+                let factors = clip_factors(&draw, dim, c, Path::Sound);
+                rows.par_chunks_mut(dim)
+                    .zip(draw.par_chunks(dim))
+                    .zip(factors.par_iter())
+                    .for_each(|((acc, row), &fa)| {
+                        for (a, &x) in acc.iter_mut().zip(row) {
+                            *a += clip::scaled(x, fa) / PROBE_DRAWS as f32;
+                        }
+                    });
             }
-            let factors = clip_factors(&rows, dim, c, Path::Sound);
-            rows.par_chunks_mut(dim)
-                .zip(factors.par_iter())
-                .for_each(|(row, &fa)| row.iter_mut().for_each(|x| *x = clip::scaled(*x, fa)));
             let (uv, us) = u.get_or_insert_with(|| {
                 let mut mean = vec![0f64; dim];
                 for row in rows.chunks(dim) {
