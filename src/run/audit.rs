@@ -24,8 +24,8 @@
 //! orthogonal to one another and to centred photographs, in pixels and in the features of
 //! random ConvNets. They get a class of their own (`canary`), so their rows enter a sum with
 //! no data rows in it (the neighbouring relation — add or remove one image of any label — is
-//! unchanged). A canary's white-box score is its row with the mean canary direction projected
-//! out, against the released sum ([`crate::dp::mechanism`]'s `Probe`).
+//! unchanged). A canary's white-box score is the joint ridge estimate of its inclusion from
+//! every released sum ([`crate::dp::mechanism`]'s `Probe`).
 //!
 //! # Privacy
 //! Nothing here touches a private dataset: [`AuditOnly::open`] refuses any dataset not marked
