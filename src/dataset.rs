@@ -312,6 +312,11 @@ pub struct Meta {
     pub fingerprint_v1: Option<String>,
     /// SHA-256 of each stored file (integrity of the workspace, not published).
     pub files: std::collections::BTreeMap<String, String>,
+    /// Ingested for privacy auditing only (`retort ingest --audit-only`: public or test data):
+    /// `retort privacy audit` runs on it, `plan` and `distill` refuse it, so it never reaches
+    /// a package. Set by the operator at ingest (audited); absent = a normal dataset.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub audit_only: bool,
 }
 
 /// The `dataset.json` version written now: 2 = `fingerprint` is the version-2 fingerprint.
@@ -368,6 +373,20 @@ pub fn dir_of(ws: &Workspace, name: &str) -> PathBuf {
 /// # Errors
 /// `dataset-exists`, `dataset-invalid`, I/O.
 pub fn store(ws: &Workspace, name: &str, ds: &NewDataset) -> Result<Stored> {
+    store_marked(ws, name, ds, false)
+}
+
+/// [`store`], marking the dataset audit-only ([`Meta::audit_only`]) when `audit_only` is set
+/// (the marker is in `dataset.json` from the start: the dataset never exists unmarked).
+///
+/// # Errors
+/// As [`store`].
+pub fn store_marked(
+    ws: &Workspace,
+    name: &str,
+    ds: &NewDataset,
+    audit_only: bool,
+) -> Result<Stored> {
     validate_name(name)?;
     let final_dir = dir_of(ws, name);
     if final_dir.exists() {
@@ -427,6 +446,7 @@ pub fn store(ws: &Workspace, name: &str, ds: &NewDataset) -> Result<Stored> {
             fingerprint,
             fingerprint_v1: None,
             files,
+            audit_only,
         };
         let json = serde_json::to_vec_pretty(&meta).expect("invariant: meta serializes");
         atomic_write(&tmp.join("dataset.json"), &json)?;

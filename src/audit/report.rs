@@ -3,7 +3,8 @@
 //!
 //! Order of the page: the integrity verdict first (from [`super::verify`]), then the privacy
 //! budget per dataset over time (spent against the cap, one SVG chart per dataset), every
-//! export (partner, ε, package digest), refusals and errors, and the key fingerprints.
+//! export (partner, ε, package digest), refusals and errors, the key fingerprints, and the
+//! latest empirical privacy audit per method (`retort privacy audit`, from its log record).
 //!
 //! Sources, all read-only:
 //! - the audit log (refusals, errors, export records);
@@ -162,7 +163,14 @@ pub fn build(ws: &Workspace, since: Option<OffsetDateTime>) -> Result<Built> {
     let mut problems = Vec::new();
     let mut exports: BTreeMap<String, Export> = BTreeMap::new();
     let mut actors: BTreeMap<String, Activity> = BTreeMap::new();
+    let mut audits: BTreeMap<String, PrivacyAudit> = BTreeMap::new();
     for_each(ws.audit_dir(), &Filter::default(), |r, _| {
+        if r.action == "privacy.audit" && r.outcome == Outcome::Ok {
+            if let Some(a) = PrivacyAudit::from_record(r) {
+                // Records come in log order: the last one per method is the latest.
+                audits.insert(a.method.clone(), a);
+            }
+        }
         let ts = parse_ts(&r.ts);
         let in_window = since.is_none_or(|s| ts.is_some_and(|t| t >= s));
         let d = &r.details;
@@ -229,7 +237,9 @@ pub fn build(ws: &Workspace, since: Option<OffsetDateTime>) -> Result<Built> {
     })?;
     let mut budget = budget(ws);
     add_package_index(ws, since, &mut exports, &mut budget.unreadable);
-    let html = render(ws, &v, since, &budget, &exports, &problems, &actors);
+    let html = render(
+        ws, &v, since, &budget, &exports, &problems, &actors, &audits,
+    );
     Ok(Built {
         html,
         verdict: v.verdict,
@@ -237,6 +247,94 @@ pub fn build(ws: &Workspace, since: Option<OffsetDateTime>) -> Result<Built> {
         exports: exports.len(),
         problems: problems.len(),
     })
+}
+
+/// The latest empirical privacy audit of one method (`retort privacy audit`), from its
+/// audit-log record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PrivacyAudit {
+    /// Time of the record.
+    pub ts: String,
+    /// Audit id.
+    pub id: String,
+    /// Method audited.
+    pub method: String,
+    /// Dataset (audit-only).
+    pub dataset: String,
+    /// Claimed ε.
+    pub epsilon: f64,
+    /// Canaries.
+    pub canaries: u64,
+    /// `(score, ε lower bound, correct, guesses, AUROC, TPR at 1 % FPR)`.
+    pub scores: Vec<(String, f64, u64, u64, f64, f64)>,
+}
+
+impl PrivacyAudit {
+    fn from_record(r: &super::Record) -> Option<PrivacyAudit> {
+        let d = &r.details;
+        let f = |v: &serde_json::Value, k: &str| v.get(k).and_then(|x| x.as_f64());
+        let u = |v: &serde_json::Value, k: &str| v.get(k).and_then(|x| x.as_u64());
+        let scores = d
+            .get("scores")?
+            .as_array()?
+            .iter()
+            .filter_map(|s| {
+                Some((
+                    s.get("score")?.as_str()?.to_string(),
+                    f(s, "epsilon_lower_bound")?,
+                    u(s, "correct")?,
+                    u(s, "guesses")?,
+                    f(s, "auroc")?,
+                    f(s, "tpr_at_1pct_fpr")?,
+                ))
+            })
+            .collect();
+        Some(PrivacyAudit {
+            ts: r.ts.clone(),
+            id: d.get("audit")?.as_str()?.to_string(),
+            method: d.get("method")?.as_str()?.to_string(),
+            dataset: r.object.clone(),
+            epsilon: f(d, "epsilon")?,
+            canaries: u(d, "canaries")?,
+            scores,
+        })
+    }
+}
+
+fn render_privacy_audits(h: &mut String, audits: &BTreeMap<String, PrivacyAudit>) {
+    h.push_str("<h2>7. Empirical privacy audits (latest per method)</h2>\n");
+    if audits.is_empty() {
+        h.push_str("<p class=\"muted\">No privacy audit yet (<code>retort privacy audit</code> on a dataset ingested with <code>--audit-only</code>).</p>\n");
+        return;
+    }
+    h.push_str("<p class=\"muted\">A measured lower bound on epsilon (95 % confidence) from one run with planted canaries. A bound above the claimed epsilon shows a bug; a bound below it is not a proof of privacy.</p>\n<table><tr><th>method</th><th>time</th><th>dataset</th><th>claimed &epsilon;</th><th>canaries</th><th>score</th><th>&epsilon; lower bound</th><th>correct / guesses</th><th>AUROC</th><th>TPR at 1% FPR</th></tr>\n");
+    for a in audits.values() {
+        for (i, (score, lb, correct, guesses, auroc, tpr)) in a.scores.iter().enumerate() {
+            let flag = if *lb > a.epsilon {
+                " class=\"bad\""
+            } else {
+                ""
+            };
+            let head = if i == 0 {
+                format!(
+                    "<td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>",
+                    esc(&a.method),
+                    esc(&a.ts),
+                    esc(&a.dataset),
+                    a.epsilon,
+                    a.canaries
+                )
+            } else {
+                "<td></td><td></td><td></td><td></td><td></td>".to_string()
+            };
+            let _ = writeln!(
+                h,
+                "<tr>{head}<td>{}</td><td{flag}>{lb:.3}</td><td>{correct} / {guesses}</td><td>{auroc:.3}</td><td>{tpr:.3}</td></tr>",
+                esc(score)
+            );
+        }
+    }
+    h.push_str("</table>\n");
 }
 
 /// Exports from `packages/<id>.meta.json` (the agreed index), with the digest of SHA256SUMS.
@@ -442,6 +540,7 @@ fn render(
     exports: &BTreeMap<String, Export>,
     problems: &[Problem],
     actors: &BTreeMap<String, Activity>,
+    audits: &BTreeMap<String, PrivacyAudit>,
 ) -> String {
     let mut h = String::with_capacity(32 * 1024);
     let cfg = ws.config();
@@ -466,6 +565,7 @@ fn render(
     render_problems(&mut h, problems);
     render_keys(&mut h, ws, v);
     render_actors(&mut h, actors);
+    render_privacy_audits(&mut h, audits);
     h.push_str("<p class=\"muted\">This page is self-contained: no script, no external resource. Verify the log yourself with <code>retort audit verify</code> or by hand (audit/HOW-TO-VERIFY.md).</p>\n</body></html>\n");
     h
 }

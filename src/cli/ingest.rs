@@ -46,6 +46,10 @@ pub struct Args {
     /// Class names for integer labels (IDX, Parquet), comma-separated in label order.
     #[arg(long, value_name = "NAMES", value_delimiter = ',')]
     pub class_names: Option<Vec<String>>,
+    /// Mark the dataset for privacy auditing only (public or test data): `retort privacy
+    /// audit` runs on it; `plan` and `distill` refuse it, so it can never be packaged.
+    #[arg(long)]
+    pub audit_only: bool,
 }
 
 /// Parse `HxW` (also `H,W` or a single `N` for NxN).
@@ -85,7 +89,7 @@ pub fn run(args: Args, ctx: &mut Ctx) -> Result<Report> {
         &ws,
         "dataset.ingest",
         &args.name,
-        json!({ "format_requested": args.format, "skip_invalid": args.skip_invalid }),
+        json!({ "format_requested": args.format, "skip_invalid": args.skip_invalid, "audit_only": args.audit_only }),
     )?;
     let opts = Options {
         format,
@@ -138,8 +142,9 @@ pub fn run(args: Args, ctx: &mut Ctx) -> Result<Report> {
             json!({ "identifying_attributes_dropped": inv.identifying, "private_attributes_dropped": inv.private }),
         );
     }
-    let stored = crate::dataset::store(&ws, &args.name, &out.dataset)?;
+    let stored = crate::dataset::store_marked(&ws, &args.name, &out.dataset, args.audit_only)?;
     let m = &stored.meta;
+    ctx.detail("audit_only", m.audit_only);
     ctx.detail("shape", json!(m.shape.to_vec()));
     ctx.detail("classes", m.classes.len());
     ctx.detail("train_count", m.train_count);
@@ -179,6 +184,9 @@ pub fn run(args: Args, ctx: &mut Ctx) -> Result<Report> {
             ));
         }
     }
+    if m.audit_only {
+        human.push_str("marked audit-only: `retort privacy audit` can run on it; it can never be planned, distilled or packaged\n");
+    }
     human.push_str(&format!("see it with `retort datasets show {}`\n", m.name));
     // The budget follows the images (keyed fingerprint): say so when they already spent some.
     match crate::ledger::Ledger::open(&ws, m).and_then(|l| l.check()) {
@@ -217,6 +225,7 @@ pub fn run(args: Args, ctx: &mut Ctx) -> Result<Report> {
             "skipped": skipped,
             "skipped_reasons": reasons,
             "notes": m.notes,
+            "audit_only": m.audit_only,
             "seconds": seconds,
         }),
     ))

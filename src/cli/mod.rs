@@ -31,6 +31,7 @@ pub mod package;
 pub mod plan;
 pub mod policy;
 pub mod privacy;
+pub mod privacy_audit;
 pub mod progress;
 pub mod render;
 pub mod runs;

@@ -36,7 +36,7 @@ pub struct DistillArgs {
     pub seed: Option<u64>,
 }
 
-fn parse_method(s: &str) -> std::result::Result<Method, String> {
+pub(crate) fn parse_method(s: &str) -> std::result::Result<Method, String> {
     s.parse::<Method>().map_err(|e| e.to_string())
 }
 

@@ -1,4 +1,5 @@
-//! `retort privacy epsilon|calibrate`: the accountant as a calculator (no workspace needed).
+//! `retort privacy epsilon|calibrate`: the accountant as a calculator (no workspace needed);
+//! `retort privacy audit`: the empirical lower bound ([`super::privacy_audit`]).
 
 use clap::Subcommand;
 use serde_json::json;
@@ -24,6 +25,9 @@ pub enum Sub {
     Epsilon(EpsilonArgs),
     /// The smallest noise multiplier meeting a target epsilon at delta.
     Calibrate(CalibrateArgs),
+    /// Empirical lower bound on epsilon: one run of the real distillation code with planted
+    /// canaries, on a dataset ingested with --audit-only (spends no budget).
+    Audit(super::privacy_audit::AuditArgs),
 }
 
 /// Arguments of `retort privacy epsilon`.
@@ -97,8 +101,9 @@ fn num(e: f64) -> serde_json::Value {
 /// # Errors
 /// `dp-invalid-parameter` (exit 1) for NaN, infinite or out-of-range values;
 /// `dp-calibration-failed` when no sigma up to 10^4 meets the target.
-pub fn run(args: Args, _ctx: &mut Ctx) -> Result<Report> {
+pub fn run(args: Args, ctx: &mut Ctx) -> Result<Report> {
     match args.command {
+        Sub::Audit(a) => super::privacy_audit::run(a, ctx),
         Sub::Epsilon(a) => {
             dp::SampleRate::new(a.q)?;
             dp::NoiseMultiplier::new(a.sigma)?;

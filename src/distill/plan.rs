@@ -446,6 +446,7 @@ mod tests {
             fingerprint: "f".into(),
             fingerprint_v1: None,
             files: Default::default(),
+            audit_only: false,
         }
     }
 

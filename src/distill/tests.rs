@@ -30,6 +30,7 @@ fn data(n: usize) -> (Meta, Images) {
         fingerprint: "f".into(),
         fingerprint_v1: None,
         files: Default::default(),
+        audit_only: false,
     };
     (meta, im)
 }

@@ -65,6 +65,7 @@ pub const EXACT_SAMPLER: &str = "opendp-exact-discrete-gaussian";
 /// [`GaussianSum::release`]; the record count and shape are public metadata by policy.
 pub struct Records<'a> {
     images: &'a Images,
+    probe: Option<&'a Probe>,
 }
 
 impl std::fmt::Debug for Records<'_> {
@@ -79,7 +80,19 @@ impl std::fmt::Debug for Records<'_> {
 impl<'a> Records<'a> {
     /// Wrap private images (crate only: after a reservation).
     pub(crate) fn new(images: &'a Images) -> Records<'a> {
-        Records { images }
+        Records {
+            images,
+            probe: None,
+        }
+    }
+
+    /// Wrap the records of an audit-only run, with the privacy audit's white-box observer
+    /// (crate only: [`crate::run::audit`], on datasets marked audit-only).
+    pub(crate) fn probed(images: &'a Images, probe: &'a Probe) -> Records<'a> {
+        Records {
+            images,
+            probe: Some(probe),
+        }
     }
 
     /// How many records (public metadata by policy).
@@ -482,12 +495,293 @@ impl GaussianSum {
                 FLOAT_SAMPLER
             }
         };
+        // 6. Audit-only runs: the white-box observer scores its canaries against the release
+        //    (post-processing of the noisy sums).
+        if let Some(p) = data.probe {
+            p.observe(self, dim, f, &sums)?;
+        }
         Ok(Released {
             sums,
             event,
             sampler: sampler_name,
         })
     }
+}
+
+/// The privacy audit's white-box observer (`retort privacy audit`, audit-only datasets): the
+/// canaries it planted and, per canary, its white-box score over every release of the run.
+///
+/// After each release's noise is added, the observer computes every canary's row `c_j` with the
+/// release's own per-record function (fresh OS-keyed record randomness: it knows neither the
+/// draws the release used nor which canaries were included), clipped as the mechanism does
+/// and averaged over [`PROBE_DRAWS`] draws (the expected row). The released sum of the canaries' group is then modelled as `S = Σ_j b_j c_j + noise`
+/// with `b_j ∈ {0, 1}` the unknown inclusions; across all releases the observer accumulates
+/// the normal equations `G = Σ CᵀC`, `h = Σ CᵀS` and scores every canary by the ridge
+/// estimate `b̂ = ½ + (G + 4σ²C²·I)⁻¹ (h − G·½)` (the posterior mean under a prior of
+/// variance ¼ around ½): canaries whose rows are alike are told apart jointly rather than
+/// each against the others' sum. When a release's canary rows are too many to keep
+/// (`canaries × dim` above [`GRAM_MAX_VALUES`]), every canary is scored instead by its row with
+/// the mean canary direction projected out, against the release: `Σ <d_j, S> / |d_j|`.
+///
+/// # Privacy
+/// Reads only released (noisy) sums and the canaries, which the auditor made; it exists only
+/// in audit-only runs ([`Records::probed`]) and never changes what is released.
+pub(crate) struct Probe {
+    canaries: Images,
+    acc: std::sync::Mutex<ProbeAcc>,
+}
+
+/// Draws of the record randomness (augmentations) the observer averages each canary's clipped
+/// row over.
+pub(crate) const PROBE_DRAWS: usize = 4;
+
+/// Canary rows (`canaries × dim` values) above which a release is scored by projection only.
+pub(crate) const GRAM_MAX_VALUES: usize = 48 << 20;
+
+#[derive(Debug, Clone)]
+struct ProbeAcc {
+    /// Projection scores (always kept).
+    proj: Vec<f64>,
+    /// `Σ CᵀC` (canaries × canaries), `None` once a release was too large to keep.
+    gram: Option<Vec<f64>>,
+    /// `Σ CᵀS`.
+    h: Vec<f64>,
+    /// Noise variance per coordinate of the releases (σ²C², the largest seen).
+    noise_var: f64,
+    releases: u64,
+}
+
+impl std::fmt::Debug for Probe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Probe")
+            .field("canaries", &self.canaries.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Probe {
+    /// An observer of `canaries` (with their labels), scores at zero.
+    pub(crate) fn new(canaries: Images) -> Probe {
+        let n = canaries.len();
+        Probe {
+            canaries,
+            acc: std::sync::Mutex::new(ProbeAcc {
+                proj: vec![0.0; n],
+                gram: Some(vec![0.0; n * n]),
+                h: vec![0.0; n],
+                noise_var: 0.0,
+                releases: 0,
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ProbeAcc> {
+        match self.acc.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    /// The white-box score of every canary and how many releases were observed: the joint
+    /// ridge estimate when every release could be kept, else the projection scores.
+    pub(crate) fn scores(&self) -> (Vec<f64>, u64) {
+        let a = self.lock().clone();
+        let n = a.proj.len();
+        let joint = a
+            .gram
+            .as_ref()
+            .filter(|_| a.releases > 0)
+            .and_then(|g| ridge_estimate(g, &a.h, n, a.noise_var));
+        (joint.unwrap_or(a.proj), a.releases)
+    }
+
+    fn observe<E>(
+        &self,
+        m: &GaussianSum,
+        dim: usize,
+        f: &(dyn Fn(&mut Batch<'_>) -> Result<Vec<f32>, E> + Sync),
+        sums: &[Vec<f64>],
+    ) -> Result<(), MechError<E>> {
+        let c = m.clip.get();
+        let mut rng = record_rng()?;
+        let n = self.canaries.len();
+        let keep = n.saturating_mul(dim) <= GRAM_MAX_VALUES;
+        let mut kept: Vec<f32> = Vec::with_capacity(if keep { n * dim } else { 0 });
+        let mut kept_groups: Vec<usize> = Vec::with_capacity(n);
+        let mut contrib = vec![0f64; n];
+        let mut h = vec![0f64; n];
+        let mut u: Option<(Vec<f64>, Vec<f64>)> = None;
+        let (mut pixels, mut labels, mut groups) = (Vec::new(), Vec::new(), Vec::new());
+        let idx: Vec<usize> = (0..n).collect();
+        for part in idx.chunks(m.chunk) {
+            pixels.clear();
+            labels.clear();
+            groups.clear();
+            for &i in part {
+                let label = self.canaries.labels[i];
+                groups.push(match m.grouping {
+                    Grouping::Single => 0,
+                    Grouping::ByClass(k) if (label as usize) < k => label as usize,
+                    Grouping::ByClass(k) => {
+                        return Err(Error::LabelOutOfRange { label, groups: k }.into())
+                    }
+                });
+                labels.push(label);
+                pixels.extend(self.canaries.image(i).iter().map(|&v| v as f32 / 255.0));
+            }
+            // The expected clipped row: the mean over PROBE_DRAWS independent draws of the
+            // record randomness (the release's own draw is unknown).
+            let mut rows = vec![0f32; part.len() * dim];
+            for _ in 0..PROBE_DRAWS {
+                let mut batch = Batch {
+                    pixels: &pixels,
+                    labels: &labels,
+                    rng: &mut rng,
+                    spare: Vec::new(),
+                };
+                let draw = f(&mut batch).map_err(MechError::Record)?;
+                if draw.len() != part.len() * dim {
+                    return Err(Error::RowShape {
+                        expected: part.len() * dim,
+                        got: draw.len(),
+                    }
+                    .into());
+                }
+                let factors = clip_factors(&draw, dim, c, Path::Sound);
+                rows.par_chunks_mut(dim)
+                    .zip(draw.par_chunks(dim))
+                    .zip(factors.par_iter())
+                    .for_each(|((acc, row), &fa)| {
+                        for (a, &x) in acc.iter_mut().zip(row) {
+                            *a += clip::scaled(x, fa) / PROBE_DRAWS as f32;
+                        }
+                    });
+            }
+            let (uv, us) = u.get_or_insert_with(|| {
+                let mut mean = vec![0f64; dim];
+                for row in rows.chunks(dim) {
+                    for (a, &x) in mean.iter_mut().zip(row) {
+                        *a += x as f64;
+                    }
+                }
+                let norm = mean.iter().map(|x| x * x).sum::<f64>().sqrt();
+                if norm > 0.0 {
+                    mean.iter_mut().for_each(|x| *x /= norm);
+                }
+                let us = sums.iter().map(|s| dot(&mean, s)).collect();
+                (mean, us)
+            });
+            let part_scores: Vec<(f64, f64)> = rows
+                .par_chunks(dim)
+                .zip(groups.par_iter())
+                .map(|(row, &g)| {
+                    let (mut ds, mut du, mut nn) = (0f64, 0f64, 0f64);
+                    for ((&x, &s), &w) in row.iter().zip(&sums[g]).zip(uv.iter()) {
+                        let x = x as f64;
+                        ds += x * s;
+                        du += x * w;
+                        nn += x * x;
+                    }
+                    let dn = (nn - du * du).max(0.0).sqrt();
+                    let proj = if dn > 1e-12 {
+                        (ds - du * us[g]) / dn
+                    } else {
+                        0.0
+                    };
+                    (proj, ds)
+                })
+                .collect();
+            for (&k, (p, ds)) in part.iter().zip(part_scores) {
+                contrib[k] = p;
+                h[k] = ds;
+            }
+            if keep {
+                kept.extend_from_slice(&rows);
+                kept_groups.extend_from_slice(&groups);
+            }
+        }
+        // Gram matrix of this release's canary rows (within a group only).
+        let gram: Option<Vec<f64>> = keep.then(|| {
+            let mut g = vec![0f64; n * n];
+            g.par_chunks_mut(n).enumerate().for_each(|(j, out)| {
+                let rj = &kept[j * dim..(j + 1) * dim];
+                for (k, o) in out.iter_mut().enumerate() {
+                    if kept_groups[k] == kept_groups[j] {
+                        let rk = &kept[k * dim..(k + 1) * dim];
+                        *o = rj.iter().zip(rk).map(|(&a, &b)| a as f64 * b as f64).sum();
+                    }
+                }
+            });
+            g
+        });
+        let mut a = self.lock();
+        a.proj.iter_mut().zip(&contrib).for_each(|(x, y)| *x += y);
+        a.h.iter_mut().zip(&h).for_each(|(x, y)| *x += y);
+        match (a.gram.as_mut(), gram) {
+            (Some(acc), Some(g)) => acc.iter_mut().zip(&g).for_each(|(x, y)| *x += y),
+            _ => a.gram = None,
+        }
+        let var = (m.sigma.get() * c).powi(2);
+        a.noise_var = a.noise_var.max(var);
+        a.releases += 1;
+        Ok(())
+    }
+}
+
+/// `½ + (G + λI)⁻¹ (h − G·½)` with `λ = 4·noise_var` (at least 10⁻⁹ of the mean diagonal), by
+/// Cholesky; `None` if the matrix is not positive definite (it always is with λ > 0, up to
+/// rounding).
+fn ridge_estimate(g: &[f64], h: &[f64], n: usize, noise_var: f64) -> Option<Vec<f64>> {
+    let mean_diag = (0..n).map(|i| g[i * n + i]).sum::<f64>() / n.max(1) as f64;
+    let lambda = (4.0 * noise_var).max(1e-9 * mean_diag).max(1e-300);
+    let mut l = g.to_vec();
+    for i in 0..n {
+        l[i * n + i] += lambda;
+    }
+    // In-place Cholesky: lower triangle of `l` becomes L with L·Lᵀ = G + λI.
+    for j in 0..n {
+        let mut d = l[j * n + j];
+        for k in 0..j {
+            d -= l[j * n + k] * l[j * n + k];
+        }
+        if d.is_nan() || d <= 0.0 {
+            return None;
+        }
+        let d = d.sqrt();
+        l[j * n + j] = d;
+        let (head, tail) = l.split_at_mut((j + 1) * n);
+        let lj = &head[j * n..j * n + j];
+        tail.par_chunks_mut(n).for_each(|row| {
+            let mut v = row[j];
+            for k in 0..j {
+                v -= row[k] * lj[k];
+            }
+            row[j] = v / d;
+        });
+    }
+    // Right-hand side h − G·½.
+    let mut y: Vec<f64> = (0..n)
+        .map(|i| h[i] - 0.5 * g[i * n..(i + 1) * n].iter().sum::<f64>())
+        .collect();
+    for i in 0..n {
+        let mut v = y[i];
+        for k in 0..i {
+            v -= l[i * n + k] * y[k];
+        }
+        y[i] = v / l[i * n + i];
+    }
+    for i in (0..n).rev() {
+        let mut v = y[i];
+        for k in i + 1..n {
+            v -= l[k * n + i] * y[k];
+        }
+        y[i] = v / l[i * n + i];
+    }
+    Some(y.into_iter().map(|x| 0.5 + x).collect())
+}
+
+fn dot(a: &[f64], b: &[f64]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
 /// ChaCha20 keyed with 32 bytes from the OS (record-level randomness of one release).

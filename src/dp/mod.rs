@@ -22,6 +22,7 @@ pub mod event;
 pub mod exact;
 pub mod mechanism;
 pub mod noise;
+pub mod one_run;
 pub mod sample;
 pub mod split;
 

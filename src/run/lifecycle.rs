@@ -41,7 +41,8 @@ pub struct Planned<'w> {
 /// The request's `utility_share` is replaced by the policy's `budget.utility_share`.
 ///
 /// # Errors
-/// Dataset, policy (load), ledger and parameter errors. A policy *refusal* is not an error
+/// `run-audit-only` (exit 3) for a dataset ingested with `--audit-only`; dataset, policy
+/// (load), ledger and parameter errors. A policy *refusal* is not an error
 /// here: it is [`Planned::decision`] (so `plan` can show it); [`Planned::reserve`] refuses.
 pub fn plan<'w>(
     ws: &'w Workspace,
@@ -50,6 +51,11 @@ pub fn plan<'w>(
     policy_override: Option<&Path>,
 ) -> Result<Planned<'w>, Error> {
     let stored = crate::dataset::open(ws, dataset)?;
+    if stored.meta.audit_only {
+        return Err(Error::AuditOnly {
+            dataset: stored.meta.name.clone(),
+        });
+    }
     let policy = crate::policy::load_active(ws, policy_override)?;
     let mut req = request.clone();
     req.utility_share = policy.policy.utility_share();

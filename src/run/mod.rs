@@ -22,6 +22,7 @@
 //!   `running` and marked `crashed` by a later command.
 //! - **One record schema.** [`record::RunRecord`] is the only reader of `run.json`.
 
+pub mod audit;
 pub mod crashed;
 pub mod dir;
 pub mod evaluation;
@@ -132,6 +133,28 @@ pub enum Error {
     /// A run id that is not a valid name (a usage error).
     #[error(transparent)]
     Name(#[from] crate::workspace::Error),
+    /// The dataset was ingested for privacy auditing only (`--audit-only`): it can be audited,
+    /// never planned, distilled or packaged.
+    #[error("dataset {dataset:?} was ingested for privacy auditing only (--audit-only); it cannot be planned or distilled")]
+    AuditOnly {
+        /// The dataset.
+        dataset: String,
+    },
+    /// A privacy audit was asked of a dataset not marked audit-only: the audit plants canaries
+    /// and runs without a reservation, which only public or test data may undergo.
+    #[error("dataset {dataset:?} is not marked audit-only; a privacy audit runs only on data ingested with --audit-only")]
+    NotAuditOnly {
+        /// The dataset.
+        dataset: String,
+    },
+    /// The audit's parameters are out of range.
+    #[error("invalid privacy audit parameter {name}: {why}")]
+    AuditParameter {
+        /// Which parameter.
+        name: &'static str,
+        /// What is wrong.
+        why: String,
+    },
 }
 
 impl Error {
@@ -146,6 +169,9 @@ impl Error {
         "run-eval-cancelled",
         // Not an error: the reason code of the `run.crashed` audit record (crashed.rs).
         "run-crashed",
+        "run-audit-only",
+        "run-not-audit-only",
+        "run-audit-parameter",
     ];
 
     fn inner(&self) -> Option<&dyn Coded> {
@@ -174,6 +200,9 @@ impl Coded for Error {
             Error::Mismatch { .. } => "run-mismatch",
             Error::Cancelled { .. } => "run-cancelled",
             Error::EvalCancelled { .. } => "run-eval-cancelled",
+            Error::AuditOnly { .. } => "run-audit-only",
+            Error::NotAuditOnly { .. } => "run-not-audit-only",
+            Error::AuditParameter { .. } => "run-audit-parameter",
             _ => self.inner().map_or("run-error", |e| e.code()),
         }
     }
@@ -192,12 +221,18 @@ impl Coded for Error {
                 "what the evaluation reserved before it stopped ({}) stays charged (`retort budget`); run `retort eval {run}` again to finish it",
                 charged.join(", ")
             )),
+            Error::AuditOnly { dataset } => Some(format!("audit it with `retort privacy audit --dataset {dataset} --epsilon E`; to distill these images, ingest them again under another name without --audit-only")),
+            Error::NotAuditOnly { .. } => Some("ingest public or test data (e.g. Fashion-MNIST) with `retort ingest SRC --name N --audit-only` and audit that; never audit a private dataset".into()),
+            Error::AuditParameter { name, .. } => Some(format!("fix --{name} (see `retort privacy audit --help`)")),
             _ => self.inner().and_then(|e| e.hint()),
         }
     }
     fn class(&self) -> Class {
         match self {
-            Error::NotCharged { .. } => Class::Refused,
+            Error::NotCharged { .. } | Error::AuditOnly { .. } | Error::NotAuditOnly { .. } => {
+                Class::Refused
+            }
+            Error::AuditParameter { .. } => Class::Usage,
             Error::NotFound { .. }
             | Error::Invalid { .. }
             | Error::Incomplete { .. }

@@ -374,6 +374,7 @@ fn measure_dm_fashion() {
         fingerprint: String::new(),
         fingerprint_v1: None,
         files: Default::default(),
+        audit_only: false,
     };
     let iterations = std::env::var("ITERS").ok().and_then(|s| s.parse().ok());
     let plan = retort::distill::plan(

@@ -15,5 +15,6 @@ mod operations;
 mod package;
 mod policy;
 mod privacy;
+mod privacy_audit;
 mod roles;
 mod serve;
