@@ -532,6 +532,7 @@ th{background:#f6f8fa}code,.mono{font-family:ui-monospace,Menlo,Consolas,monospa
 .muted{color:#57606a}.bad{color:#cf222e;font-weight:600}.ok{color:#1a7f37;font-weight:600}\
 .chart{margin:1rem 0 2rem}";
 
+#[allow(clippy::too_many_arguments)]
 fn render(
     ws: &Workspace,
     v: &VerifyReport,
