@@ -435,21 +435,14 @@ impl GaussianSum {
             if crate::progress::is_cancelled() {
                 return Err(MechError::Cancelled);
             }
-            pixels.clear();
-            labels.clear();
-            group_of.clear();
-            for &i in part {
-                let label = data.images.labels[i];
-                group_of.push(match self.grouping {
-                    Grouping::Single => 0,
-                    Grouping::ByClass(k) if (label as usize) < k => label as usize,
-                    Grouping::ByClass(k) => {
-                        return Err(Error::LabelOutOfRange { label, groups: k }.into())
-                    }
-                });
-                labels.push(label);
-                pixels.extend(data.images.image(i).iter().map(|&v| v as f32 / 255.0));
-            }
+            gather(
+                data.images,
+                part,
+                self.grouping,
+                &mut pixels,
+                &mut labels,
+                &mut group_of,
+            )?;
             spare.clear();
             let mut batch = Batch {
                 pixels: &pixels,
@@ -614,21 +607,14 @@ impl Probe {
         let (mut pixels, mut labels, mut groups) = (Vec::new(), Vec::new(), Vec::new());
         let idx: Vec<usize> = (0..n).collect();
         for part in idx.chunks(m.chunk) {
-            pixels.clear();
-            labels.clear();
-            groups.clear();
-            for &i in part {
-                let label = self.canaries.labels[i];
-                groups.push(match m.grouping {
-                    Grouping::Single => 0,
-                    Grouping::ByClass(k) if (label as usize) < k => label as usize,
-                    Grouping::ByClass(k) => {
-                        return Err(Error::LabelOutOfRange { label, groups: k }.into())
-                    }
-                });
-                labels.push(label);
-                pixels.extend(self.canaries.image(i).iter().map(|&v| v as f32 / 255.0));
-            }
+            gather(
+                &self.canaries,
+                part,
+                m.grouping,
+                &mut pixels,
+                &mut labels,
+                &mut groups,
+            )?;
             // The expected clipped row: the mean over PROBE_DRAWS independent draws of the
             // record randomness (the release's own draw is unknown).
             let mut rows = vec![0f32; part.len() * dim];
@@ -850,6 +836,32 @@ fn add_clipped_rows(
             }
         });
     }
+}
+
+/// Gather records `part` of `images` for the per-record function: pixels as f32 in [0, 1],
+/// labels, and each record's group under `grouping` (a label outside `ByClass(k)` is an error).
+fn gather(
+    images: &Images,
+    part: &[usize],
+    grouping: Grouping,
+    pixels: &mut Vec<f32>,
+    labels: &mut Vec<u32>,
+    groups: &mut Vec<usize>,
+) -> Result<(), Error> {
+    pixels.clear();
+    labels.clear();
+    groups.clear();
+    for &i in part {
+        let label = images.labels[i];
+        groups.push(match grouping {
+            Grouping::Single => 0,
+            Grouping::ByClass(k) if (label as usize) < k => label as usize,
+            Grouping::ByClass(k) => return Err(Error::LabelOutOfRange { label, groups: k }),
+        });
+        labels.push(label);
+        pixels.extend(images.image(i).iter().map(|&v| v as f32 / 255.0));
+    }
+    Ok(())
 }
 
 /// What a reservation allows a run to spend: the reserved events as (q, σ) atoms with counts.
