@@ -335,10 +335,6 @@ fn measure_dm_timing() {
 #[ignore]
 fn measure_dm_fashion() {
     use rand::{seq::SliceRandom, SeedableRng};
-    let Some((train, test)) = fashion() else {
-        eprintln!("SKIPPED: fashion-mnist absent");
-        return;
-    };
     let env = |k: &str, d: f64| {
         std::env::var(k)
             .ok()
@@ -349,9 +345,24 @@ fn measure_dm_fashion() {
     let eps = env("EPS", 1.0);
     let models = env("MODELS", 2.0) as usize;
     let epochs = env("EPOCHS", 300.0) as usize;
+    let width = env("WIDTH", 128.0) as usize;
+    // DATA=demo: the demo's phantoms (PER_CLASS training, 100 held-out images per class, four
+    // classes) instead of Fashion-MNIST.
+    let demo = std::env::var("DATA").as_deref() == Ok("demo");
+    let (train, test) = if demo {
+        let d = retort::demo::generate(per_class, 100);
+        (d.train, d.test)
+    } else {
+        let Some(t) = fashion() else {
+            eprintln!("SKIPPED: fashion-mnist absent");
+            return;
+        };
+        t
+    };
+    let k = if demo { 4 } else { 10 };
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(2026);
     let mut idx: Vec<usize> = Vec::new();
-    for c in 0..10u32 {
+    for c in 0..k as u32 {
         let mut of: Vec<usize> = (0..train.len()).filter(|&i| train.labels[i] == c).collect();
         of.shuffle(&mut rng);
         idx.extend(of.into_iter().take(per_class));
@@ -362,11 +373,11 @@ fn measure_dm_fashion() {
         version: 1,
         name: "fmnist".into(),
         shape: sub.shape,
-        classes: (0..10).map(|c| c.to_string()).collect(),
+        classes: (0..k).map(|c| c.to_string()).collect(),
         train_count: sub.len(),
         test_count: test.len(),
-        per_class_train: sub.per_class(10),
-        per_class_test: test.per_class(10),
+        per_class_train: sub.per_class(k),
+        per_class_test: test.per_class(k),
         source_format: "idx".into(),
         split: retort::dataset::SplitInfo::Official,
         notes: vec![],
@@ -426,14 +437,13 @@ fn measure_dm_fashion() {
         );
         return;
     }
-    let recipe =
-        retort::eval::Recipe::standard(retort::eval::Model::ConvNet { width: 128 }, epochs);
+    let recipe = retort::eval::Recipe::standard(retort::eval::Model::ConvNet { width }, epochs);
     let testf = test.to_float();
     let s = retort::eval::score(
         &recipe,
         &out.synthetic,
         &testf,
-        10,
+        k,
         models,
         0,
         &retort::progress::silent,
@@ -442,13 +452,13 @@ fn measure_dm_fashion() {
     let b = if std::env::var("SKIP_REAL").is_ok() {
         None
     } else {
-        let real = retort::eval::random_per_class(&sub, &[10; 10], 7);
+        let real = retort::eval::random_per_class(&sub, &vec![10; k], 7);
         Some(
             retort::eval::score(
                 &recipe,
                 &real,
                 &testf,
-                10,
+                k,
                 models,
                 0,
                 &retort::progress::silent,
