@@ -25,6 +25,7 @@
 pub mod augment;
 pub mod dm;
 pub mod gm;
+pub mod forecast;
 #[cfg(feature = "measure")]
 #[doc(hidden)]
 pub mod measure;
