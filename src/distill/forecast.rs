@@ -208,9 +208,7 @@ pub fn snr(plan: &Plan, n_c: f64) -> Result<f64, Error> {
             let emb = dm_coords(p, plan.shape, k)? as f64;
             let signal = alpha * c.min(1.0) * n_c;
             match p.sample_rate {
-                Some(q) => {
-                    (p.nets as f64).sqrt() * q * signal / (sigma * c * (emb + 1.0).sqrt())
-                }
+                Some(q) => (p.nets as f64).sqrt() * q * signal / (sigma * c * (emb + 1.0).sqrt()),
                 None => signal / (sigma * c * emb.sqrt()),
             }
         }

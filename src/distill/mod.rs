@@ -24,8 +24,8 @@
 
 pub mod augment;
 pub mod dm;
-pub mod gm;
 pub mod forecast;
+pub mod gm;
 #[cfg(feature = "measure")]
 #[doc(hidden)]
 pub mod measure;

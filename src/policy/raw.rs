@@ -9,11 +9,11 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::warn::Spans;
-use crate::distill::forecast::Verdict;
 use super::{
     DatasetRule, Error, Location, Partner, Policy, Result, DEFAULT_UTILITY_SHARE, FORMAT_VERSION,
     KNOWN_METHODS,
 };
+use crate::distill::forecast::Verdict;
 
 /// The largest epsilon cap a policy may set: beyond it the guarantee means nothing.
 pub(crate) const MAX_EPSILON_CAP: f64 = 100.0;

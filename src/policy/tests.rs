@@ -913,7 +913,11 @@ fn forecast_floor_and_public_class_counts() {
         panic!("a poor forecast must be refused under a fair floor")
     };
     assert_eq!(r.code, "policy-forecast-below-floor");
-    assert!(r.message.contains("poor") && r.message.contains("fair"), "{}", r.message);
+    assert!(
+        r.message.contains("poor") && r.message.contains("fair"),
+        "{}",
+        r.message
+    );
     assert!(r.hint.contains("about epsilon = 6"), "{}", r.hint);
     assert!(decide(&f, Some(Verdict::Fair)).is_allowed());
     assert!(decide(&f, Some(Verdict::Good)).is_allowed());

@@ -902,13 +902,20 @@ mod tests {
         assert_eq!(rows.len(), 3);
         assert_eq!(rows[2].class, "rare");
         assert_eq!(
-            (rows[2].synthetic, rows[2].random_real, rows[2].all_real, rows[2].dp_sgd),
+            (
+                rows[2].synthetic,
+                rows[2].random_real,
+                rows[2].all_real,
+                rows[2].dp_sgd
+            ),
             (Some(0.1), Some(0.5), None, None)
         );
         assert_eq!(rows[0].all_real, Some(0.95));
         // Without baselines: only the synthetic column.
         let alone = per_class(&classes, &syn, &Default::default());
-        assert!(alone.iter().all(|r| r.random_real.is_none() && r.all_real.is_none()));
+        assert!(alone
+            .iter()
+            .all(|r| r.random_real.is_none() && r.all_real.is_none()));
         // The JSON row names its columns; dp_sgd only when measured.
         let j = serde_json::to_value(&rows[0]).unwrap();
         assert_eq!(j["class"], "a");

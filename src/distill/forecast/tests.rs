@@ -46,13 +46,13 @@ fn forecast_of(meta: &Meta, epsilon: f64, public: bool) -> Forecast {
 /// The measured runs of docs/distill.md ("Utility forecast"): cohort per class, ε, and the
 /// verdict of the measured accuracy relative to ten random real images per class.
 const MEASURED: &[(usize, f64, Verdict)] = &[
-    (100, 1.0, Verdict::Poor),  // 0.62 / 0.735 = 0.84
-    (100, 10.0, Verdict::Fair), // 0.71 / 0.735 = 0.97
-    (300, 1.0, Verdict::Fair),  // 0.70 / 0.735 = 0.95
-    (300, 10.0, Verdict::Good), // 0.73 / 0.735 = 0.99
-    (500, 1.0, Verdict::Fair),  // 0.70 / 0.735 = 0.95
-    (500, 10.0, Verdict::Good), // 0.765 / 0.735 = 1.04
-    (6000, 1.0, Verdict::Good), // 0.770 / 0.747 = 1.03
+    (100, 1.0, Verdict::Poor),   // 0.62 / 0.735 = 0.84
+    (100, 10.0, Verdict::Fair),  // 0.71 / 0.735 = 0.97
+    (300, 1.0, Verdict::Fair),   // 0.70 / 0.735 = 0.95
+    (300, 10.0, Verdict::Good),  // 0.73 / 0.735 = 0.99
+    (500, 1.0, Verdict::Fair),   // 0.70 / 0.735 = 0.95
+    (500, 10.0, Verdict::Good),  // 0.765 / 0.735 = 1.04
+    (6000, 1.0, Verdict::Good),  // 0.770 / 0.747 = 1.03
     (6000, 10.0, Verdict::Good), // 0.80 / 0.747 = 1.07
 ];
 
@@ -133,7 +133,11 @@ fn epsilon_for_the_next_verdict_reaches_it() {
     assert_eq!(f.verdict, Verdict::Poor);
     let e = f.epsilon_for_next.expect("an epsilon for fair");
     assert!(e > 1.0 && e < 100.0, "{e}");
-    assert!(f.summary.contains(&format!("about epsilon = {}", num(e))), "{}", f.summary);
+    assert!(
+        f.summary.contains(&format!("about epsilon = {}", num(e))),
+        "{}",
+        f.summary
+    );
     // Planned at that epsilon, the run is fair; a little below it, still poor (the figure is
     // close, not a wild overestimate).
     assert!(forecast_of(&m, e, false).verdict >= Verdict::Fair);
@@ -158,7 +162,12 @@ fn advice_is_true_for_the_plan() {
     let f = forecast_of(&m, 1.0, false);
     let p = crate::distill::plan(&m, &req(1.0)).unwrap();
     let has = |f: &Forecast, w: &str| f.advice.iter().any(|a| a.contains(w));
-    for w in ["larger epsilon", "more images", "fewer classes", "lower resolution"] {
+    for w in [
+        "larger epsilon",
+        "more images",
+        "fewer classes",
+        "lower resolution",
+    ] {
         assert!(has(&f, w), "{w}: {:?}", f.advice);
     }
     // Afresh with the defaults: twice the images, classes merged in pairs, half the
@@ -203,14 +212,20 @@ fn public_class_counts_switch_to_the_smallest_class() {
     let avg = forecast_of(&m, 1.0, false);
     assert!(!avg.smallest_class && avg.class.is_none());
     assert!((avg.class_size - 460.0).abs() < 1e-9);
-    assert!(avg.summary.contains("about 460 images per class"), "{}", avg.summary);
+    assert!(
+        avg.summary.contains("about 460 images per class"),
+        "{}",
+        avg.summary
+    );
     let small = forecast_of(&m, 1.0, true);
     assert!(small.smallest_class);
     assert_eq!(small.class.as_deref(), Some("c3"));
     assert_eq!(small.class_size, 100.0);
     assert!(small.snr < avg.snr);
     assert!(
-        small.summary.contains("the smallest class, \"c3\", 100 images"),
+        small
+            .summary
+            .contains("the smallest class, \"c3\", 100 images"),
         "{}",
         small.summary
     );
