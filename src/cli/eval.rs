@@ -136,9 +136,12 @@ fn pct(a: f64) -> String {
     format!("{:5.1}%", 100.0 * a)
 }
 
+/// A column of the per-class table: its header and how to read it from a row.
+type Column = (&'static str, fn(&evaluation::PerClass) -> Option<f64>);
+
 /// The per-class table: classes as rows, one column per training set that was evaluated.
 fn per_class_table(rows: &[evaluation::PerClass], run: &Completed) -> String {
-    let cols: [(&str, fn(&evaluation::PerClass) -> Option<f64>); 4] = [
+    let cols: [Column; 4] = [
         ("synthetic", |r| r.synthetic),
         ("random real", |r| r.random_real),
         ("all real", |r| r.all_real),
