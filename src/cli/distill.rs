@@ -25,7 +25,12 @@ pub fn run(args: Args, ctx: &mut Ctx) -> Result<Report> {
     let ws = ctx.open_audited("distill", &args.run.dataset)?;
     let _lock = ws.lock(DEFAULT_LOCK_WAIT)?;
     let planned = check(&ws, &args.run, ctx)?;
+    ctx.detail("forecast", planned.forecast().verdict.as_str());
+    ctx.say(format!("utility forecast: {}", planned.forecast().summary));
     for w in &planned.plan().warnings {
+        ctx.say(format!("warning: {w}"));
+    }
+    if let Some(w) = super::plan::forecast_warning(planned.forecast()) {
         ctx.say(format!("warning: {w}"));
     }
     let reserved = planned.reserve(ctx.session_required()?)?;

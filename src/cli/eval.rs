@@ -117,7 +117,7 @@ pub fn run(args: Args, ctx: &mut Ctx) -> Result<Report> {
         "accuracy": ev.record.accuracy,
         "accuracy_std": ev.record.accuracy_std,
         "accuracies": ev.record.synthetic.accuracies,
-        "per_class": ev.record.synthetic.per_class,
+        "per_class": ev.record.per_class,
         "models": ev.record.models,
         "test_images": ev.record.test_images,
         "baselines": ev.record.baselines,
@@ -134,6 +134,52 @@ pub fn run(args: Args, ctx: &mut Ctx) -> Result<Report> {
 
 fn pct(a: f64) -> String {
     format!("{:5.1}%", 100.0 * a)
+}
+
+/// A column of the per-class table: its header and how to read it from a row.
+type Column = (&'static str, fn(&evaluation::PerClass) -> Option<f64>);
+
+/// The per-class table: classes as rows, one column per training set that was evaluated.
+fn per_class_table(rows: &[evaluation::PerClass], run: &Completed) -> String {
+    let cols: [Column; 4] = [
+        ("synthetic", |r| r.synthetic),
+        ("random real", |r| r.random_real),
+        ("all real", |r| r.all_real),
+        ("DP-SGD", |r| r.dp_sgd),
+    ];
+    let shown: Vec<_> = cols
+        .iter()
+        .enumerate()
+        .filter(|(i, (_, f))| *i == 0 || rows.iter().any(|r| f(r).is_some()))
+        .map(|(_, c)| c)
+        .collect();
+    let width = rows
+        .iter()
+        .map(|r| r.class.chars().count())
+        .chain(std::iter::once(5))
+        .max()
+        .unwrap_or(5)
+        .min(24);
+    let mut s = format!("  per class (held-out accuracy):\n    {:<width$}", "class");
+    for (name, _) in &shown {
+        s += &format!(" {name:>11}");
+    }
+    s.push('\n');
+    for r in rows {
+        let name: String = r.class.chars().take(width).collect();
+        s += &format!("    {name:<width$}");
+        for (_, f) in &shown {
+            s += &format!(" {:>11}", f(r).map(pct).unwrap_or_else(|| "–".into()));
+        }
+        s.push('\n');
+    }
+    if rows.is_empty() {
+        s += &format!(
+            "    (not recorded for the {} classes of this run)\n",
+            run.record().classes.len()
+        );
+    }
+    s
 }
 
 fn human(ev: &Evaluation, run: &Completed) -> String {
@@ -172,20 +218,7 @@ fn human(ev: &Evaluation, run: &Completed) -> String {
     if !r.baselines.is_empty() {
         s += "  (\"ref\" rows are trained on real pixels without privacy: what the same number of real images, or all of them, would give; they are never released)\n";
     }
-    s += "  per class (synthetic):\n";
-    for (k, v) in r.synthetic.per_class.iter().enumerate() {
-        let name = run
-            .record()
-            .classes
-            .get(k)
-            .map(String::as_str)
-            .unwrap_or("?");
-        s += &format!(
-            "    {:<24} {}\n",
-            name,
-            v.map(pct).unwrap_or_else(|| "  –  ".into())
-        );
-    }
+    s += &per_class_table(&r.per_class, run);
     match &ev.utility {
         Some(u) => {
             s += &format!(

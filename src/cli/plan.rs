@@ -185,6 +185,7 @@ pub fn describe(c: &Planned<'_>, estimate: Option<f64>) -> String {
     line(format!(
         "  dataset budget: {before:.4} spent before, {after:.4} after this run (all shares)"
     ));
+    line(format!("  utility forecast: {}", c.forecast().summary));
     match c.decision() {
         crate::policy::Decision::Refuse(r) => line(format!(
             "  policy {}: REFUSED ({}): {}\n  hint: {}",
@@ -204,7 +205,21 @@ pub fn describe(c: &Planned<'_>, estimate: Option<f64>) -> String {
     for w in &p.warnings {
         line(format!("  warning: {w}"));
     }
+    if let Some(w) = forecast_warning(c.forecast()) {
+        line(format!("  warning: {w}"));
+    }
     s
+}
+
+/// The warning of a poor forecast, if it is one.
+pub fn forecast_warning(f: &crate::distill::forecast::Forecast) -> Option<String> {
+    (f.verdict == crate::distill::forecast::Verdict::Poor).then(|| {
+        format!(
+            "the utility forecast is poor (signal-to-noise {:.1}): the noise this epsilon needs will bury most of what the data has to teach; consider {} before spending budget",
+            f.snr,
+            if f.advice.is_empty() { "a larger epsilon".to_string() } else { f.advice.join(", ") }
+        )
+    })
 }
 
 /// `1 h 02 min`, `3 min 20 s`, `12 s`.
@@ -250,6 +265,7 @@ pub fn plan_json(c: &Planned<'_>, estimate: Option<f64>) -> serde_json::Value {
             crate::policy::Decision::Refuse(r) => serde_json::json!({"allowed": false, "code": r.code, "message": r.message, "hint": r.hint}),
             _ => serde_json::json!({"allowed": true}),
         },
+        "forecast": c.forecast(),
         "estimated_seconds": estimate,
         "hyperparameters": p.hyperparameters(),
         "warnings": p.warnings,
@@ -279,5 +295,6 @@ pub fn run(args: Args, ctx: &mut Ctx) -> Result<Report> {
     ctx.detail("epsilon", epsilon);
     ctx.detail("delta", delta);
     ctx.detail("allowed", allowed);
+    ctx.detail("forecast", c.forecast().verdict.as_str());
     Ok(Report::new(describe(&c, estimate), plan_json(&c, estimate)))
 }

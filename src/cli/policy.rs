@@ -195,6 +195,14 @@ pub fn describe(p: &Policy) -> String {
         p.methods().join(", "),
         p.max_images_per_class()
     ));
+    if let Some(f) = p.min_forecast() {
+        s.push_str(&format!(
+            "  a run whose utility forecast is below {f} is refused (`retort plan` shows the forecast)\n"
+        ));
+    }
+    if p.public_class_counts() {
+        s.push_str("privacy\n  per-class training counts are public metadata: the utility forecast speaks of the smallest class\n");
+    }
     s.push_str("ingest\n  DICOM is always de-identified at ingest\n");
     s.push_str("export\n");
     if p.export_restricted() {
@@ -255,6 +263,8 @@ pub fn summary_json(p: &Policy) -> serde_json::Value {
         "max_delta_times_records": p.max_delta_times_records(),
         "methods": p.methods(),
         "max_images_per_class": p.max_images_per_class(),
+        "min_forecast": p.min_forecast(),
+        "public_class_counts": p.public_class_counts(),
         "require_dicom_deidentification": p.require_dicom_deidentification(),
         "export_users": p.export_users(),
         "export_groups": p.export_groups(),

@@ -111,7 +111,7 @@ impl GmParams {
         Ok(())
     }
 
-    fn arch(&self, shape: Shape, classes: usize) -> Arch {
+    pub(crate) fn arch(&self, shape: Shape, classes: usize) -> Arch {
         Arch::ConvNet(ConvNetConfig {
             channels: shape.c,
             height: shape.h,

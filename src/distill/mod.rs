@@ -24,6 +24,7 @@
 
 pub mod augment;
 pub mod dm;
+pub mod forecast;
 pub mod gm;
 #[cfg(feature = "measure")]
 #[doc(hidden)]

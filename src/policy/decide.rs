@@ -22,6 +22,9 @@ pub struct DistillRequest<'a> {
     pub ipc: u32,
     /// The dataset's total epsilon (accountant over all its runs) *including* this run.
     pub dataset_total_epsilon: f64,
+    /// The run's utility forecast (checked against `distill.min_forecast`); `None` when none
+    /// was computed (a policy with a floor then refuses).
+    pub forecast: Option<&'a crate::distill::forecast::Forecast>,
 }
 
 /// A package about to be built for a partner: the run as it stands at packaging time is checked
@@ -100,6 +103,7 @@ impl Refusal {
         "policy-client-not-allowed",
         "policy-deid-required",
         "policy-request-invalid",
+        "policy-forecast-below-floor",
     ];
 
     fn new(code: &'static str, message: String, hint: impl Into<String>) -> Refusal {
@@ -178,8 +182,8 @@ pub(crate) fn fmt_num(x: f64) -> String {
 
 impl Policy {
     /// Decide a request. Checks run in a fixed order and the first failing one is returned:
-    /// malformed values, then method, images per class, run epsilon, delta, δ·n, dataset total
-    /// (distill); partner, partner's datasets, exporter, then the run's method, ipc, ε, δ
+    /// malformed values, then method, images per class, run epsilon, delta, δ·n, dataset total,
+    /// utility forecast floor (distill); partner, partner's datasets, exporter, then the run's method, ipc, ε, δ
     /// (package); known client certificate (serve); de-identification (ingest).
     ///
     /// # Panics
@@ -357,7 +361,41 @@ impl Policy {
                 "use a smaller --epsilon (see `retort budget` for what remains), or ask the policy owner to raise the dataset's cap",
             ));
         }
-        Ok(())
+        self.check_forecast(d)
+    }
+
+    fn check_forecast(&self, d: &DistillRequest<'_>) -> Result<(), Refusal> {
+        let Some(floor) = self.min_forecast else {
+            return Ok(());
+        };
+        let Some(f) = d.forecast else {
+            return Err(Refusal::new(
+                "policy-forecast-below-floor",
+                format!(
+                    "policy {:?} requires a utility forecast of at least {floor} and none was computed for this run",
+                    self.name
+                ),
+                "plan the run with `retort plan`, which computes the forecast",
+            ));
+        };
+        if f.verdict >= floor {
+            return Ok(());
+        }
+        let help = if f.advice.is_empty() {
+            String::new()
+        } else {
+            format!("raise the forecast with {}; ", f.advice.join(", "))
+        };
+        Err(Refusal::new(
+            "policy-forecast-below-floor",
+            format!(
+                "the utility forecast of this run on dataset {:?} is {} (signal-to-noise {:.1}), below policy {:?}'s floor of {floor}: the synthetic set is not expected to be useful enough to spend budget on",
+                d.dataset, f.verdict, f.snr, self.name
+            ),
+            format!(
+                "{help}or ask the policy owner to lower distill.min_forecast (`retort plan` shows the forecast)"
+            ),
+        ))
     }
 
     fn check_package(&self, p: &PackageRequest<'_>) -> Result<(), Refusal> {

@@ -236,6 +236,7 @@ impl Error {
         "policy-client-not-allowed",
         "policy-deid-required",
         "policy-request-invalid",
+        "policy-forecast-below-floor",
         // warnings (Warning::CODES)
         "policy-warn-partner-no-cert",
         "policy-warn-unknown-dataset",
@@ -390,6 +391,8 @@ pub struct Policy {
     pub(crate) utility_share: f64,
     pub(crate) methods: Vec<String>,
     pub(crate) max_images_per_class: u32,
+    pub(crate) min_forecast: Option<crate::distill::forecast::Verdict>,
+    pub(crate) public_class_counts: bool,
     pub(crate) require_dicom_deidentification: bool,
     pub(crate) export_users: Vec<String>,
     pub(crate) export_groups: Vec<String>,
@@ -457,6 +460,16 @@ impl Policy {
     /// The largest images-per-class a run may produce.
     pub fn max_images_per_class(&self) -> u32 {
         self.max_images_per_class
+    }
+    /// The floor on a run's utility forecast (`distill.min_forecast`): a run forecast below it
+    /// is refused (`policy-forecast-below-floor`); `None` = no floor.
+    pub fn min_forecast(&self) -> Option<crate::distill::forecast::Verdict> {
+        self.min_forecast
+    }
+    /// Whether per-class training counts are public metadata (`privacy.public_class_counts`):
+    /// the utility forecast then speaks of the smallest class instead of the average.
+    pub fn public_class_counts(&self) -> bool {
+        self.public_class_counts
     }
     /// Whether DICOM must be de-identified at ingest (always true: validation rejects false).
     pub fn require_dicom_deidentification(&self) -> bool {

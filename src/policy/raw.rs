@@ -13,6 +13,7 @@ use super::{
     DatasetRule, Error, Location, Partner, Policy, Result, DEFAULT_UTILITY_SHARE, FORMAT_VERSION,
     KNOWN_METHODS,
 };
+use crate::distill::forecast::Verdict;
 
 /// The largest epsilon cap a policy may set: beyond it the guarantee means nothing.
 pub(crate) const MAX_EPSILON_CAP: f64 = 100.0;
@@ -27,6 +28,7 @@ struct RawPolicy {
     description: Option<String>,
     budget: Spanned<RawBudget>,
     distill: Option<Spanned<RawDistill>>,
+    privacy: Option<Spanned<RawPrivacy>>,
     ingest: Option<Spanned<RawIngest>>,
     export: Option<Spanned<RawExport>>,
     partners: Option<Vec<Spanned<RawPartner>>>,
@@ -48,6 +50,13 @@ struct RawBudget {
 struct RawDistill {
     methods: Option<Spanned<Vec<Spanned<String>>>>,
     max_images_per_class: Option<Spanned<i64>>,
+    min_forecast: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPrivacy {
+    public_class_counts: Option<Spanned<bool>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -78,6 +87,9 @@ struct RawPartner {
 struct RawDatasetRule {
     epsilon_cap: Option<Spanned<f64>>,
 }
+
+/// Allowed methods, the images-per-class limit and the forecast floor (`[distill]`).
+type DistillRules = (Vec<String>, u32, Option<Verdict>);
 
 /// Parse and validate.
 pub(crate) fn parse(text: &str, path: &Path) -> Result<Policy> {
@@ -383,7 +395,12 @@ impl Validator<'_> {
             }
         };
 
-        let (methods, max_images_per_class) = self.distill(raw.distill.as_ref())?;
+        let (methods, max_images_per_class, min_forecast) = self.distill(raw.distill.as_ref())?;
+        let public_class_counts = raw
+            .privacy
+            .as_ref()
+            .and_then(|p| p.get_ref().public_class_counts.as_ref())
+            .is_some_and(|v| *v.get_ref());
         let require_dicom_deidentification = match raw.ingest.as_ref().and_then(|i| i.get_ref().require_dicom_deidentification.as_ref()) {
             Some(v) if !*v.get_ref() => {
                 return Err(self.invalid(
@@ -451,6 +468,8 @@ impl Validator<'_> {
             utility_share,
             methods,
             max_images_per_class,
+            min_forecast,
+            public_class_counts,
             require_dicom_deidentification,
             export_users,
             export_groups,
@@ -460,11 +479,11 @@ impl Validator<'_> {
         })
     }
 
-    fn distill(&self, d: Option<&Spanned<RawDistill>>) -> Result<(Vec<String>, u32)> {
+    fn distill(&self, d: Option<&Spanned<RawDistill>>) -> Result<DistillRules> {
         let mut methods: Vec<String> = KNOWN_METHODS.iter().map(|m| m.to_string()).collect();
         let mut ipc = 50;
         let Some(d) = d else {
-            return Ok((methods, ipc));
+            return Ok((methods, ipc, None));
         };
         let d = d.get_ref();
         if let Some(list) = &d.methods {
@@ -513,7 +532,18 @@ impl Validator<'_> {
             }
             ipc = u32::try_from(x).expect("invariant: checked range");
         }
-        Ok((methods, ipc))
+        let min_forecast = match &d.min_forecast {
+            None => None,
+            Some(v) => Some(v.get_ref().parse::<Verdict>().map_err(|why| {
+                self.invalid(
+                    v.span(),
+                    "distill.min_forecast",
+                    why,
+                    "set `min_forecast` to \"poor\", \"fair\" or \"good\" (runs whose utility forecast is below it are refused), or remove the key for no floor",
+                )
+            })?),
+        };
+        Ok((methods, ipc, min_forecast))
     }
 
     fn os_names(

@@ -336,6 +336,7 @@ fn distill<'a>(ds: &'a str, eps: f64, delta: f64, total: f64) -> Request<'a> {
         delta,
         ipc: 10,
         dataset_total_epsilon: total,
+        forecast: None,
     })
 }
 
@@ -369,6 +370,7 @@ fn distill_decisions_and_codes() {
         delta: 1e-5,
         ipc: 10,
         dataset_total_epsilon: 1.0,
+        forecast: None,
     };
     assert_eq!(
         p.decide(&Request::Distill(d.clone())).code(),
@@ -691,7 +693,7 @@ proptest! {
         let dataset = if xray { "xray" } else { "other" };
         let req = Request::Distill(DistillRequest {
             dataset, records, method: if dm { "dm" } else { "gm" }, epsilon: eps, delta, ipc,
-            dataset_total_epsilon: total,
+            dataset_total_epsilon: total, forecast: None,
         });
         let d = p.decide(&req);
         if d.is_allowed() {
@@ -849,4 +851,94 @@ fn os_identity_comes_from_the_kernel() {
             assert_eq!(me.user, name);
         }
     }
+}
+
+/// A forecast of `verdict` with one piece of advice.
+fn forecast_of(verdict: crate::distill::forecast::Verdict) -> crate::distill::forecast::Forecast {
+    crate::distill::forecast::Forecast {
+        snr: verdict.threshold() + 0.5,
+        verdict,
+        class_size: 100.0,
+        smallest_class: false,
+        class: None,
+        epsilon_for_next: Some(6.0),
+        advice: vec!["a larger epsilon (about epsilon = 6 for fair)".into()],
+        calibrated: true,
+        summary: String::new(),
+    }
+}
+
+/// See: issue 21. `distill.min_forecast` and `privacy.public_class_counts` parse, validate
+/// with a clear error, and the floor refuses a run forecast below it.
+#[test]
+fn forecast_floor_and_public_class_counts() {
+    use crate::distill::forecast::Verdict;
+    let p = base();
+    assert_eq!(p.min_forecast(), None);
+    assert!(!p.public_class_counts());
+    let text = with(
+        "max_images_per_class = 20",
+        "max_images_per_class = 20\nmin_forecast = \"fair\"",
+    ) + "\n[privacy]\npublic_class_counts = true\n";
+    let f = parse(&text, Path::new("p.toml")).unwrap();
+    assert_eq!(f.min_forecast(), Some(Verdict::Fair));
+    assert!(f.public_class_counts());
+    // An unknown verdict is an error at load, naming the key and the values.
+    let e = err(&with(
+        "max_images_per_class = 20",
+        "max_images_per_class = 20\nmin_forecast = \"excellent\"",
+    ));
+    assert_eq!(e.code(), "policy-invalid-value");
+    assert!(e.to_string().contains("distill.min_forecast"), "{e}");
+    assert!(e.to_string().contains("excellent"), "{e}");
+    assert!(e.hint().unwrap().contains("\"poor\", \"fair\" or \"good\""));
+    let e = err(&format!("{BASE}\n[privacy]\npublic_counts = true\n"));
+    assert_eq!(e.code(), "policy-unknown-key");
+    // Decisions: below the floor refused with the advice in the hint; at or above allowed;
+    // a policy without a floor allows a poor forecast.
+    let decide = |pol: &Policy, v: Option<Verdict>| {
+        let fc = v.map(forecast_of);
+        pol.decide(&Request::Distill(DistillRequest {
+            dataset: "other",
+            records: 60_000,
+            method: "gm",
+            epsilon: 1.0,
+            delta: 1e-6,
+            ipc: 10,
+            dataset_total_epsilon: 1.0,
+            forecast: fc.as_ref(),
+        }))
+    };
+    let Decision::Refuse(r) = decide(&f, Some(Verdict::Poor)) else {
+        panic!("a poor forecast must be refused under a fair floor")
+    };
+    assert_eq!(r.code, "policy-forecast-below-floor");
+    assert!(
+        r.message.contains("poor") && r.message.contains("fair"),
+        "{}",
+        r.message
+    );
+    assert!(r.hint.contains("about epsilon = 6"), "{}", r.hint);
+    assert!(decide(&f, Some(Verdict::Fair)).is_allowed());
+    assert!(decide(&f, Some(Verdict::Good)).is_allowed());
+    assert_eq!(
+        decide(&f, None).code(),
+        Some("policy-forecast-below-floor"),
+        "no forecast under a floor fails closed"
+    );
+    assert!(decide(&p, Some(Verdict::Poor)).is_allowed());
+    assert!(decide(&p, None).is_allowed());
+    // Budget refusals come first.
+    let over = forecast_of(Verdict::Poor);
+    let d = f.decide(&Request::Distill(DistillRequest {
+        dataset: "other",
+        records: 60_000,
+        method: "gm",
+        epsilon: 4.5,
+        delta: 1e-6,
+        ipc: 10,
+        dataset_total_epsilon: 4.5,
+        forecast: Some(&over),
+    }));
+    assert_eq!(d.code(), Some("policy-run-epsilon-cap"));
 }

@@ -185,6 +185,45 @@ pub struct Baseline {
     pub notes: serde_json::Map<String, serde_json::Value>,
 }
 
+/// One class's held-out accuracy under each training set (INTERNAL, like the baselines: exact
+/// figures on the held-out split, never packaged). `None` where the class has no held-out
+/// image or the training set was not evaluated.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PerClass {
+    /// The class name.
+    pub class: String,
+    /// Models trained on the synthetic set.
+    pub synthetic: Option<f64>,
+    /// Models trained on the same number of random real images per class (non-private).
+    pub random_real: Option<f64>,
+    /// The all-real ceiling (non-private), when measured.
+    pub all_real: Option<f64>,
+    /// The DP-SGD baseline, when measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dp_sgd: Option<f64>,
+}
+
+/// Per-class accuracies of `synthetic` and each baseline, one row per class of `classes`.
+pub fn per_class(
+    classes: &[String],
+    synthetic: &Score,
+    baselines: &std::collections::BTreeMap<String, Baseline>,
+) -> Vec<PerClass> {
+    let of = |sc: Option<&Score>, k: usize| sc.and_then(|s| s.per_class.get(k).copied().flatten());
+    let base = |name: &str| baselines.get(name).map(|b| &b.score);
+    classes
+        .iter()
+        .enumerate()
+        .map(|(k, class)| PerClass {
+            class: class.clone(),
+            synthetic: of(Some(synthetic), k),
+            random_real: of(base("random_real"), k),
+            all_real: of(base("all_real"), k),
+            dp_sgd: of(base("dp_sgd"), k),
+        })
+        .collect()
+}
+
 /// `runs/<id>/eval.json`: the INTERNAL evaluation record (never packaged).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EvalRecord {
@@ -212,6 +251,10 @@ pub struct EvalRecord {
     pub synthetic: Score,
     /// Baselines by name (`random_real`, `all_real`, `dp_sgd`).
     pub baselines: std::collections::BTreeMap<String, Baseline>,
+    /// Per-class accuracy of the synthetic set beside each baseline's (absent in records made
+    /// before; the same figures as each score's `per_class`, by class name).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub per_class: Vec<PerClass>,
     /// Synthetic vs all-real size and training time, when the synthetic set is the smaller.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compression: Option<serde_json::Value>,
@@ -395,6 +438,7 @@ fn evaluate_charging(
         network,
         compression: compression(&synthetic, syn.len(), full.as_ref(), &stored),
         effort: Some(opts.effort.clone()),
+        per_class: per_class(&rec.classes, &synthetic, &baselines),
         synthetic,
         baselines,
         evaluated: crate::workspace::now_rfc3339(),
@@ -823,6 +867,61 @@ pub fn model_of(name: &str, width: usize) -> Model {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn score(per_class: Vec<Option<f64>>) -> Score {
+        Score {
+            accuracy: 0.5,
+            accuracy_std: 0.0,
+            accuracies: vec![0.5],
+            per_class,
+            train_images: 20,
+            steps: 1,
+            train_seconds: 0.0,
+        }
+    }
+
+    /// See: issue 21 (imbalance). The per-class rows put each class's synthetic accuracy
+    /// beside the baselines', by class name, with gaps where a figure does not exist.
+    #[test]
+    fn per_class_rows_pair_the_training_sets() {
+        let classes: Vec<String> = ["a", "b", "rare"].map(String::from).to_vec();
+        let syn = score(vec![Some(0.9), Some(0.8), Some(0.1)]);
+        let mut baselines = std::collections::BTreeMap::new();
+        let base = |pc| Baseline {
+            score: score(pc),
+            private: false,
+            what: "reference".into(),
+            notes: Default::default(),
+        };
+        baselines.insert(
+            "random_real".to_string(),
+            base(vec![Some(0.7), Some(0.6), Some(0.5)]),
+        );
+        baselines.insert("all_real".to_string(), base(vec![Some(0.95), None]));
+        let rows = per_class(&classes, &syn, &baselines);
+        assert_eq!(rows.len(), 3);
+        assert_eq!(rows[2].class, "rare");
+        assert_eq!(
+            (
+                rows[2].synthetic,
+                rows[2].random_real,
+                rows[2].all_real,
+                rows[2].dp_sgd
+            ),
+            (Some(0.1), Some(0.5), None, None)
+        );
+        assert_eq!(rows[0].all_real, Some(0.95));
+        // Without baselines: only the synthetic column.
+        let alone = per_class(&classes, &syn, &Default::default());
+        assert!(alone
+            .iter()
+            .all(|r| r.random_real.is_none() && r.all_real.is_none()));
+        // The JSON row names its columns; dp_sgd only when measured.
+        let j = serde_json::to_value(&rows[0]).unwrap();
+        assert_eq!(j["class"], "a");
+        assert_eq!(j["random_real"], 0.7);
+        assert!(j.get("dp_sgd").is_none());
+    }
 
     /// See: issue 20. The default effort grows with a small synthetic set and shrinks with a
     /// large one; `Full` is the standard recipe whatever the set.

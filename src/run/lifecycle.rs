@@ -10,6 +10,7 @@ use super::record::{PolicyRef, RunRecord, Status};
 use super::Error;
 use crate::audit::Session;
 use crate::dataset::{FloatImages, Split, Stored};
+use crate::distill::forecast::{self, Forecast};
 use crate::distill::{self, Plan, Request};
 use crate::dp::accountant::{self, EpsilonReport};
 use crate::dp::mechanism::{Allowance, Records};
@@ -26,6 +27,7 @@ pub struct Planned<'w> {
     ws: &'w Workspace,
     stored: Stored,
     plan: Plan,
+    forecast: Forecast,
     policy: Loaded,
     decision: Decision,
     charged: EpsilonReport,
@@ -59,7 +61,13 @@ pub fn plan<'w>(
     let policy = crate::policy::load_active(ws, policy_override)?;
     let mut req = request.clone();
     req.utility_share = policy.policy.utility_share();
-    let plan = distill::plan(&stored.meta, &req)?;
+    let mut plan = distill::plan(&stored.meta, &req)?;
+    if policy.policy.public_class_counts() {
+        plan.public_metadata.push(
+            "per-class training counts (policy privacy.public_class_counts; for the utility forecast)"
+                .into(),
+        );
+    }
     let delta = plan.delta.get();
     let charged = accountant::epsilon(&plan.events, delta)?;
     let all_events: Vec<_> = plan.shares.iter().flat_map(|s| s.events.clone()).collect();
@@ -69,21 +77,13 @@ pub fn plan<'w>(
     let dataset_before = accountant::epsilon(&spent, delta)?.epsilon;
     spent.extend(all_events);
     let dataset_after = accountant::epsilon(&spent, delta)?.epsilon;
-    let decision = policy
-        .policy
-        .decide(&crate::policy::Request::Distill(DistillRequest {
-            dataset: &plan.dataset,
-            records: plan.records as u64,
-            method: plan.method.as_str(),
-            epsilon: total.epsilon,
-            delta,
-            ipc: u32::try_from(plan.ipc).unwrap_or(u32::MAX),
-            dataset_total_epsilon: dataset_after,
-        }));
+    let forecast = forecast::forecast(&plan, &stored.meta, policy.policy.public_class_counts())?;
+    let decision = decide(&policy, &plan, &forecast, total.epsilon, dataset_after);
     Ok(Planned {
         ws,
         stored,
         plan,
+        forecast,
         policy,
         decision,
         charged,
@@ -93,10 +93,39 @@ pub fn plan<'w>(
     })
 }
 
+/// The policy's decision on a plan with its forecast, the run's total ε and the dataset's total
+/// after it.
+fn decide(
+    policy: &Loaded,
+    plan: &Plan,
+    forecast: &Forecast,
+    epsilon: f64,
+    dataset_after: f64,
+) -> Decision {
+    policy
+        .policy
+        .decide(&crate::policy::Request::Distill(DistillRequest {
+            dataset: &plan.dataset,
+            records: plan.records as u64,
+            method: plan.method.as_str(),
+            epsilon,
+            delta: plan.delta.get(),
+            ipc: u32::try_from(plan.ipc).unwrap_or(u32::MAX),
+            dataset_total_epsilon: dataset_after,
+            forecast: Some(forecast),
+        }))
+}
+
 impl<'w> Planned<'w> {
     /// The plan.
     pub fn plan(&self) -> &Plan {
         &self.plan
+    }
+
+    /// The run's utility forecast (public values only; `privacy.public_class_counts` makes it
+    /// speak of the smallest class).
+    pub fn forecast(&self) -> &Forecast {
+        &self.forecast
     }
 
     /// Mutable access to the plan for measurement harnesses that change method parameters;
@@ -210,18 +239,18 @@ impl<'w> Planned<'w> {
         let mut spent = Ledger::open(self.ws, &self.stored.meta)?.all_events()?;
         spent.extend(all);
         self.dataset_after = accountant::epsilon(&spent, delta)?.epsilon;
-        self.decision =
-            self.policy
-                .policy
-                .decide(&crate::policy::Request::Distill(DistillRequest {
-                    dataset: &self.plan.dataset,
-                    records: self.plan.records as u64,
-                    method: self.plan.method.as_str(),
-                    epsilon: self.total.epsilon,
-                    delta,
-                    ipc: u32::try_from(self.plan.ipc).unwrap_or(u32::MAX),
-                    dataset_total_epsilon: self.dataset_after,
-                }));
+        self.forecast = forecast::forecast(
+            &self.plan,
+            &self.stored.meta,
+            self.policy.policy.public_class_counts(),
+        )?;
+        self.decision = decide(
+            &self.policy,
+            &self.plan,
+            &self.forecast,
+            self.total.epsilon,
+            self.dataset_after,
+        );
         Ok(())
     }
 }

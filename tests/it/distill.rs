@@ -660,3 +660,224 @@ fn measure_embedding_distances() {
         );
     }
 }
+
+/// A policy file: the default template with `extra` lines after `[distill]`'s keys and, when
+/// `public_counts`, a `[privacy]` table making per-class counts public.
+fn policy_with(t: &TestWs, extra: &str, public_counts: bool) -> String {
+    let mut text = retort::policy::template("default").unwrap().replacen(
+        "max_images_per_class = 50\n",
+        &format!("max_images_per_class = 50\n{extra}\n"),
+        1,
+    );
+    if public_counts {
+        text.push_str("\n[privacy]\npublic_class_counts = true\n");
+    }
+    let path = t.ws.parent().unwrap().join("forecast-policy.toml");
+    std::fs::write(&path, text).unwrap();
+    path.display().to_string()
+}
+
+/// See: issue 21. `plan` states the utility forecast in words (with a warning when poor) and
+/// as a `forecast` object in --json, before anything is spent.
+#[test]
+fn plan_shows_the_utility_forecast() {
+    let t = ws_with_demo(20);
+    let args = [
+        "plan",
+        "--dataset",
+        "phantoms",
+        "--epsilon",
+        "1",
+        "--no-benchmark",
+    ];
+    let h = t.run(&args);
+    h.expect(0).stdout_has(&[
+        "utility forecast: poor — each class's released statistics carry a signal-to-noise of",
+        "about 20 images per class at epsilon 1",
+        "What would help: a larger epsilon (about epsilon = ",
+        "warning: the utility forecast is poor",
+    ]);
+    let mut json_args = vec!["--json"];
+    json_args.extend_from_slice(&args);
+    let j = t.run(&json_args).expect(0).json();
+    let f = &j["forecast"];
+    assert_eq!(f["verdict"], "poor", "{f}");
+    assert_eq!(f["class_size"], 20.0);
+    assert_eq!(f["smallest_class"], false);
+    assert!(f["snr"].as_f64().unwrap() > 0.0);
+    let advice: Vec<&str> = f["advice"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert!(advice[0].starts_with("a larger epsilon"), "{advice:?}");
+    assert!(advice.contains(&"more images per class"), "{advice:?}");
+    assert_eq!(j["spent"], 0);
+    // A larger epsilon at the advised value is no longer poor.
+    let e = f["epsilon_for_next"].as_f64().unwrap();
+    let e = format!("{e}");
+    let j2 = t
+        .run(&[
+            "--json",
+            "plan",
+            "--dataset",
+            "phantoms",
+            "--epsilon",
+            &e,
+            "--no-benchmark",
+        ])
+        .expect(0)
+        .json();
+    assert_ne!(j2["forecast"]["verdict"], "poor", "{}", j2["forecast"]);
+    let recs = t.audit_records();
+    assert!(recs
+        .iter()
+        .any(|r| r["action"] == "plan" && r["details"]["forecast"] == "poor"));
+}
+
+/// See: issue 21. A policy floor refuses `distill` below it with exit 3 and the stable code,
+/// before anything is charged, and the refusal is audited; `plan` shows the same decision.
+#[test]
+fn fail_distill_below_the_policy_forecast_floor_is_refused() {
+    let t = ws_with_demo(20);
+    let policy = policy_with(&t, "min_forecast = \"fair\"", false);
+    let ledger0 = snapshot(&t.ws.join("ledger"));
+    let runs0 = snapshot(&t.ws.join("runs"));
+    let mut args = vec![
+        "--policy",
+        &policy,
+        "distill",
+        "--dataset",
+        "phantoms",
+        "--epsilon",
+        "1",
+    ];
+    args.extend_from_slice(FAST);
+    let r = t.run(&args);
+    r.expect(3).stderr_has(&[
+        "utility forecast of this run on dataset \"phantoms\" is poor",
+        "below policy \"default\"'s floor of fair",
+        "hint: raise the forecast with a larger epsilon (about epsilon = ",
+    ]);
+    assert_eq!(
+        snapshot(&t.ws.join("ledger")),
+        ledger0,
+        "refusal touched the ledger"
+    );
+    assert_eq!(snapshot(&t.ws.join("runs")), runs0, "refusal wrote a run");
+    let recs = t.audit_records();
+    let refused = recs
+        .iter()
+        .find(|r| r["action"] == "distill" && r["outcome"] == "refused")
+        .expect("the refusal is audited");
+    assert_eq!(refused["reason"], "policy-forecast-below-floor");
+    assert!(!recs.iter().any(|r| r["action"] == "distill.run"));
+    // plan shows the decision.
+    let j = t
+        .run(&[
+            "--json",
+            "--policy",
+            &policy,
+            "plan",
+            "--dataset",
+            "phantoms",
+            "--epsilon",
+            "1",
+            "--no-benchmark",
+        ])
+        .expect(0)
+        .json();
+    assert_eq!(j["decision"]["allowed"], false);
+    assert_eq!(j["decision"]["code"], "policy-forecast-below-floor");
+    // A floor of "poor" refuses nothing; an unknown verdict is an error at policy load.
+    let poor = policy_with(&t, "min_forecast = \"poor\"", false);
+    let j = t
+        .run(&[
+            "--json",
+            "--policy",
+            &poor,
+            "plan",
+            "--dataset",
+            "phantoms",
+            "--epsilon",
+            "1",
+            "--no-benchmark",
+        ])
+        .expect(0)
+        .json();
+    assert_eq!(j["decision"]["allowed"], true);
+    let bad = policy_with(&t, "min_forecast = \"great\"", false);
+    t.run(&["policy", "check", &bad]).expect(1).stderr_has(&[
+        "invalid value for `distill.min_forecast`",
+        "hint: set `min_forecast` to \"poor\", \"fair\" or \"good\"",
+    ]);
+}
+
+/// See: issue 21 (imbalance). With `privacy.public_class_counts` the forecast speaks of the
+/// smallest class; without it, of the average (per-class counts are not public by default).
+#[test]
+fn public_class_counts_make_the_forecast_speak_of_the_smallest_class() {
+    let t = TestWs::init();
+    let ws = retort::workspace::Workspace::open(&t.ws).unwrap();
+    let mut ds = retort::demo::generate(40, 5);
+    // Keep 8 of the 40 training images of class 3 ("twin"): a fifth of the others.
+    let mut train = retort::dataset::Images::new(ds.train.shape);
+    let mut kept = 0;
+    for i in 0..ds.train.len() {
+        let label = ds.train.labels[i];
+        if label == 3 {
+            if kept == 8 {
+                continue;
+            }
+            kept += 1;
+        }
+        train.push(ds.train.image(i), label);
+    }
+    ds.train = train;
+    retort::dataset::store(&ws, "uneven", &ds).unwrap();
+    let plan = |extra: &[&str]| {
+        let mut a: Vec<&str> = vec!["--json"];
+        a.extend_from_slice(extra);
+        a.extend_from_slice(&[
+            "plan",
+            "--dataset",
+            "uneven",
+            "--epsilon",
+            "1",
+            "--no-benchmark",
+        ]);
+        t.run(&a).expect(0).json()
+    };
+    let avg = plan(&[]);
+    assert_eq!(avg["forecast"]["smallest_class"], false);
+    assert_eq!(avg["forecast"]["class_size"], 32.0);
+    let policy = policy_with(&t, "", true);
+    let small = plan(&["--policy", &policy]);
+    let f = &small["forecast"];
+    assert_eq!(f["smallest_class"], true, "{f}");
+    assert_eq!(f["class"], "twin");
+    assert_eq!(f["class_size"], 8.0);
+    assert!(f["snr"].as_f64().unwrap() < avg["forecast"]["snr"].as_f64().unwrap());
+    assert!(
+        small["public_metadata"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m.as_str().unwrap().starts_with("per-class training counts")),
+        "{}",
+        small["public_metadata"]
+    );
+    let h = t.run(&[
+        "--policy",
+        &policy,
+        "plan",
+        "--dataset",
+        "uneven",
+        "--epsilon",
+        "1",
+        "--no-benchmark",
+    ]);
+    h.expect(0)
+        .stdout_has(&["(the smallest class, \"twin\", 8 images at epsilon 1)"]);
+}

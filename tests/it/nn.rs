@@ -64,7 +64,17 @@ fn eval_writes_report_with_baselines() {
     let acc = j["accuracy"].as_f64().unwrap();
     assert!((0.0..=1.0).contains(&acc));
     assert!(j["accuracy_std"].as_f64().unwrap() >= 0.0);
-    assert_eq!(j["per_class"].as_array().unwrap().len(), 4);
+    // See: issue 21 (per-class figures): one row per class, synthetic beside the baselines,
+    // in --json and in the internal eval.json.
+    let rows = j["per_class"].as_array().unwrap();
+    assert_eq!(rows.len(), 4);
+    assert_eq!(rows[0]["class"], "disc");
+    for row in rows {
+        for col in ["synthetic", "random_real", "all_real"] {
+            let v = row[col].as_f64().unwrap_or_else(|| panic!("{col}: {row}"));
+            assert!((0.0..=1.0).contains(&v), "{row}");
+        }
+    }
     assert_eq!(j["accuracies"].as_array().unwrap().len(), 2);
     assert_eq!(j["test_images"], 24);
     let b = &j["baselines"];
@@ -78,6 +88,7 @@ fn eval_writes_report_with_baselines() {
     )
     .unwrap();
     assert_eq!(file["accuracy"], j["accuracy"]);
+    assert_eq!(file["per_class"], j["per_class"]);
     // The run's utility share is released once, charged to the ledger first, and reused.
     // See: issue 19 (release boundary).
     assert_eq!(j["released_now"], true);
