@@ -431,6 +431,12 @@ impl GaussianSum {
         // The previous chunk's row buffer, emptied, offered to `f` for reuse (fresh pages for
         // tens of MB of rows per chunk cost more than the clipping).
         let mut spare: Vec<f32> = Vec::new();
+        // Audit-only runs: the raw rows (before clipping) of the canaries in this release's
+        // sample, for the white-box observer (see [`Probe`]).
+        let mut seen: Option<Vec<Option<Vec<f32>>>> = data
+            .probe
+            .filter(|p| p.captures(dim))
+            .map(|p| vec![None; p.canaries.len()]);
         for part in idx.chunks(self.chunk) {
             if crate::progress::is_cancelled() {
                 return Err(MechError::Cancelled);
@@ -457,6 +463,13 @@ impl GaussianSum {
                     got: rows.len(),
                 }
                 .into());
+            }
+            if let (Some(p), Some(seen)) = (data.probe, seen.as_mut()) {
+                for (t, &i) in part.iter().enumerate() {
+                    if let Some(j) = p.canary_of(i) {
+                        seen[j] = Some(rows[t * dim..(t + 1) * dim].to_vec());
+                    }
+                }
             }
             let factors = clip_factors(&rows, dim, c, path);
             add_clipped_rows(&mut sums, &rows, dim, &group_of, &factors);
@@ -491,7 +504,7 @@ impl GaussianSum {
         // 6. Audit-only runs: the white-box observer scores its canaries against the release
         //    (post-processing of the noisy sums).
         if let Some(p) = data.probe {
-            p.observe(self, dim, f, &sums)?;
+            p.observe(self, dim, f, &sums, seen.as_deref())?;
         }
         Ok(Released {
             sums,
@@ -504,10 +517,24 @@ impl GaussianSum {
 /// The privacy audit's white-box observer (`retort privacy audit`, audit-only datasets): the
 /// canaries it planted and, per canary, its white-box score over every release of the run.
 ///
-/// After each release's noise is added, the observer computes every canary's row `c_j` with the
-/// release's own per-record function (fresh OS-keyed record randomness: it knows neither the
-/// draws the release used nor which canaries were included), clipped as the mechanism does
-/// and averaged over [`PROBE_DRAWS`] draws (the expected row). The released sum of the canaries' group is then modelled as `S = Σ_j b_j c_j + noise`
+/// After each release's noise is added, the observer forms every canary's row `c_j`, clipped
+/// as the sound mechanism clips:
+/// - **the draws the release used** (the default): the raw row the release computed for a
+///   canary that was in its sample (its augmentation draw included), and for every other
+///   canary one fresh draw of the release's per-record function (OS-keyed). This is the
+///   attacker of Steinke et al.'s white-box setting, who knows each canary's gradient: think
+///   of a table holding one draw per canary and release, filled before the coin flips and
+///   independent of them; a canary in the sample uses its entry, and the attacker reads the
+///   whole table. The table is independent of the inclusions (every entry is one draw of the
+///   same per-record function of the canary), and conditioned on it the release is still the
+///   Gaussian mechanism with sensitivity `C` (the module's coupling argument), so the one-run
+///   bound stays valid; rows are clipped by the observer, never taken after the release's
+///   clipping, so a flawed clip cannot mark the included canaries;
+/// - when a release's canary rows are too many to keep (`canaries × dim` above
+///   [`GRAM_MAX_VALUES`]): the mean over [`PROBE_DRAWS`] fresh draws for every canary (the
+///   expected row; the observer then knows no draw of the release).
+///
+/// The released sum of the canaries' group is then modelled as `S = Σ_j b_j c_j + noise`
 /// with `b_j ∈ {0, 1}` the unknown inclusions; across all releases the observer accumulates
 /// the normal equations `G = Σ CᵀC`, `h = Σ CᵀS` and scores every canary by the ridge
 /// estimate `b̂ = ½ + (G + 4σ²C²·I)⁻¹ (h − G·½)` (the posterior mean under a prior of
@@ -521,6 +548,11 @@ impl GaussianSum {
 /// in audit-only runs ([`Records::probed`]) and never changes what is released.
 pub(crate) struct Probe {
     canaries: Images,
+    /// Records before the first planted canary: record `first + t` is canary `planted[t]`.
+    first: usize,
+    /// The canaries planted among the records, in record order (used only to hand the
+    /// observer the release's own draw of each; see the type's docs).
+    planted: Vec<usize>,
     acc: std::sync::Mutex<ProbeAcc>,
 }
 
@@ -553,11 +585,14 @@ impl std::fmt::Debug for Probe {
 }
 
 impl Probe {
-    /// An observer of `canaries` (with their labels), scores at zero.
-    pub(crate) fn new(canaries: Images) -> Probe {
+    /// An observer of `canaries` (with their labels), scores at zero; record `first + t` of
+    /// the probed records is canary `planted[t]`, and no other record is a canary.
+    pub(crate) fn new(canaries: Images, first: usize, planted: Vec<usize>) -> Probe {
         let n = canaries.len();
         Probe {
             canaries,
+            first,
+            planted,
             acc: std::sync::Mutex::new(ProbeAcc {
                 proj: vec![0.0; n],
                 gram: Some(vec![0.0; n * n]),
@@ -566,6 +601,18 @@ impl Probe {
                 releases: 0,
             }),
         }
+    }
+
+    /// Whether a release of `dim`-long rows keeps the canaries' rows (Gram matrix and the
+    /// release's own draws).
+    fn captures(&self, dim: usize) -> bool {
+        self.canaries.len().saturating_mul(dim) <= GRAM_MAX_VALUES
+    }
+
+    /// The canary record `i` of the probed records is, if any.
+    fn canary_of(&self, i: usize) -> Option<usize> {
+        i.checked_sub(self.first)
+            .and_then(|t| self.planted.get(t).copied())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, ProbeAcc> {
@@ -594,11 +641,14 @@ impl Probe {
         dim: usize,
         f: &(dyn Fn(&mut Batch<'_>) -> Result<Vec<f32>, E> + Sync),
         sums: &[Vec<f64>],
+        seen: Option<&[Option<Vec<f32>>]>,
     ) -> Result<(), MechError<E>> {
         let c = m.clip.get();
         let mut rng = record_rng()?;
         let n = self.canaries.len();
-        let keep = n.saturating_mul(dim) <= GRAM_MAX_VALUES;
+        let keep = self.captures(dim);
+        // One fresh draw where the release's own draws are known, else the expected row.
+        let draws = if seen.is_some() { 1 } else { PROBE_DRAWS };
         let mut kept: Vec<f32> = Vec::with_capacity(if keep { n * dim } else { 0 });
         let mut kept_groups: Vec<usize> = Vec::with_capacity(n);
         let mut contrib = vec![0f64; n];
@@ -615,17 +665,18 @@ impl Probe {
                 &mut labels,
                 &mut groups,
             )?;
-            // The expected clipped row: the mean over PROBE_DRAWS independent draws of the
-            // record randomness (the release's own draw is unknown).
+            // Each canary's row: the release's own draw where it had one, else fresh draws of
+            // the record randomness (one, or the mean of PROBE_DRAWS when the release's draws
+            // are not kept), clipped as the sound mechanism clips.
             let mut rows = vec![0f32; part.len() * dim];
-            for _ in 0..PROBE_DRAWS {
+            for _ in 0..draws {
                 let mut batch = Batch {
                     pixels: &pixels,
                     labels: &labels,
                     rng: &mut rng,
                     spare: Vec::new(),
                 };
-                let draw = f(&mut batch).map_err(MechError::Record)?;
+                let mut draw = f(&mut batch).map_err(MechError::Record)?;
                 if draw.len() != part.len() * dim {
                     return Err(Error::RowShape {
                         expected: part.len() * dim,
@@ -633,13 +684,20 @@ impl Probe {
                     }
                     .into());
                 }
+                if let Some(seen) = seen {
+                    for (t, &j) in part.iter().enumerate() {
+                        if let Some(row) = &seen[j] {
+                            draw[t * dim..(t + 1) * dim].copy_from_slice(row);
+                        }
+                    }
+                }
                 let factors = clip_factors(&draw, dim, c, Path::Sound);
                 rows.par_chunks_mut(dim)
                     .zip(draw.par_chunks(dim))
                     .zip(factors.par_iter())
                     .for_each(|((acc, row), &fa)| {
                         for (a, &x) in acc.iter_mut().zip(row) {
-                            *a += clip::scaled(x, fa) / PROBE_DRAWS as f32;
+                            *a += clip::scaled(x, fa) / draws as f32;
                         }
                     });
             }

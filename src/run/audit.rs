@@ -214,11 +214,13 @@ impl<'w> AuditOnly<'w> {
         let canaries = make_canaries(meta.shape, m, k as u32, &mut rng);
         let included: Vec<bool> = (0..m).map(|_| rng.gen::<bool>()).collect();
         let mut train = self.stored.load(Split::Train)?;
-        for (j, _) in included.iter().enumerate().filter(|(_, &b)| b) {
+        let first = train.len();
+        let planted: Vec<usize> = (0..m).filter(|&j| included[j]).collect();
+        for &j in &planted {
             train.push(canaries.image(j), k as u32);
         }
         plan.records = train.len();
-        let probe = Probe::new(canaries.clone());
+        let probe = Probe::new(canaries.clone(), first, planted);
         let mut allowance = Allowance::new(&plan.events)?;
         let outcome = distill::run(
             &plan,

@@ -50,7 +50,8 @@ fn audited_release(flaw: Option<Flaw>, row_norm: f32) -> (f64, ScoreAudit) {
         let px: Vec<u8> = (0..D).map(|p| ((i * 31 + p * 7) % 256) as u8).collect();
         data.push(&px, 0);
     }
-    for (j, _) in included.iter().enumerate().filter(|(_, &b)| b) {
+    let planted: Vec<usize> = (0..canaries.len()).filter(|&j| included[j]).collect();
+    for &j in &planted {
         data.push(canaries.image(j), 1);
     }
     let sigma = crate::dp::analytic::gaussian_sigma(CLAIMED, DELTA);
@@ -67,7 +68,7 @@ fn audited_release(flaw: Option<Flaw>, row_norm: f32) -> (f64, ScoreAudit) {
     let f = move |b: &mut Batch<'_>| -> Result<Vec<f32>, std::convert::Infallible> {
         Ok(b.pixels.iter().map(|&v| (v - 0.5) * scale).collect())
     };
-    let probe = Probe::new(canaries);
+    let probe = Probe::new(canaries, 64, planted);
     let records = Records::probed(&data, &probe);
     let mut allowance = Allowance::new(&[m.event()]).unwrap();
     match flaw {
