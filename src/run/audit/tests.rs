@@ -41,6 +41,12 @@ fn hadamard_canaries() -> Images {
 
 /// Outcome of one audited release: the white-box ε lower bound at 99.9 %.
 fn audited_release(flaw: Option<Flaw>, row_norm: f32) -> (f64, ScoreAudit) {
+    audited_release_with(flaw, row_norm, 0.0)
+}
+
+/// As [`audited_release`], each row plus `jitter` times a standard normal vector from the
+/// record randomness ([`Batch::rng`], like an augmentation draw).
+fn audited_release_with(flaw: Option<Flaw>, row_norm: f32, jitter: f32) -> (f64, ScoreAudit) {
     let canaries = hadamard_canaries();
     let mut rng = ChaCha20Rng::from_entropy();
     let included: Vec<bool> = (0..canaries.len()).map(|_| rng.gen::<bool>()).collect();
@@ -66,7 +72,18 @@ fn audited_release(flaw: Option<Flaw>, row_norm: f32) -> (f64, ScoreAudit) {
     // The per-record function: centred pixels scaled to norm `row_norm` for a canary.
     let scale = row_norm * 2.0 / (D as f32).sqrt();
     let f = move |b: &mut Batch<'_>| -> Result<Vec<f32>, std::convert::Infallible> {
-        Ok(b.pixels.iter().map(|&v| (v - 0.5) * scale).collect())
+        let px: Vec<f32> = b.pixels.to_vec();
+        Ok(px
+            .iter()
+            .map(|&v| {
+                let z: f32 = if jitter > 0.0 {
+                    b.rng.sample(rand_distr::StandardNormal)
+                } else {
+                    0.0
+                };
+                (v - 0.5) * scale + jitter * z / (D as f32).sqrt()
+            })
+            .collect())
     };
     let probe = Probe::new(canaries, 64, planted);
     let records = Records::probed(&data, &probe);
@@ -112,6 +129,20 @@ fn fail_noise_far_below_sigma_is_caught() {
 fn fail_skipped_clipping_is_caught() {
     let (e, a) = audited_release(Some(Flaw::NoClip), 20.0);
     assert!(e > CLAIMED, "unclipped rows went unnoticed: {a:?}");
+}
+
+#[test]
+fn white_box_knows_the_draws_of_the_release() {
+    // Rows dominated by record randomness (an augmentation-like draw of norm 3 against a
+    // pattern of norm 1): an observer that knew only the expected row would see the 128
+    // included canaries' draws as noise of norm about 3·sqrt(128) in every release and could
+    // not tell them apart; knowing the release's own draws, a 50x too small noise is plain.
+    let (e, a) = audited_release_with(Some(Flaw::NoiseScale(0.02)), 1.0, 3.0);
+    assert!(e > CLAIMED, "{a:?}");
+    assert!(a.auroc > 0.99, "{a:?}");
+    // The sound mechanism with the same draws stays below its claim.
+    let (e, a) = audited_release_with(None, 1.0, 3.0);
+    assert!(e <= CLAIMED, "sound mechanism audited above its claim: {a:?}");
 }
 
 #[test]
