@@ -114,6 +114,8 @@ fn demo_runs_end_to_end_and_everything_verifies() {
         "40",
         "--test-per-class",
         "10",
+        "--iterations",
+        "20",
     ]);
     r.expect(0);
     let j = r.json();

@@ -133,16 +133,19 @@ fn fail_skipped_clipping_is_caught() {
 
 #[test]
 fn white_box_knows_the_draws_of_the_release() {
-    // Rows dominated by record randomness (an augmentation-like draw of norm 3 against a
+    // Rows dominated by record randomness (an augmentation-like draw of norm 2 against a
     // pattern of norm 1): an observer that knew only the expected row would see the 128
-    // included canaries' draws as noise of norm about 3·sqrt(128) in every release and could
+    // included canaries' draws as noise of norm about 2·sqrt(128) in every release and could
     // not tell them apart; knowing the release's own draws, a 50x too small noise is plain.
-    let (e, a) = audited_release_with(Some(Flaw::NoiseScale(0.02)), 1.0, 3.0);
+    let (e, a) = audited_release_with(Some(Flaw::NoiseScale(0.02)), 1.0, 2.0);
     assert!(e > CLAIMED, "{a:?}");
-    assert!(a.auroc > 0.99, "{a:?}");
+    assert!(a.auroc > 0.85, "{a:?}");
     // The sound mechanism with the same draws stays below its claim.
-    let (e, a) = audited_release_with(None, 1.0, 3.0);
-    assert!(e <= CLAIMED, "sound mechanism audited above its claim: {a:?}");
+    let (e, a) = audited_release_with(None, 1.0, 2.0);
+    assert!(
+        e <= CLAIMED,
+        "sound mechanism audited above its claim: {a:?}"
+    );
 }
 
 #[test]
