@@ -319,6 +319,39 @@ pub struct Meta {
     pub audit_only: bool,
 }
 
+#[cfg(test)]
+impl Meta {
+    /// Public metadata for unit tests: `name`, `shape`, classes `c0, c1, …` with these
+    /// per-class training and test counts, official split, audit-only off.
+    pub(crate) fn for_test(
+        name: &str,
+        shape: Shape,
+        per_class_train: Vec<usize>,
+        per_class_test: Vec<usize>,
+    ) -> Meta {
+        Meta {
+            version: 1,
+            name: name.into(),
+            shape,
+            classes: (0..per_class_train.len())
+                .map(|i| format!("c{i}"))
+                .collect(),
+            train_count: per_class_train.iter().sum(),
+            test_count: per_class_test.iter().sum(),
+            per_class_train,
+            per_class_test,
+            source_format: "test".into(),
+            split: SplitInfo::Official,
+            notes: vec![],
+            created: "now".into(),
+            fingerprint: "f".into(),
+            fingerprint_v1: None,
+            files: Default::default(),
+            audit_only: false,
+        }
+    }
+}
+
 /// The `dataset.json` version written now: 2 = `fingerprint` is the version-2 fingerprint.
 pub const META_VERSION: u32 = 2;
 

@@ -430,24 +430,15 @@ mod tests {
     use super::*;
 
     fn meta(n: usize) -> Meta {
-        Meta {
-            version: 1,
-            name: "d".into(),
-            shape: Shape { c: 1, h: 28, w: 28 },
-            classes: vec!["a".into(), "b".into(), "c".into()],
-            train_count: n,
-            test_count: 30,
-            per_class_train: vec![n / 3; 3],
-            per_class_test: vec![10; 3],
-            source_format: "test".into(),
-            split: crate::dataset::SplitInfo::Official,
-            notes: vec![],
-            created: "now".into(),
-            fingerprint: "f".into(),
-            fingerprint_v1: None,
-            files: Default::default(),
-            audit_only: false,
-        }
+        let mut m = Meta::for_test(
+            "d",
+            Shape { c: 1, h: 28, w: 28 },
+            vec![n / 3; 3],
+            vec![10; 3],
+        );
+        m.classes = vec!["a".into(), "b".into(), "c".into()];
+        m.train_count = n;
+        m
     }
 
     fn eps(x: f64) -> Epsilon {

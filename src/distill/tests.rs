@@ -14,24 +14,8 @@ fn data(n: usize) -> (Meta, Images) {
             .collect();
         im.push(&px, i % 2);
     }
-    let meta = Meta {
-        version: 1,
-        name: "d".into(),
-        shape,
-        classes: vec!["a".into(), "b".into()],
-        train_count: n,
-        test_count: 0,
-        per_class_train: im.per_class(2),
-        per_class_test: vec![0, 0],
-        source_format: "test".into(),
-        split: crate::dataset::SplitInfo::Official,
-        notes: vec![],
-        created: "now".into(),
-        fingerprint: "f".into(),
-        fingerprint_v1: None,
-        files: Default::default(),
-        audit_only: false,
-    };
+    let mut meta = Meta::for_test("d", shape, im.per_class(2), vec![0, 0]);
+    meta.classes = vec!["a".into(), "b".into()];
     (meta, im)
 }
 

@@ -4,24 +4,12 @@ use crate::dp::{Delta, Epsilon};
 
 /// Fashion-MNIST-shaped public metadata: 10 classes of 28×28, `per_class` each.
 fn fashion(per_class: usize) -> Meta {
-    Meta {
-        version: 1,
-        name: "fashion".into(),
-        shape: Shape { c: 1, h: 28, w: 28 },
-        classes: (0..10).map(|i| format!("c{i}")).collect(),
-        train_count: 10 * per_class,
-        test_count: 10_000,
-        per_class_train: vec![per_class; 10],
-        per_class_test: vec![1000; 10],
-        source_format: "test".into(),
-        split: crate::dataset::SplitInfo::Official,
-        notes: vec![],
-        created: "now".into(),
-        fingerprint: "f".into(),
-        fingerprint_v1: None,
-        files: Default::default(),
-        audit_only: false,
-    }
+    Meta::for_test(
+        "fashion",
+        Shape { c: 1, h: 28, w: 28 },
+        vec![per_class; 10],
+        vec![1000; 10],
+    )
 }
 
 /// The request of the measured runs: ipc 10, δ 1e-5, the default policy's utility share.
