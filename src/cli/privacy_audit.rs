@@ -33,7 +33,8 @@ pub struct AuditArgs {
     /// Synthetic images per class of the audited run.
     #[arg(long, default_value_t = 10)]
     pub ipc: usize,
-    /// Synthesis (dm) or outer (gm) iterations of the audited run (default: the method's).
+    /// Synthesis (dm) or outer (gm) iterations of the audited run (default: gm's own; for dm
+    /// 150, since only the black-box score depends on the synthesis).
     #[arg(long)]
     pub iterations: Option<usize>,
 }
