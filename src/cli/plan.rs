@@ -46,21 +46,12 @@ impl DistillArgs {
     /// # Errors
     /// `usage` (exit 2) for an epsilon or delta that is invalid in itself.
     pub fn request(&self) -> Result<distill::Request> {
-        let epsilon = Epsilon::new(self.epsilon)
-            .ok()
-            .filter(|e| e.get() > 0.0)
-            .ok_or_else(|| {
-                super::usage(
-                    format!("--epsilon {} is not a positive finite number", self.epsilon),
-                    "give the run's target epsilon, e.g. --epsilon 1",
-                )
-            })?;
-        let delta = Delta::new(self.delta).map_err(|_| {
-            super::usage(
-                format!("--delta {} is not strictly between 0 and 1", self.delta),
-                "give delta below 1/n for the dataset's n records, e.g. --delta 1e-5",
-            )
-        })?;
+        let (epsilon, delta) = privacy_target(
+            self.epsilon,
+            self.delta,
+            "give the run's target epsilon, e.g. --epsilon 1",
+            "give delta below 1/n for the dataset's n records, e.g. --delta 1e-5",
+        )?;
         Ok(distill::Request {
             epsilon,
             delta,
@@ -71,6 +62,35 @@ impl DistillArgs {
             seed: self.seed,
         })
     }
+}
+
+/// `--epsilon` and `--delta` checked in themselves (a positive finite ε, δ strictly between 0
+/// and 1), with the command's hints.
+///
+/// # Errors
+/// `usage` (exit 2).
+pub(crate) fn privacy_target(
+    epsilon: f64,
+    delta: f64,
+    epsilon_hint: &str,
+    delta_hint: &str,
+) -> Result<(Epsilon, Delta)> {
+    let e = Epsilon::new(epsilon)
+        .ok()
+        .filter(|e| e.get() > 0.0)
+        .ok_or_else(|| {
+            super::usage(
+                format!("--epsilon {epsilon} is not a positive finite number"),
+                epsilon_hint,
+            )
+        })?;
+    let d = Delta::new(delta).map_err(|_| {
+        super::usage(
+            format!("--delta {delta} is not strictly between 0 and 1"),
+            delta_hint,
+        )
+    })?;
+    Ok((e, d))
 }
 
 /// Arguments of `retort plan`.

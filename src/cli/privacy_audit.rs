@@ -7,7 +7,6 @@ use serde_json::json;
 use super::progress::Bar;
 use super::{Ctx, Report};
 use crate::distill::Method;
-use crate::dp::{Delta, Epsilon};
 use crate::run::audit::{AuditOnly, AuditRequest, DEFAULT_CANARIES};
 use crate::workspace::DEFAULT_LOCK_WAIT;
 use crate::Result;
@@ -46,21 +45,12 @@ pub struct AuditArgs {
 /// `run-audit-parameter` and `usage` (exit 2); dataset, distill and audit errors.
 pub fn run(a: AuditArgs, ctx: &mut Ctx) -> Result<Report> {
     let ws = ctx.open_audited("privacy.audit", &a.dataset)?;
-    let epsilon = Epsilon::new(a.epsilon)
-        .ok()
-        .filter(|e| e.get() > 0.0)
-        .ok_or_else(|| {
-            super::usage(
-                format!("--epsilon {} is not a positive finite number", a.epsilon),
-                "give the claimed epsilon to audit, e.g. --epsilon 1",
-            )
-        })?;
-    let delta = Delta::new(a.delta).map_err(|_| {
-        super::usage(
-            format!("--delta {} is not strictly between 0 and 1", a.delta),
-            "give delta below 1/n, e.g. --delta 1e-5",
-        )
-    })?;
+    let (epsilon, delta) = super::plan::privacy_target(
+        a.epsilon,
+        a.delta,
+        "give the claimed epsilon to audit, e.g. --epsilon 1",
+        "give delta below 1/n, e.g. --delta 1e-5",
+    )?;
     let _lock = ws.lock(DEFAULT_LOCK_WAIT)?;
     let handle = AuditOnly::open(&ws, &a.dataset)?;
     let req = AuditRequest {
