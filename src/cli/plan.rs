@@ -34,6 +34,14 @@ pub struct DistillArgs {
     /// augmentation). Privacy noise and sampling are always keyed from the OS.
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Train a DP teacher (a linear classifier on fixed scattering features, with its own
+    /// share of epsilon) and give the synthetic images its soft labels (default: on for 20,000
+    /// or more training images).
+    #[arg(long, conflicts_with = "no_teacher")]
+    pub teacher: bool,
+    /// No DP teacher and no soft labels (the whole budget goes to the main release).
+    #[arg(long)]
+    pub no_teacher: bool,
 }
 
 pub(crate) fn parse_method(s: &str) -> std::result::Result<Method, String> {
@@ -56,6 +64,11 @@ impl DistillArgs {
             epsilon,
             delta,
             utility_share: 0.0,
+            teacher: match (self.teacher, self.no_teacher) {
+                (true, _) => Some(true),
+                (_, true) => Some(false),
+                _ => None,
+            },
             ipc: self.ipc,
             method: self.method,
             iterations: self.iterations,
@@ -178,6 +191,25 @@ pub fn describe(c: &Planned<'_>, estimate: Option<f64>) -> String {
             p.records, p.clip_norm
         )),
     }
+    if let Some(t) = &p.teacher {
+        line(format!(
+            "  teacher: {} ({}); {} DP-SGD steps at Poisson q = {:.5} (expected batch {}), per-record gradients clipped to C = {}, sigma = {:.4}; soft labels at temperature {}{}; {}",
+            t.model,
+            t.features,
+            t.steps,
+            t.sampling_rate,
+            t.params.expected_batch,
+            t.params.clip_norm,
+            t.noise_multiplier,
+            t.params.temperature,
+            if t.params.guidance > 0.0 {
+                format!(", guiding the synthesis (weight {})", t.params.guidance)
+            } else {
+                String::new()
+            },
+            t.reason
+        ));
+    }
     line(format!(
         "  noise multiplier sigma = {:.4} (calibrated so that every share below composes to epsilon {} at delta {:e})",
         p.noise_multiplier, p.epsilon_target, p.delta.get()
@@ -268,6 +300,7 @@ pub fn plan_json(c: &Planned<'_>, estimate: Option<f64>) -> serde_json::Value {
         "epsilon_target": p.epsilon_target,
         "delta": p.delta,
         "shares": p.shares,
+        "teacher": p.teacher,
         "noise_multiplier": p.noise_multiplier,
         "sampling_rate": p.sampling_rate,
         "steps": p.steps,

@@ -336,6 +336,8 @@ pub fn run(
         diagnostics: serde_json::json!({
             "matching_distance_last": last_dist.iter().sum::<f64>() / last_dist.len().max(1) as f64,
         }),
+        teacher: None,
+        soft_labels: None,
     })
 }
 

@@ -79,3 +79,26 @@ pub fn dm_warm_up_unaccounted(
         sink,
     )
 }
+
+/// The DP teacher ([`super::teacher::train`]) on `train` at noise multiplier `sigma`.
+/// Measurement only: no ledger, no audit record.
+///
+/// # Errors
+/// As [`super::teacher::train`].
+pub fn teacher_unaccounted(
+    train: &Images,
+    p: &super::teacher::TeacherParams,
+    classes: usize,
+    sigma: f64,
+    sink: Sink<'_>,
+) -> Result<super::teacher::Teacher, Error> {
+    let mut allowance = Allowance::new(&super::teacher::events(p, train.len(), sigma))?;
+    super::teacher::train(
+        &Records::new(train),
+        &mut allowance,
+        p,
+        classes,
+        sigma,
+        sink,
+    )
+}

@@ -30,6 +30,7 @@ pub mod gm;
 #[doc(hidden)]
 pub mod measure;
 pub mod plan;
+pub mod teacher;
 
 use serde::{Deserialize, Serialize};
 
@@ -228,6 +229,11 @@ pub struct Outcome {
     pub synthesis_seconds: f64,
     /// Method-specific diagnostics (no private values except through released ones).
     pub diagnostics: serde_json::Value,
+    /// The DP teacher, when the plan has one (kept in the run directory, never packaged).
+    pub teacher: Option<teacher::Teacher>,
+    /// The teacher's probability vectors for the synthetic images (`n × classes`, in the
+    /// set's order): post-processing of the teacher's releases.
+    pub soft_labels: Option<Vec<f32>>,
 }
 
 /// Run a planned distillation on the private training split.
@@ -255,6 +261,40 @@ pub fn run(
             why: "the training split does not match the planned record count or shape".into(),
         });
     }
+    // The teacher first: the synthesis may use it (post-processing of its releases).
+    let t0 = std::time::Instant::now();
+    let teacher = match &plan.teacher {
+        Some(t) => Some(teacher::train(
+            data,
+            allowance,
+            &t.params,
+            plan.classes.len(),
+            t.noise_multiplier,
+            sink,
+        )?),
+        None => None,
+    };
+    let teacher_seconds = t0.elapsed().as_secs_f64();
+    let mut out = run_method(plan, data, allowance, teacher.as_ref(), sink)?;
+    if let Some(t) = teacher {
+        out.soft_labels = Some(t.probabilities(&out.synthetic)?);
+        out.teacher = Some(t);
+        out.private_seconds += teacher_seconds;
+        if let Some(d) = out.diagnostics.as_object_mut() {
+            d.insert("teacher_seconds".into(), serde_json::json!(teacher_seconds));
+        }
+    }
+    Ok(out)
+}
+
+/// The method's part of [`run`]: its releases and the synthesis.
+fn run_method(
+    plan: &Plan,
+    data: &Records<'_>,
+    allowance: &mut Allowance,
+    teacher: Option<&teacher::Teacher>,
+    sink: Sink<'_>,
+) -> Result<Outcome, Error> {
     match &plan.params {
         plan::Params::Dm(p) => {
             let t0 = std::time::Instant::now();
@@ -275,7 +315,14 @@ pub fn run(
             };
             let private_seconds = t0.elapsed().as_secs_f64();
             let t1 = std::time::Instant::now();
-            let (synthetic, losses) = dm::synthesise(
+            let guide = match (teacher, &plan.teacher) {
+                (Some(t), Some(tp)) => Some(dm::Guide {
+                    teacher: t,
+                    weight: tp.params.guidance,
+                }),
+                _ => None,
+            };
+            let (synthetic, losses) = dm::synthesise_guided(
                 &rel,
                 plan.shape,
                 plan.classes.len(),
@@ -283,6 +330,7 @@ pub fn run(
                 p,
                 &nets,
                 &trained,
+                guide,
                 plan.seed,
                 sink,
             )?;
@@ -297,6 +345,8 @@ pub fn run(
                     "matching_loss_first": losses.first(),
                     "matching_loss_last": losses.last(),
                 }),
+                teacher: None,
+                soft_labels: None,
             })
         }
         plan::Params::Gm(p) => gm::run(plan, p, data, allowance, sink),

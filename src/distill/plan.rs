@@ -4,6 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::teacher::{self, TeacherParams};
 use super::{dm, gm, DpEvent, Error, Method};
 use crate::dataset::{Meta, Shape};
 use crate::dp::split::{Share, Stage};
@@ -13,6 +14,11 @@ use crate::dp::{Delta, Epsilon};
 pub const MAIN: &str = "main";
 /// The name of the held-out utility release in a run's budget split.
 pub const UTILITY: &str = "utility";
+/// The name of the DP teacher's release in a run's budget split.
+pub const TEACHER: &str = "teacher";
+/// Training sets of at least this many records get a DP teacher by default (when its
+/// feature table fits; docs/distill.md, "DP teacher and soft labels").
+pub const TEACHER_MIN_RECORDS: usize = 20_000;
 
 /// What the user asked for.
 #[derive(Debug, Clone, PartialEq)]
@@ -24,6 +30,9 @@ pub struct Request {
     /// The share of the target planned for the held-out utility release (policy
     /// `budget.utility_share`; 0 = none).
     pub utility_share: f64,
+    /// Train a DP teacher for soft labels: `Some(true)` / `Some(false)`, or `None` for the
+    /// default for the dataset's size ([`TEACHER_MIN_RECORDS`]).
+    pub teacher: Option<bool>,
     /// Synthetic images per class.
     pub ipc: usize,
     /// Method; `None` = the default for this dataset.
@@ -89,12 +98,34 @@ pub struct Plan {
     pub accountant: String,
     /// Method parameters.
     pub params: Params,
+    /// The DP teacher, when the run trains one (its share is in `shares`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub teacher: Option<TeacherPlan>,
     /// Non-private initialisation seed.
     pub seed: u64,
     /// Which dataset metadata the plan read (all public by policy).
     pub public_metadata: Vec<String>,
     /// Warnings for the operator.
     pub warnings: Vec<String>,
+}
+
+/// A planned DP teacher ([`super::teacher`]).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TeacherPlan {
+    /// Its parameters.
+    pub params: TeacherParams,
+    /// Its noise multiplier σ (calibrated to its fraction of the target alone).
+    pub noise_multiplier: f64,
+    /// Its Poisson sampling rate q.
+    pub sampling_rate: f64,
+    /// Its DP-SGD steps.
+    pub steps: u64,
+    /// The model, in words.
+    pub model: String,
+    /// Its features, in words.
+    pub features: String,
+    /// Why it is on ("requested" or the default's reason).
+    pub reason: String,
 }
 
 fn bad(name: &str, why: impl Into<String>) -> Error {
@@ -155,7 +186,12 @@ pub fn plan(meta: &Meta, req: &Request) -> Result<Plan, Error> {
         None => u64::from_le_bytes(crate::keys::try_random_bytes::<8>().map_err(|_| Error::Rng)?),
     };
     let utility = utility_share(epsilon * req.utility_share, delta)?;
-    let fixed: Vec<DpEvent> = utility.iter().flat_map(|u| u.events.clone()).collect();
+    let teacher = teacher_share(meta, req, epsilon, delta)?;
+    let fixed: Vec<DpEvent> = utility
+        .iter()
+        .chain(teacher.as_ref().map(|t| &t.1))
+        .flat_map(|u| u.events.clone())
+        .collect();
     let (params, sigma, q, steps, clip, events, eps, accountant) = match method {
         Method::Dm => {
             let mut p = dm::DmParams::defaults(n, k);
@@ -191,7 +227,17 @@ pub fn plan(meta: &Meta, req: &Request) -> Result<Plan, Error> {
             )
         }
     };
-    let shares = shares(method, &events, utility, req.utility_share, epsilon, delta)?;
+    let others: Vec<Share> = teacher
+        .as_ref()
+        .map(|t| t.1.clone())
+        .into_iter()
+        .chain(utility)
+        .collect();
+    let shares = shares(method, &events, others, epsilon, delta)?;
+    let mut events = events;
+    if let Some((_, t)) = &teacher {
+        events.extend(t.events.iter().cloned());
+    }
     Ok(Plan {
         dataset: meta.name.clone(),
         dataset_fingerprint: meta.fingerprint.clone(),
@@ -212,6 +258,7 @@ pub fn plan(meta: &Meta, req: &Request) -> Result<Plan, Error> {
         epsilon: eps,
         accountant,
         params,
+        teacher: teacher.map(|t| t.0),
         seed,
         public_metadata: vec![
             "train_count (record count)".into(),
@@ -347,12 +394,12 @@ fn utility_share(epsilon_share: f64, delta: f64) -> Result<Option<Share>, Error>
     }))
 }
 
-/// The budget split of a plan: the main release and, when planned, the utility release.
+/// The budget split of a plan: the main release, then the others (the teacher, the utility
+/// release) as planned; the main release's fraction is what the others leave.
 fn shares(
     method: Method,
     main_events: &[DpEvent],
-    utility: Option<Share>,
-    utility_fraction: f64,
+    others: Vec<Share>,
     epsilon: f64,
     delta: f64,
 ) -> Result<Vec<Share>, Error> {
@@ -362,16 +409,71 @@ fn shares(
     let mut out = vec![Share {
         name: MAIN.into(),
         stage: Stage::Distill,
-        fraction: 1.0 - utility.as_ref().map_or(0.0, |_| utility_fraction),
+        fraction: 1.0 - others.iter().map(|s| s.fraction).sum::<f64>(),
         events: main_events.to_vec(),
         epsilon: main_eps,
         what: format!("the {method} method's release of the training split"),
     }];
-    if let Some(mut u) = utility {
-        u.fraction = utility_fraction;
-        out.push(u);
-    }
+    out.extend(others);
     Ok(out)
+}
+
+/// The DP teacher's plan and share, when the run trains one: σ calibrated so that its steps
+/// alone spend its fraction of the target.
+fn teacher_share(
+    meta: &Meta,
+    req: &Request,
+    epsilon: f64,
+    delta: f64,
+) -> Result<Option<(TeacherPlan, Share)>, Error> {
+    let n = meta.train_count;
+    let why_not = teacher::unsupported(n, meta.shape);
+    let reason = match (req.teacher, &why_not) {
+        (Some(false), _) => return Ok(None),
+        (Some(true), Some(why)) => return Err(bad("teacher", why.clone())),
+        (Some(true), None) => "requested".to_string(),
+        (None, Some(_)) => return Ok(None),
+        (None, None) if n < TEACHER_MIN_RECORDS => return Ok(None),
+        (None, None) => format!(
+            "on by default for {TEACHER_MIN_RECORDS} or more training images: its soft labels \
+             carry what a strong DP classifier knows about every synthetic image \
+             (docs/distill.md)"
+        ),
+    };
+    let params = TeacherParams::defaults(n);
+    params.validate()?;
+    let (q, steps) = (params.sample_rate(n), params.steps(n));
+    let eps_alone = epsilon * params.fraction;
+    let sigma = crate::dp::calibrate::noise_multiplier(eps_alone, delta, q, steps)
+        .map_err(|_| calibration_failed(eps_alone, delta, steps))?;
+    let events = teacher::events(&params, n, sigma);
+    let eps = crate::dp::accountant::epsilon(&events, delta)
+        .map_err(|_| calibration_failed(eps_alone, delta, steps))?
+        .epsilon;
+    let share = Share {
+        name: TEACHER.into(),
+        stage: Stage::Distill,
+        fraction: params.fraction,
+        events,
+        epsilon: eps,
+        what: format!(
+            "the DP teacher ({}) trained on the training split; the package carries only the \
+             soft labels computed from it",
+            teacher::MODEL
+        ),
+    };
+    Ok(Some((
+        TeacherPlan {
+            params,
+            noise_multiplier: sigma,
+            sampling_rate: q,
+            steps,
+            model: teacher::MODEL.into(),
+            features: teacher::FEATURES.into(),
+            reason,
+        },
+        share,
+    )))
 }
 
 impl Plan {
@@ -395,19 +497,82 @@ impl Plan {
             self.noise_multiplier = sigma;
             self.sampling_rate = q;
             self.steps = steps;
-            let utility = self.shares.iter().find(|s| s.name == UTILITY).cloned();
-            let fraction = utility.as_ref().map_or(0.0, |u| u.fraction);
-            self.shares = shares(self.method, &events, utility, fraction, epsilon, delta)?;
-            self.events = events;
+            let others: Vec<Share> = self
+                .shares
+                .iter()
+                .filter(|s| s.name != MAIN)
+                .cloned()
+                .collect();
+            let mut all = events.clone();
+            for s in others.iter().filter(|s| s.stage == Stage::Distill) {
+                all.extend(s.events.iter().cloned());
+            }
+            self.shares = shares(self.method, &events, others, epsilon, delta)?;
+            self.events = all;
             self.epsilon = eps;
             self.accountant = acct;
         }
         Ok(())
     }
 
+    /// Replace the teacher's parameters (or drop the teacher with `None`) and re-derive its
+    /// share and the main release's calibration (measurement harnesses).
+    ///
+    /// # Errors
+    /// `distill-bad-parameter`, `distill-calibration`.
+    pub fn set_teacher(&mut self, params: Option<TeacherParams>) -> Result<(), Error> {
+        let (epsilon, delta) = (self.epsilon_target.get(), self.delta.get());
+        self.shares.retain(|s| s.name != TEACHER);
+        self.teacher = None;
+        if let Some(params) = params {
+            params.validate()?;
+            let n = self.records;
+            let (q, steps) = (params.sample_rate(n), params.steps(n));
+            let eps_alone = epsilon * params.fraction;
+            let sigma = crate::dp::calibrate::noise_multiplier(eps_alone, delta, q, steps)
+                .map_err(|_| calibration_failed(eps_alone, delta, steps))?;
+            let events = teacher::events(&params, n, sigma);
+            let eps = crate::dp::accountant::epsilon(&events, delta)
+                .map_err(|_| calibration_failed(eps_alone, delta, steps))?
+                .epsilon;
+            self.shares.push(Share {
+                name: TEACHER.into(),
+                stage: Stage::Distill,
+                fraction: params.fraction,
+                events,
+                epsilon: eps,
+                what: "the DP teacher (measurement)".into(),
+            });
+            self.teacher = Some(TeacherPlan {
+                params,
+                noise_multiplier: sigma,
+                sampling_rate: q,
+                steps,
+                model: teacher::MODEL.into(),
+                features: teacher::FEATURES.into(),
+                reason: "requested".into(),
+            });
+        }
+        self.recalibrate()
+    }
+
     /// The hyper-parameters as JSON (for run.json and the manifest).
     pub fn hyperparameters(&self) -> serde_json::Value {
-        serde_json::to_value(&self.params).expect("invariant: params serialize")
+        let mut v = serde_json::to_value(&self.params).expect("invariant: params serialize");
+        if let (Some(t), Some(m)) = (&self.teacher, v.as_object_mut()) {
+            m.insert(
+                "teacher".into(),
+                serde_json::json!({
+                    "model": t.model,
+                    "features": t.features,
+                    "params": t.params,
+                    "noise_multiplier": t.noise_multiplier,
+                    "sampling_rate": t.sampling_rate,
+                    "steps": t.steps,
+                }),
+            );
+        }
+        v
     }
 
     /// Estimated run time in seconds, from timing a few units of the run's work on random
@@ -450,6 +615,7 @@ mod tests {
             epsilon: eps(1.0),
             delta: Delta::new(1e-5).unwrap(),
             utility_share: 0.0,
+            teacher: None,
             ipc: 10,
             method,
             iterations: None,
@@ -549,6 +715,7 @@ mod tests {
                 &meta(30_000),
                 &Request {
                     utility_share: 0.1,
+                    teacher: None,
                     ..req(Some(method))
                 },
             )
@@ -658,10 +825,12 @@ mod tests {
             },
             Request {
                 utility_share: 0.9,
+                teacher: None,
                 ..req(None)
             },
             Request {
                 utility_share: f64::NAN,
+                teacher: None,
                 ..req(None)
             },
             Request {

@@ -26,6 +26,7 @@ fn default_plan(meta: &Meta, method: Method, iterations: usize) -> Plan {
             epsilon: crate::dp::Epsilon::new(2.0).unwrap(),
             delta: crate::dp::Delta::new(1e-5).unwrap(),
             utility_share: 0.0,
+            teacher: None,
             ipc: 1,
             method: Some(method),
             iterations: Some(iterations),

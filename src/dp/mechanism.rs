@@ -66,6 +66,38 @@ pub const EXACT_SAMPLER: &str = "opendp-exact-discrete-gaussian";
 pub struct Records<'a> {
     images: &'a Images,
     probe: Option<&'a Probe>,
+    /// When set, the per-record function sees these features instead of the pixels.
+    features: Option<&'a Features>,
+}
+
+/// Every record's values under a fixed, public per-record transform (e.g. a scattering
+/// transform with per-record normalisation), computed once by [`Records::features`] and
+/// readable only through [`GaussianSum::release`] on [`Records::with_features`].
+///
+/// # Privacy
+/// Private: there is no accessor. Row `i` is a deterministic function of record `i` alone and
+/// of public values (the transform is fixed before any record is read and depends on no other
+/// record), so a per-record function of the features is a per-record function of the record,
+/// and the mechanism's sensitivity argument holds unchanged. Computing the features releases
+/// nothing and costs nothing.
+pub struct Features {
+    values: Vec<f32>,
+    dim: usize,
+}
+
+impl std::fmt::Debug for Features {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Features")
+            .field("dim", &self.dim)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Features {
+    /// Values per record (public: a property of the transform).
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
 }
 
 impl std::fmt::Debug for Records<'_> {
@@ -83,6 +115,7 @@ impl<'a> Records<'a> {
         Records {
             images,
             probe: None,
+            features: None,
         }
     }
 
@@ -92,7 +125,93 @@ impl<'a> Records<'a> {
         Records {
             images,
             probe: Some(probe),
+            features: None,
         }
+    }
+
+    /// Every record's values under `transform`, a fixed per-record function of one image's
+    /// pixels (f32 in [0, 1], C, H, W) that appends exactly `dim` values to its output.
+    /// Computed in parallel; cancellable.
+    ///
+    /// # Privacy
+    /// `transform` must be public and data-independent: fixed before any record is read, and a
+    /// function of the one image it is given (no state across calls). Its outputs stay inside
+    /// the returned [`Features`], which only a release can read.
+    ///
+    /// # Errors
+    /// `dp-invalid-parameter` (`dim` is 0), `dp-row-shape` (the transform returned another
+    /// length), [`MechError::Cancelled`].
+    pub fn features(
+        &self,
+        dim: usize,
+        transform: &(dyn Fn(&[f32], &mut Vec<f32>) + Sync),
+        sink: Sink<'_>,
+    ) -> Result<Features, MechError<std::convert::Infallible>> {
+        if dim == 0 {
+            return Err(Error::invalid("feature dimension", 0.0, "at least 1").into());
+        }
+        let n = self.images.len();
+        let len = n
+            .checked_mul(dim)
+            .ok_or_else(|| Error::invalid("feature table size", f64::INFINITY, "in range"))?;
+        let mut values = vec![0f32; len];
+        const CHUNK: usize = 1024;
+        for (c, out) in values.chunks_mut(CHUNK * dim).enumerate() {
+            if crate::progress::is_cancelled() {
+                return Err(MechError::Cancelled);
+            }
+            let bad = out
+                .par_chunks_mut(dim)
+                .enumerate()
+                .map_init(
+                    || (Vec::new(), Vec::new()),
+                    |(px, buf), (r, row)| {
+                        let i = c * CHUNK + r;
+                        px.clear();
+                        px.extend(self.images.image(i).iter().map(|&v| v as f32 / 255.0));
+                        buf.clear();
+                        transform(px, buf);
+                        if buf.len() != dim {
+                            return Some(buf.len());
+                        }
+                        row.copy_from_slice(buf);
+                        None
+                    },
+                )
+                .find_any(|b| b.is_some())
+                .flatten();
+            if let Some(got) = bad {
+                return Err(Error::RowShape { expected: dim, got }.into());
+            }
+            sink(Event::Advance((out.len() / dim) as u64));
+        }
+        Ok(Features { values, dim })
+    }
+
+    /// The same records, with the per-record function seeing `features` (from
+    /// [`Records::features`] on these records) in [`Batch::pixels`] instead of the pixels.
+    /// The privacy audit's observer does not follow feature releases: audit-only runs do not
+    /// use them.
+    ///
+    /// # Errors
+    /// `dp-row-shape` when `features` has another record count.
+    pub fn with_features(&self, features: &'a Features) -> Result<Records<'a>, Error> {
+        if features.values.len() != self.images.len() * features.dim {
+            return Err(Error::RowShape {
+                expected: self.images.len() * features.dim,
+                got: features.values.len(),
+            });
+        }
+        Ok(Records {
+            images: self.images,
+            probe: None,
+            features: Some(features),
+        })
+    }
+
+    /// Values per record the per-record function sees: the image size, or the features' dim.
+    pub fn row_len(&self) -> usize {
+        self.features.map_or(self.images.shape.len(), |f| f.dim)
     }
 
     /// How many records (public metadata by policy).
@@ -165,7 +284,8 @@ pub enum Noise {
 /// depends only on that record, its draws from `rng` and public values (see the module's
 /// Privacy section); the mechanism clips, sums and noises the rows.
 pub struct Batch<'a> {
-    /// The chunk's pixels as f32 in [0, 1] (byte / 255), row-major C, H, W per record.
+    /// The chunk's pixels as f32 in [0, 1] (byte / 255), row-major C, H, W per record; or,
+    /// on [`Records::with_features`], each record's [`Features`] row.
     pub pixels: &'a [f32],
     /// The chunk's labels.
     pub labels: &'a [u32],
@@ -423,7 +543,7 @@ impl GaussianSum {
         };
         // 4. Per chunk: the caller's rows, clipped, summed per group.
         let c = self.clip.get();
-        let d = data.shape().len();
+        let d = data.row_len();
         let mut sums = vec![vec![0f64; dim]; groups];
         let mut pixels: Vec<f32> = Vec::with_capacity(self.chunk.min(idx.len()) * d);
         let mut labels: Vec<u32> = Vec::with_capacity(self.chunk.min(idx.len()));
@@ -442,7 +562,7 @@ impl GaussianSum {
                 return Err(MechError::Cancelled);
             }
             gather(
-                data.images,
+                data,
                 part,
                 self.grouping,
                 &mut pixels,
@@ -658,7 +778,7 @@ impl Probe {
         let idx: Vec<usize> = (0..n).collect();
         for part in idx.chunks(m.chunk) {
             gather(
-                &self.canaries,
+                &Records::new(&self.canaries),
                 part,
                 m.grouping,
                 &mut pixels,
@@ -899,13 +1019,14 @@ fn add_clipped_rows(
 /// Gather records `part` of `images` for the per-record function: pixels as f32 in [0, 1],
 /// labels, and each record's group under `grouping` (a label outside `ByClass(k)` is an error).
 fn gather(
-    images: &Images,
+    data: &Records<'_>,
     part: &[usize],
     grouping: Grouping,
     pixels: &mut Vec<f32>,
     labels: &mut Vec<u32>,
     groups: &mut Vec<usize>,
 ) -> Result<(), Error> {
+    let images = data.images;
     pixels.clear();
     labels.clear();
     groups.clear();
@@ -917,7 +1038,10 @@ fn gather(
             Grouping::ByClass(k) => return Err(Error::LabelOutOfRange { label, groups: k }),
         });
         labels.push(label);
-        pixels.extend(images.image(i).iter().map(|&v| v as f32 / 255.0));
+        match data.features {
+            Some(f) => pixels.extend_from_slice(&f.values[i * f.dim..(i + 1) * f.dim]),
+            None => pixels.extend(images.image(i).iter().map(|&v| v as f32 / 255.0)),
+        }
     }
     Ok(())
 }

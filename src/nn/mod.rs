@@ -30,6 +30,7 @@ pub(crate) mod gemm;
 mod kernels;
 mod mlp;
 mod per_sample;
+pub mod scatter;
 
 pub use convnet::ConvNetConfig;
 pub use kernels::Activation;

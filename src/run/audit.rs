@@ -183,6 +183,7 @@ impl<'w> AuditOnly<'w> {
             epsilon: req.epsilon,
             delta: req.delta,
             utility_share: 0.0,
+            teacher: Some(false),
             ipc: req.ipc,
             method: req.method,
             iterations: req.iterations,

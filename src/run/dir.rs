@@ -1,6 +1,6 @@
 //! The run directory `runs/<id>/`: `synthetic.parquet` (partner format), `contact_sheet.png`,
-//! `run.json` (the [`RunRecord`]), and after `eval` the internal `eval.json` and the released
-//! `utility.json`. A completed run is built in a temporary directory and renamed into place, so
+//! `run.json` (the [`RunRecord`]), the internal `teacher.json` of a run with a DP teacher, and
+//! after `eval` the internal `eval.json` and the released `utility.json`. A completed run is built in a temporary directory and renamed into place, so
 //! `runs/<id>/` is either complete or holds only the `run.json` of a run that did not complete
 //! (running, cancelled, failed, crashed), so its charge stays explainable.
 
@@ -25,6 +25,7 @@ pub(crate) fn write_completed(
     ws: &Workspace,
     rec: &RunRecord,
     set: &SyntheticSet,
+    teacher: Option<&crate::distill::teacher::Teacher>,
 ) -> Result<PathBuf, Error> {
     let final_dir = dir_of(ws, &rec.id);
     let tmp = ws.runs_dir().join(format!(".{}.tmp", rec.id));
@@ -37,6 +38,9 @@ pub(crate) fn write_completed(
         let png = crate::dataset::contact_sheet_png(set, &rec.classes, None);
         atomic_write(&tmp.join("contact_sheet.png"), &png)?;
         atomic_write(&tmp.join("run.json"), &rec.to_json())?;
+        if let Some(t) = teacher {
+            t.write(&tmp.join(crate::distill::teacher::FILE))?;
+        }
         if final_dir.exists() {
             // Only the stub of this run (written at reservation) can be here: ids are fresh.
             std::fs::remove_dir_all(&final_dir)

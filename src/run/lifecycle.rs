@@ -331,7 +331,12 @@ impl<'w> Reserved<'w> {
                     "total_seconds": rec.seconds,
                 });
                 rec.diagnostics = outcome.diagnostics.clone();
-                let dir = match dir::write_completed(ws, &rec, &outcome.synthetic) {
+                let dir = match dir::write_completed(
+                    ws,
+                    &rec,
+                    &outcome.synthetic,
+                    outcome.teacher.as_ref(),
+                ) {
                     Ok(d) => d,
                     Err(e) => {
                         end(&mut rec, Status::Failed);

@@ -394,6 +394,7 @@ fn measure_dm_fashion() {
             epsilon: retort::dp::Epsilon::new(eps).unwrap(),
             delta: retort::dp::Delta::new(1e-5).unwrap(),
             utility_share: 0.0,
+            teacher: None,
             ipc: 10,
             method: match std::env::var("METHOD").as_deref() {
                 Ok("gm") => Some(retort::distill::Method::Gm),
@@ -418,7 +419,64 @@ fn measure_dm_fashion() {
         *p = serde_json::from_value(v).unwrap();
         plan.recalibrate().unwrap();
     }
+    // TEACHER=off drops the DP teacher; TEACHER='{"fraction":0.3,...}' patches its defaults.
+    match std::env::var("TEACHER").as_deref() {
+        Ok("off") => plan.set_teacher(None).unwrap(),
+        Ok(patch) => {
+            let base = plan.teacher.as_ref().map_or_else(
+                || retort::distill::teacher::TeacherParams::defaults(sub.len()),
+                |t| t.params.clone(),
+            );
+            let mut v = serde_json::to_value(&base).unwrap();
+            let patch: serde_json::Value = serde_json::from_str(patch).expect("TEACHER: JSON");
+            for (k, x) in patch.as_object().expect("TEACHER must be an object") {
+                assert!(v.get(k).is_some(), "unknown teacher parameter {k}");
+                v[k] = x.clone();
+            }
+            plan.set_teacher(Some(serde_json::from_value(v).unwrap()))
+                .unwrap();
+        }
+        Err(_) => {}
+    }
     eprintln!("params: {}", serde_json::to_string(&plan.params).unwrap());
+    eprintln!(
+        "teacher: {}; shares: {}",
+        serde_json::to_string(&plan.teacher).unwrap(),
+        plan.shares
+            .iter()
+            .map(|s| format!("{} eps {:.3}", s.name, s.epsilon))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let testf = test.to_float();
+    if std::env::var("TEACHER_ONLY").is_ok() {
+        let tp = plan.teacher.as_ref().expect("TEACHER_ONLY needs a teacher");
+        let t = std::time::Instant::now();
+        let teacher = retort::distill::measure::teacher_unaccounted(
+            &sub,
+            &tp.params,
+            k,
+            tp.noise_multiplier,
+            &retort::progress::silent,
+        )
+        .unwrap();
+        let secs = t.elapsed().as_secs_f64();
+        let pred = teacher.predict(&testf).unwrap();
+        let right = pred
+            .iter()
+            .zip(&testf.labels)
+            .filter(|(a, b)| a == b)
+            .count();
+        eprintln!(
+            "teacher {per_class}/class eps {eps} (alone {:.3}, sigma {:.3}, q {:.4}, steps {}): held-out accuracy {:.4} in {secs:.0} s",
+            plan.shares.iter().find(|s| s.name == "teacher").unwrap().epsilon,
+            tp.noise_multiplier,
+            tp.sampling_rate,
+            tp.steps,
+            right as f64 / testf.len() as f64
+        );
+        return;
+    }
     if std::env::var("PROBE_WARMUP").is_ok() {
         probe_warmup(&plan, &sub, &test);
         return;
@@ -430,6 +488,21 @@ fn measure_dm_fashion() {
     if let Ok(path) = std::env::var("SAVE") {
         save_set(&out.synthetic, std::path::Path::new(&path));
     }
+    if let Some(t) = &out.teacher {
+        let pred = t.predict(&testf).unwrap();
+        let right = pred
+            .iter()
+            .zip(&testf.labels)
+            .filter(|(a, b)| a == b)
+            .count();
+        eprintln!(
+            "teacher held-out accuracy {:.4}",
+            right as f64 / testf.len() as f64
+        );
+    }
+    if let Ok(path) = std::env::var("SAVE_PQ") {
+        save_parquet(&out.synthetic, out.soft_labels.as_deref(), k, &path);
+    }
     if std::env::var("NO_EVAL").is_ok() {
         eprintln!(
             "{} fashion {per_class}/class eps {eps}: distill {secs:.0} s (private {:.0} s, synthesis {:.0} s), not evaluated",
@@ -438,7 +511,6 @@ fn measure_dm_fashion() {
         return;
     }
     let recipe = retort::eval::Recipe::standard(retort::eval::Model::ConvNet { width }, epochs);
-    let testf = test.to_float();
     let s = retort::eval::score(
         &recipe,
         &out.synthetic,
@@ -508,6 +580,61 @@ fn plan_gm_shows_poisson_sampling_and_steps() {
     assert_eq!(j["events"][0]["kind"], "poisson-sampled-gaussian");
     assert!(j["epsilon"].as_f64().unwrap() <= 2.0 + 1e-9);
     assert!(j["estimated_seconds"].is_null());
+}
+
+/// A synthetic set (and its soft labels) as a partner-format Parquet file, for the independent
+/// evaluator (`bench/eval_torch.py --labels soft`).
+#[cfg(feature = "measure")]
+fn save_parquet(set: &retort::dataset::FloatImages, soft: Option<&[f32]>, k: usize, path: &str) {
+    use arrow_array::StringArray;
+    use arrow_array::{ArrayRef, FixedSizeListArray, Float32Array, Int32Array, RecordBatch};
+    use arrow_schema::{DataType, Field, Schema};
+    use std::sync::Arc;
+    let len = set.shape.len() as i32;
+    let labels: Vec<i32> = set.labels.iter().map(|&l| l as i32).collect();
+    let names: Vec<String> = labels.iter().map(|l| l.to_string()).collect();
+    let item = Arc::new(Field::new("item", DataType::Float32, false));
+    let mut fields = vec![
+        Field::new("label", DataType::Int32, false),
+        Field::new("label_name", DataType::Utf8, false),
+        Field::new("image", DataType::FixedSizeList(item.clone(), len), false),
+    ];
+    let image = FixedSizeListArray::new(
+        item.clone(),
+        len,
+        Arc::new(Float32Array::from(set.data.clone())),
+        None,
+    );
+    let mut cols: Vec<ArrayRef> = vec![
+        Arc::new(Int32Array::from(labels)),
+        Arc::new(StringArray::from(names)),
+        Arc::new(image),
+    ];
+    if let Some(soft) = soft {
+        fields.push(Field::new(
+            "soft_label",
+            DataType::FixedSizeList(item.clone(), k as i32),
+            false,
+        ));
+        cols.push(Arc::new(FixedSizeListArray::new(
+            item,
+            k as i32,
+            Arc::new(Float32Array::from(soft.to_vec())),
+            None,
+        )));
+    }
+    let schema = Arc::new(Schema::new(fields));
+    let batch = RecordBatch::try_new(schema.clone(), cols).unwrap();
+    let props = parquet::file::properties::WriterProperties::builder()
+        .set_key_value_metadata(Some(vec![parquet::file::metadata::KeyValue::new(
+            "retort.shape".into(),
+            format!("{},{},{}", set.shape.c, set.shape.h, set.shape.w),
+        )]))
+        .build();
+    let f = std::fs::File::create(path).unwrap();
+    let mut w = parquet::arrow::ArrowWriter::try_new(f, schema, Some(props)).unwrap();
+    w.write(&batch).unwrap();
+    w.close().unwrap();
 }
 
 /// Raw dump of a synthetic set for [`measure_eval_saved`]: JSON `{"shape","labels","data"}`.

@@ -198,6 +198,7 @@ fn fail_delete_while_a_run_is_running() {
         epsilon: retort::dp::Epsilon::new(1.0).unwrap(),
         delta: retort::dp::Delta::new(1e-5).unwrap(),
         utility_share: 0.0,
+        teacher: None,
         ipc: 2,
         method: None,
         iterations: Some(2),

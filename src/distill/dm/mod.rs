@@ -68,7 +68,7 @@ use crate::nn::{Activation, Arch, ConvNetConfig};
 
 pub use features::nets;
 pub use release::{post_process, post_process_per_net, Release};
-pub use synth::{estimate_seconds, synthesise};
+pub use synth::{estimate_seconds, synthesise, synthesise_guided, Guide};
 
 /// Hyper-parameters of `dm` (all public; recorded in `run.json`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -173,6 +173,37 @@ pub fn synthesise(
     seed: u64,
     sink: Sink<'_>,
 ) -> Result<(SyntheticSet, Vec<f64>), Error> {
+    synthesise_guided(rel, shape, classes, ipc, p, nets, trained, None, seed, sink)
+}
+
+/// The DP teacher's guidance of the synthesis: its cross-entropy on the (augmented) synthetic
+/// images against their classes, its gradient rescaled to `weight` times the matching
+/// gradient's norm (post-processing of the teacher's releases).
+#[derive(Debug, Clone, Copy)]
+pub struct Guide<'a> {
+    /// The teacher.
+    pub teacher: &'a crate::distill::teacher::Teacher,
+    /// Relative weight (0 = none).
+    pub weight: f64,
+}
+
+/// [`synthesise`] with the teacher's guidance term.
+///
+/// # Errors
+/// `distill-cancelled`, `distill-compute`.
+#[allow(clippy::too_many_arguments)]
+pub fn synthesise_guided(
+    rel: &Release,
+    shape: Shape,
+    classes: usize,
+    ipc: usize,
+    p: &DmParams,
+    nets: &[Net],
+    trained: &[bool],
+    guide: Option<Guide<'_>>,
+    seed: u64,
+    sink: Sink<'_>,
+) -> Result<(SyntheticSet, Vec<f64>), Error> {
     use rand_distr::Distribution;
     let mut rng = ChaCha8Rng::seed_from_u64(seed.wrapping_add(0x51_7e_5e));
     let n_syn = classes * ipc;
@@ -270,6 +301,16 @@ pub fn synthesise(
             }
         }
         losses.push(loss);
+        if let Some(g) = guide.filter(|g| g.weight > 0.0) {
+            let pixels: Vec<f32> = x.iter().map(|v| v + 0.5).collect();
+            let (_, gt) = g.teacher.loss_and_input_grads(&pixels, &syn_labels)?;
+            let norm = |v: &[f32]| v.iter().map(|a| (*a as f64).powi(2)).sum::<f64>().sqrt();
+            let (nm, nt) = (norm(&grad_x), norm(&gt));
+            if nt > 0.0 && nm > 0.0 {
+                let k = (g.weight * nm / nt) as f32;
+                grad_x.iter_mut().zip(&gt).for_each(|(a, b)| *a += k * b);
+            }
+        }
         // The class term's weight is relative: its gradient is rescaled to `ce_weight` times
         // the matching gradient's norm (the two losses have unrelated scales).
         if ce_weight > 0.0 {

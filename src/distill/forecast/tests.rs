@@ -18,6 +18,7 @@ fn req(epsilon: f64) -> Request {
         epsilon: Epsilon::new(epsilon).unwrap(),
         delta: Delta::new(1e-5).unwrap(),
         utility_share: crate::policy::DEFAULT_UTILITY_SHARE,
+        teacher: None,
         ipc: 10,
         method: None,
         iterations: None,
