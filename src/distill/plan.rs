@@ -440,7 +440,18 @@ fn teacher_share(
              (docs/distill.md)"
         ),
     };
-    let params = TeacherParams::defaults(n);
+    teacher_plan(TeacherParams::defaults(n), n, epsilon, delta, reason).map(Some)
+}
+
+/// The teacher's plan and share for `params` on `n` records: σ calibrated so that its steps
+/// alone spend `params.fraction` of the target ε.
+fn teacher_plan(
+    params: TeacherParams,
+    n: usize,
+    epsilon: f64,
+    delta: f64,
+    reason: String,
+) -> Result<(TeacherPlan, Share), Error> {
     params.validate()?;
     let (q, steps) = (params.sample_rate(n), params.steps(n));
     let eps_alone = epsilon * params.fraction;
@@ -462,18 +473,16 @@ fn teacher_share(
             teacher::MODEL
         ),
     };
-    Ok(Some((
-        TeacherPlan {
-            params,
-            noise_multiplier: sigma,
-            sampling_rate: q,
-            steps,
-            model: teacher::MODEL.into(),
-            features: teacher::FEATURES.into(),
-            reason,
-        },
-        share,
-    )))
+    let plan = TeacherPlan {
+        params,
+        noise_multiplier: sigma,
+        sampling_rate: q,
+        steps,
+        model: teacher::MODEL.into(),
+        features: teacher::FEATURES.into(),
+        reason,
+    };
+    Ok((plan, share))
 }
 
 impl Plan {
@@ -525,33 +534,12 @@ impl Plan {
         self.shares.retain(|s| s.name != TEACHER);
         self.teacher = None;
         if let Some(params) = params {
-            params.validate()?;
-            let n = self.records;
-            let (q, steps) = (params.sample_rate(n), params.steps(n));
-            let eps_alone = epsilon * params.fraction;
-            let sigma = crate::dp::calibrate::noise_multiplier(eps_alone, delta, q, steps)
-                .map_err(|_| calibration_failed(eps_alone, delta, steps))?;
-            let events = teacher::events(&params, n, sigma);
-            let eps = crate::dp::accountant::epsilon(&events, delta)
-                .map_err(|_| calibration_failed(eps_alone, delta, steps))?
-                .epsilon;
-            self.shares.push(Share {
-                name: TEACHER.into(),
-                stage: Stage::Distill,
-                fraction: params.fraction,
-                events,
-                epsilon: eps,
-                what: "the DP teacher (measurement)".into(),
-            });
-            self.teacher = Some(TeacherPlan {
-                params,
-                noise_multiplier: sigma,
-                sampling_rate: q,
-                steps,
-                model: teacher::MODEL.into(),
-                features: teacher::FEATURES.into(),
-                reason: "requested".into(),
-            });
+            let (t, share) =
+                teacher_plan(params, self.records, epsilon, delta, "requested".into())?;
+            // The teacher's share sits before the utility share, as `plan` orders them.
+            let at = self.shares.iter().position(|s| s.name == UTILITY);
+            self.shares.insert(at.unwrap_or(self.shares.len()), share);
+            self.teacher = Some(t);
         }
         self.recalibrate()
     }
@@ -996,5 +984,89 @@ mod tests {
             .as_f64()
             .unwrap()
             .is_finite());
+    }
+
+    /// The teacher is on by default from TEACHER_MIN_RECORDS records, is its own share of the
+    /// split, and is composed with the main release to the target; `--no-teacher` drops it and
+    /// `--teacher` forces it on small sets.
+    #[test]
+    fn teacher_share_is_planned_and_composed_with_the_main_release() {
+        let big = plan(&meta(30_000), &req(None)).unwrap();
+        let t = big
+            .teacher
+            .as_ref()
+            .expect("teacher on by default at 30,000");
+        let names: Vec<&str> = big.shares.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, [MAIN, TEACHER]);
+        let share = &big.shares[1];
+        assert_eq!(
+            share.events,
+            vec![DpEvent::poisson_gaussian(
+                t.sampling_rate,
+                t.noise_multiplier,
+                t.steps
+            )]
+        );
+        assert!((share.epsilon - 0.5).abs() < 0.01, "{}", share.epsilon);
+        // The charged events are the main release's and the teacher's; all composed meet 1.
+        assert!(big.events.contains(&share.events[0]));
+        assert!(
+            big.epsilon <= 1.0 + 1e-9 && big.epsilon > 0.95,
+            "{}",
+            big.epsilon
+        );
+        assert!((big.shares[0].fraction - 0.5).abs() < 1e-12);
+        // Without it the main release gets more of the budget: less noise.
+        let off = plan(
+            &meta(30_000),
+            &Request {
+                teacher: Some(false),
+                ..req(None)
+            },
+        )
+        .unwrap();
+        assert!(off.teacher.is_none() && off.shares.len() == 1);
+        assert!(off.noise_multiplier < big.noise_multiplier);
+        // Small sets: off by default, on when asked.
+        assert!(plan(&meta(3_000), &req(None)).unwrap().teacher.is_none());
+        let forced = plan(
+            &meta(3_000),
+            &Request {
+                teacher: Some(true),
+                ..req(None)
+            },
+        )
+        .unwrap();
+        assert!(forced.teacher.is_some());
+        // The teacher's parameters are in the hyper-parameters the manifest publishes.
+        assert!(big.hyperparameters()["teacher"]["steps"].as_u64() == Some(t.steps));
+        // With a utility share too, all three compose to the target.
+        let three = plan(
+            &meta(30_000),
+            &Request {
+                utility_share: 0.1,
+                ..req(None)
+            },
+        )
+        .unwrap();
+        let names: Vec<&str> = three.shares.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, [MAIN, TEACHER, UTILITY]);
+        assert!(three.epsilon <= 1.0 + 1e-9, "{}", three.epsilon);
+    }
+
+    /// A feature table beyond the teacher's memory cap: refused when asked for, off by default.
+    #[test]
+    fn fail_a_teacher_whose_features_do_not_fit() {
+        let m = meta(200_000);
+        let e = plan(
+            &m,
+            &Request {
+                teacher: Some(true),
+                ..req(None)
+            },
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("teacher"), "{e}");
+        assert!(plan(&m, &req(None)).unwrap().teacher.is_none());
     }
 }

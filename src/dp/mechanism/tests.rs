@@ -515,3 +515,60 @@ fn flawed_mechanisms_are_detectably_broken() {
     let s = std_of(&r.sums[0]);
     assert!((s - 0.1).abs() < 0.01, "std {s}");
 }
+
+/// A release over a feature table sums the clipped transform rows of the sampled records,
+/// exactly as a per-record function computing the transform itself would.
+#[test]
+fn feature_release_equals_the_transform_inside_the_per_record_function() {
+    let im = images(40, 2);
+    let data = Records::new(&im);
+    let t = |px: &[f32], out: &mut Vec<f32>| {
+        out.push(px.iter().sum::<f32>() / 64.0);
+        out.push(px[0] - px[63]);
+    };
+    let feats = data.features(2, &t, &crate::progress::silent).unwrap();
+    assert_eq!(feats.dim(), 2);
+    let fdata = data.with_features(&feats).unwrap();
+    assert_eq!(fdata.row_len(), 2);
+    let m = mech(
+        Sampling::Everyone,
+        Grouping::ByClass(2),
+        10.0,
+        1e-6,
+        Noise::Float,
+    );
+    let from_features = |b: &mut Batch<'_>| -> Rows { Ok(b.pixels.to_vec()) };
+    let inline = |b: &mut Batch<'_>| -> Rows {
+        let mut out = Vec::new();
+        for px in b.pixels.chunks(64) {
+            t(px, &mut out);
+        }
+        Ok(out)
+    };
+    let a = m
+        .release(
+            &mut allow(&m, 1),
+            &fdata,
+            2,
+            &from_features,
+            &crate::progress::silent,
+        )
+        .unwrap();
+    let b = m
+        .release(
+            &mut allow(&m, 1),
+            &data,
+            2,
+            &inline,
+            &crate::progress::silent,
+        )
+        .unwrap();
+    for (x, y) in a.sums.concat().iter().zip(b.sums.concat()) {
+        assert!((x - y).abs() < 1e-3, "{x} vs {y}");
+    }
+    // A transform of the wrong length is refused; so is a table of other records.
+    let bad = |_: &[f32], out: &mut Vec<f32>| out.push(1.0);
+    assert!(data.features(2, &bad, &crate::progress::silent).is_err());
+    let other = images(10, 2);
+    assert!(Records::new(&other).with_features(&feats).is_err());
+}
