@@ -185,7 +185,10 @@ pub fn plan(meta: &Meta, req: &Request) -> Result<Plan, Error> {
         Some(s) => s,
         None => u64::from_le_bytes(crate::keys::try_random_bytes::<8>().map_err(|_| Error::Rng)?),
     };
-    let utility = utility_share(epsilon * req.utility_share, delta)?;
+    let utility = utility_share(epsilon * req.utility_share, delta)?.map(|mut u| {
+        u.fraction = req.utility_share;
+        u
+    });
     let teacher = teacher_share(meta, req, epsilon, delta)?;
     let fixed: Vec<DpEvent> = utility
         .iter()
@@ -603,7 +606,8 @@ mod tests {
             epsilon: eps(1.0),
             delta: Delta::new(1e-5).unwrap(),
             utility_share: 0.0,
-            teacher: None,
+            // The main release alone; the teacher's tests ask for the default explicitly.
+            teacher: Some(false),
             ipc: 10,
             method,
             iterations: None,
@@ -703,7 +707,7 @@ mod tests {
                 &meta(30_000),
                 &Request {
                     utility_share: 0.1,
-                    teacher: None,
+                    teacher: Some(false),
                     ..req(Some(method))
                 },
             )
@@ -813,12 +817,10 @@ mod tests {
             },
             Request {
                 utility_share: 0.9,
-                teacher: None,
                 ..req(None)
             },
             Request {
                 utility_share: f64::NAN,
-                teacher: None,
                 ..req(None)
             },
             Request {
@@ -986,12 +988,20 @@ mod tests {
             .is_finite());
     }
 
+    /// A request with the teacher left to the default.
+    fn dflt() -> Request {
+        Request {
+            teacher: None,
+            ..req(None)
+        }
+    }
+
     /// The teacher is on by default from TEACHER_MIN_RECORDS records, is its own share of the
     /// split, and is composed with the main release to the target; `--no-teacher` drops it and
     /// `--teacher` forces it on small sets.
     #[test]
     fn teacher_share_is_planned_and_composed_with_the_main_release() {
-        let big = plan(&meta(30_000), &req(None)).unwrap();
+        let big = plan(&meta(30_000), &dflt()).unwrap();
         let t = big
             .teacher
             .as_ref()
@@ -1028,7 +1038,7 @@ mod tests {
         assert!(off.teacher.is_none() && off.shares.len() == 1);
         assert!(off.noise_multiplier < big.noise_multiplier);
         // Small sets: off by default, on when asked.
-        assert!(plan(&meta(3_000), &req(None)).unwrap().teacher.is_none());
+        assert!(plan(&meta(3_000), &dflt()).unwrap().teacher.is_none());
         let forced = plan(
             &meta(3_000),
             &Request {
@@ -1045,13 +1055,15 @@ mod tests {
             &meta(30_000),
             &Request {
                 utility_share: 0.1,
-                ..req(None)
+                ..dflt()
             },
         )
         .unwrap();
         let names: Vec<&str> = three.shares.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(names, [MAIN, TEACHER, UTILITY]);
         assert!(three.epsilon <= 1.0 + 1e-9, "{}", three.epsilon);
+        assert!((three.shares[2].fraction - 0.1).abs() < 1e-12);
+        assert!((three.shares[0].fraction - 0.4).abs() < 1e-12);
     }
 
     /// A feature table beyond the teacher's memory cap: refused when asked for, off by default.
@@ -1067,6 +1079,6 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("teacher"), "{e}");
-        assert!(plan(&m, &req(None)).unwrap().teacher.is_none());
+        assert!(plan(&m, &dflt()).unwrap().teacher.is_none());
     }
 }

@@ -125,6 +125,85 @@ fn distill_charges_the_ledger_and_writes_a_loadable_run() {
         .any(|r| r["action"] == "distill" && r["outcome"] == "ok" && r["object"] == run.as_str()));
 }
 
+/// Issue 22: `--teacher` plans a "teacher" share beside the main release (both charged at
+/// distill, composed to the target), trains the DP teacher, keeps it in the run directory only,
+/// and publishes its parameters with the run's hyper-parameters; `--no-teacher` plans none.
+#[test]
+fn distill_with_a_teacher_charges_its_share_and_keeps_it_in_the_run() {
+    let t = ws_with_demo(30);
+    let mut args = vec![
+        "distill",
+        "--dataset",
+        "phantoms",
+        "--epsilon",
+        "2",
+        "--teacher",
+        "--json",
+    ];
+    args.extend_from_slice(FAST);
+    let r = t.run(&args);
+    r.expect(0);
+    let j = r.json();
+    assert!(j["epsilon"].as_f64().unwrap() <= 2.0 + 1e-9);
+    let run = j["run"].as_str().unwrap().to_string();
+    let dir = t.ws.join("runs").join(&run);
+    let rec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("run.json")).unwrap()).unwrap();
+    let names: Vec<&str> = rec["shares"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    // (The default policy also plans a utility share, charged at eval.)
+    assert_eq!(names[..2], ["main", "teacher"], "{}", rec["shares"]);
+    let teacher_events = &rec["shares"][1]["events"];
+    for e in teacher_events.as_array().unwrap() {
+        assert!(
+            rec["events"].as_array().unwrap().contains(e),
+            "the teacher's events are charged with the run: {}",
+            rec["events"]
+        );
+    }
+    let steps = rec["hyperparameters"]["teacher"]["steps"].as_u64().unwrap();
+    assert_eq!(teacher_events[0]["steps"].as_u64(), Some(steps));
+    // The teacher stays in the run directory; it reads the run's image shape.
+    let teacher =
+        retort::distill::teacher::Teacher::read(&dir.join(retort::distill::teacher::FILE)).unwrap();
+    assert_eq!(teacher.classes, 4);
+    assert_eq!(teacher.events.len(), 1);
+    // Without a teacher: one share, no teacher file.
+    let mut args = vec![
+        "plan",
+        "--dataset",
+        "phantoms",
+        "--epsilon",
+        "2",
+        "--no-teacher",
+        "--no-benchmark",
+        "--json",
+    ];
+    args.extend_from_slice(FAST);
+    let p = t.run(&args);
+    p.expect(0);
+    assert!(p.json()["shares"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|s| s["name"] != "teacher"));
+    assert!(p.json()["teacher"].is_null());
+    let both = t.run(&[
+        "plan",
+        "--dataset",
+        "phantoms",
+        "--epsilon",
+        "2",
+        "--teacher",
+        "--no-teacher",
+    ]);
+    both.expect(2);
+}
+
 #[test]
 fn fail_distill_over_the_cap_is_refused_and_changes_nothing() {
     let t = ws_with_demo(20);
