@@ -30,8 +30,9 @@ pub use sheet::{contact_sheet_png, SheetImages, MAX_COLUMNS, MAX_PER_CLASS};
 #[allow(unused_imports)]
 pub(crate) use synthetic::string_values;
 pub use synthetic::{
-    parquet_columns_and_metadata, parse_shape, read_synthetic_parquet, synthetic_schema,
-    unit_to_u8, write_synthetic_parquet, FloatImages, CLASSES_KEY, SHAPE_KEY, VERSION_KEY,
+    check_soft_labels, parquet_columns_and_metadata, parse_shape, read_synthetic_parquet,
+    soft_label_description, synthetic_schema, unit_to_u8, write_synthetic_parquet, FloatImages,
+    CLASSES_KEY, SHAPE_KEY, SOFT_LABEL_COLUMN, SOFT_LABEL_KEY, SOFT_LABEL_TOLERANCE, VERSION_KEY,
 };
 
 /// Dataset errors.
@@ -135,7 +136,7 @@ impl Coded for Error {
             Error::Exists { .. } => "choose another --name; datasets are never overwritten (their budget history depends on them)".into(),
             Error::Corrupt { .. } => "the workspace was modified outside retort; restore it from backup or ingest the data again under a new name".into(),
             Error::Invalid { .. } => return None,
-            Error::Format { .. } => "check that the file is a synthetic.parquet written by retort (label: int32, label_name: utf8, image: fixed_size_list<float32>, retort.shape metadata)".into(),
+            Error::Format { .. } => "check that the file is a synthetic.parquet written by retort (label: int32, label_name: utf8, image: fixed_size_list<float32>, retort.shape metadata; optional soft_label: fixed_size_list<float32>[K] of probability vectors)".into(),
             Error::InUse { run, .. } => format!(
                 "wait for run {run} to end (`retort runs show {run}`), then delete the dataset"
             ),

@@ -6,6 +6,12 @@
 //! `retort.classes` (a JSON array of every class name, so classes without rows survive a round
 //! trip). The metadata is stored both in the Arrow schema and in the Parquet footer, so pyarrow,
 //! pandas and polars see it without Retort. The file is written atomically.
+//!
+//! Optional fourth column `soft_label: fixed_size_list<float32>[K]` (K = the number of classes
+//! in `retort.classes`): each row a probability vector from the run's DP teacher (finite,
+//! non-negative, summing to 1 within [`SOFT_LABEL_TOLERANCE`]); `label` stays the hard class.
+//! When present, the metadata key `retort.soft_label` describes it ([`soft_label_description`]).
+//! Both the writer and the reader refuse rows that are not probability vectors.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -29,6 +35,50 @@ pub const SHAPE_KEY: &str = "retort.shape";
 pub const VERSION_KEY: &str = "retort.version";
 /// Metadata key holding every class name as a JSON array (index = label).
 pub const CLASSES_KEY: &str = "retort.classes";
+/// Metadata key describing the optional `soft_label` column (a JSON object).
+pub const SOFT_LABEL_KEY: &str = "retort.soft_label";
+/// Name of the optional soft-label column.
+pub const SOFT_LABEL_COLUMN: &str = "soft_label";
+/// How far a soft-label row's sum may be from 1.
+pub const SOFT_LABEL_TOLERANCE: f64 = 1e-3;
+
+/// The value of [`SOFT_LABEL_KEY`]: what the `soft_label` column is and how to train with it.
+pub fn soft_label_description() -> String {
+    serde_json::json!({
+        "meaning": "probability vector over retort.classes (index = label) from the run's DP teacher; label stays the hard class",
+        "train": "cross-entropy against these probabilities, temperature 1",
+        "share": "teacher",
+    })
+    .to_string()
+}
+
+/// Check that `soft` holds `n` probability vectors of length `k`: every value finite and
+/// non-negative, every row summing to 1 within [`SOFT_LABEL_TOLERANCE`].
+///
+/// # Errors
+/// A sentence naming the first bad row.
+pub fn check_soft_labels(soft: &[f32], n: usize, k: usize) -> std::result::Result<(), String> {
+    if k == 0 || soft.len() != n.saturating_mul(k) {
+        return Err(format!(
+            "soft labels hold {} values, not {n} rows of {k} class probabilities",
+            soft.len()
+        ));
+    }
+    for (i, row) in soft.chunks_exact(k).enumerate() {
+        if let Some(v) = row.iter().find(|v| !v.is_finite() || **v < 0.0) {
+            return Err(format!(
+                "soft label row {i} holds {v}: probabilities must be finite and non-negative"
+            ));
+        }
+        let sum: f64 = row.iter().map(|&v| v as f64).sum();
+        if (sum - 1.0).abs() > SOFT_LABEL_TOLERANCE {
+            return Err(format!(
+                "soft label row {i} sums to {sum}, not 1 (within {SOFT_LABEL_TOLERANCE})"
+            ));
+        }
+    }
+    Ok(())
+}
 
 /// Float images (values in [0, 1]) with labels: synthetic sets and normalised views.
 #[derive(Clone, PartialEq)]
@@ -39,6 +89,11 @@ pub struct FloatImages {
     pub data: Vec<f32>,
     /// One label per image, `0..classes`.
     pub labels: Vec<u32>,
+    /// Optional soft labels: `n × K` probabilities, row-major (row `i` is image `i`'s
+    /// probability vector over the `K` classes, index = label), from the run's DP teacher.
+    /// `labels` stays the hard class. `None` for sets without them (and for views where they
+    /// mean nothing).
+    pub soft_labels: Option<Vec<f32>>,
 }
 
 impl std::fmt::Debug for FloatImages {
@@ -46,6 +101,7 @@ impl std::fmt::Debug for FloatImages {
         f.debug_struct("FloatImages")
             .field("shape", &self.shape)
             .field("n", &self.labels.len())
+            .field("soft_labels", &self.soft_labels.is_some())
             .finish()
     }
 }
@@ -57,6 +113,7 @@ impl FloatImages {
             shape,
             data: Vec::new(),
             labels: Vec::new(),
+            soft_labels: None,
         }
     }
     /// Number of images.
@@ -72,11 +129,39 @@ impl FloatImages {
         let n = self.shape.len();
         &self.data[i * n..(i + 1) * n]
     }
-    /// Append one image.
+    /// Append one image with a hard label only. A set with soft labels loses them (a row
+    /// without a probability vector would make them inconsistent): use [`FloatImages::push_soft`]
+    /// for those.
     pub fn push(&mut self, values: &[f32], label: u32) {
         debug_assert_eq!(values.len(), self.shape.len());
         self.data.extend_from_slice(values);
         self.labels.push(label);
+        self.soft_labels = None;
+    }
+    /// Append one image with its hard label and its probability vector `soft` (length K). The
+    /// first image of an empty set starts the soft labels; a set whose earlier images have none
+    /// (or whose rows have another length) keeps none.
+    pub fn push_soft(&mut self, values: &[f32], label: u32, soft: &[f32]) {
+        let keep = match &self.soft_labels {
+            None => self.is_empty(),
+            Some(s) => s.len() == self.len() * soft.len(),
+        };
+        let mut s = self.soft_labels.take().unwrap_or_default();
+        self.push(values, label);
+        if keep {
+            s.extend_from_slice(soft);
+            self.soft_labels = Some(s);
+        }
+    }
+    /// Number of classes of the soft labels (`K`), if the set has them and they fit it.
+    pub fn soft_classes(&self) -> Option<usize> {
+        let s = self.soft_labels.as_ref()?;
+        (!self.is_empty() && s.len().is_multiple_of(self.len())).then(|| s.len() / self.len())
+    }
+    /// Image `i`'s probability vector, if the set has soft labels.
+    pub fn soft_label(&self, i: usize) -> Option<&[f32]> {
+        let k = self.soft_classes()?;
+        self.soft_labels.as_ref()?.get(i * k..(i + 1) * k)
     }
     /// Images per class.
     pub fn per_class(&self, classes: usize) -> Vec<usize> {
@@ -105,6 +190,7 @@ impl Images {
             shape: self.shape,
             data: self.pixels.iter().map(|&b| b as f32 / 255.0).collect(),
             labels: self.labels.clone(),
+            soft_labels: None,
         }
     }
 }
@@ -125,23 +211,31 @@ fn format_error(path: &Path, why: impl Into<String>) -> Error {
     }
 }
 
-/// The Arrow schema of the synthetic format for images of `shape`.
-pub fn synthetic_schema(shape: Shape, classes: &[String]) -> Schema {
+/// The Arrow schema of the synthetic format for images of `shape`, with the `soft_label`
+/// column (K = `classes.len()`) when `soft` is true.
+pub fn synthetic_schema(shape: Shape, classes: &[String], soft: bool) -> Schema {
     let item = Arc::new(Field::new("item", DataType::Float32, false));
-    let fields = vec![
+    let mut fields = vec![
         Field::new("label", DataType::Int32, false),
         Field::new("label_name", DataType::Utf8, false),
         Field::new(
             "image",
-            DataType::FixedSizeList(item, shape.len() as i32),
+            DataType::FixedSizeList(item.clone(), shape.len() as i32),
             false,
         ),
     ];
-    Schema::new_with_metadata(fields, metadata_map(shape, classes))
+    if soft {
+        fields.push(Field::new(
+            SOFT_LABEL_COLUMN,
+            DataType::FixedSizeList(item, classes.len() as i32),
+            false,
+        ));
+    }
+    Schema::new_with_metadata(fields, metadata_map(shape, classes, soft))
 }
 
-fn metadata_map(shape: Shape, classes: &[String]) -> HashMap<String, String> {
-    HashMap::from([
+fn metadata_map(shape: Shape, classes: &[String], soft: bool) -> HashMap<String, String> {
+    let mut m = HashMap::from([
         (
             SHAPE_KEY.to_string(),
             format!("{},{},{}", shape.c, shape.h, shape.w),
@@ -154,14 +248,22 @@ fn metadata_map(shape: Shape, classes: &[String]) -> HashMap<String, String> {
             CLASSES_KEY.to_string(),
             serde_json::to_string(classes).expect("invariant: strings serialize"),
         ),
-    ])
+    ]);
+    if soft {
+        m.insert(SOFT_LABEL_KEY.to_string(), soft_label_description());
+    }
+    m
 }
 
 /// Write `set` as `synthetic.parquet` (the partner format, `docs/ingest.md`) at `path`, atomically.
 ///
+/// With `set.soft_labels`, the file gets the `soft_label` column (K = `classes.len()`) and
+/// the `retort.soft_label` metadata.
+///
 /// # Errors
-/// `dataset-invalid` if a label has no class name, the buffer does not match the shape, or the
-/// shape is empty; I/O errors with the path.
+/// `dataset-invalid` if a label has no class name, the buffer does not match the shape, the
+/// shape is empty, or the soft labels are not `n` probability vectors over the classes; I/O
+/// errors with the path.
 ///
 /// # Panics
 /// Never.
@@ -179,7 +281,14 @@ pub fn write_synthetic_parquet(path: &Path, set: &FloatImages, classes: &[String
     if set.labels.iter().any(|&l| l as usize >= classes.len()) {
         return Err(invalid("a label has no class name"));
     }
-    let schema = Arc::new(synthetic_schema(set.shape, classes));
+    if let Some(soft) = &set.soft_labels {
+        if classes.len() > i32::MAX as usize {
+            return Err(invalid("too many classes for soft labels"));
+        }
+        check_soft_labels(soft, set.len(), classes.len()).map_err(|e| invalid(&e))?;
+    }
+    let soft = set.soft_labels.is_some();
+    let schema = Arc::new(synthetic_schema(set.shape, classes, soft));
     let labels = Int32Array::from_iter_values(set.labels.iter().map(|&l| l as i32));
     let names = StringArray::from_iter_values(set.labels.iter().map(|&l| &classes[l as usize]));
     let values: Vec<f32> = set
@@ -189,22 +298,30 @@ pub fn write_synthetic_parquet(path: &Path, set: &FloatImages, classes: &[String
         .collect();
     let item = Arc::new(Field::new("item", DataType::Float32, false));
     let images = FixedSizeListArray::try_new(
-        item,
+        item.clone(),
         set.shape.len() as i32,
         Arc::new(Float32Array::from(values)),
         None,
     )
     .map_err(|e| invalid(&e.to_string()))?;
-    let batch = RecordBatch::try_new(
-        schema.clone(),
-        vec![
-            Arc::new(labels) as ArrayRef,
-            Arc::new(names),
-            Arc::new(images),
-        ],
-    )
-    .map_err(|e| invalid(&e.to_string()))?;
-    let kv = metadata_map(set.shape, classes)
+    let mut columns = vec![
+        Arc::new(labels) as ArrayRef,
+        Arc::new(names),
+        Arc::new(images),
+    ];
+    if let Some(s) = &set.soft_labels {
+        let soft = FixedSizeListArray::try_new(
+            item,
+            classes.len() as i32,
+            Arc::new(Float32Array::from(s.clone())),
+            None,
+        )
+        .map_err(|e| invalid(&e.to_string()))?;
+        columns.push(Arc::new(soft));
+    }
+    let batch =
+        RecordBatch::try_new(schema.clone(), columns).map_err(|e| invalid(&e.to_string()))?;
+    let kv = metadata_map(set.shape, classes, soft)
         .into_iter()
         .map(|(k, v)| KeyValue::new(k, v))
         .collect();
@@ -246,7 +363,10 @@ pub fn parquet_columns_and_metadata(path: &Path) -> Result<(Vec<String>, Vec<Str
 }
 
 /// Read a synthetic Parquet file written by [`write_synthetic_parquet`] (strict: the three
-/// columns with their types and `retort.shape`). Returns the images and the class names.
+/// columns with their types and `retort.shape`; the optional `soft_label` column, when
+/// present, must be a non-null `fixed_size_list<float32>[K]` with K the number of classes and
+/// every row a probability vector). Returns the images (with their soft labels) and the class
+/// names.
 ///
 /// # Errors
 /// `dataset-format` naming the file and what is wrong; I/O errors.
@@ -265,6 +385,24 @@ pub fn read_synthetic_parquet(path: &Path) -> Result<(FloatImages, Vec<String>)>
     let declared: Option<Vec<String>> = meta
         .get(CLASSES_KEY)
         .and_then(|s| serde_json::from_str(s).ok());
+    let mut soft: Option<(usize, Vec<f32>)> =
+        match builder.schema().field_with_name(SOFT_LABEL_COLUMN) {
+            Err(_) => None,
+            Ok(f) => match f.data_type() {
+                DataType::FixedSizeList(item, k)
+                    if *item.data_type() == DataType::Float32 && *k > 0 =>
+                {
+                    Some((*k as usize, Vec::new()))
+                }
+                DataType::FixedSizeList(..) => {
+                    return Err(format_error(
+                        path,
+                        "`soft_label` items are not float32 (or its rows are empty)",
+                    ))
+                }
+                _ => return Err(format_error(path, "`soft_label` is not a fixed-size list")),
+            },
+        };
     let reader = builder
         .build()
         .map_err(|e| format_error(path, e.to_string()))?;
@@ -306,6 +444,17 @@ pub fn read_synthetic_parquet(path: &Path) -> Result<(FloatImages, Vec<String>)>
             .ok_or_else(|| format_error(path, "`image` items are not float32"))?;
         if labels.null_count() + images.null_count() + values.null_count() > 0 {
             return Err(format_error(path, "null labels or images"));
+        }
+        if let Some((k, acc)) = &mut soft {
+            let col = col(SOFT_LABEL_COLUMN)?;
+            let (got, rows) = soft_column(path, col.as_ref())?;
+            if got != *k {
+                return Err(format_error(
+                    path,
+                    "`soft_label` changes length between batches",
+                ));
+            }
+            acc.extend(rows);
         }
         for (row, name) in names.iter().enumerate() {
             let l = labels.value(row);
@@ -356,7 +505,46 @@ pub fn read_synthetic_parquet(path: &Path) -> Result<(FloatImages, Vec<String>)>
             .map(|(i, n)| n.unwrap_or_else(|| format!("class-{i}")))
             .collect(),
     };
+    if let Some((k, values)) = soft {
+        if k != classes.len() {
+            return Err(format_error(
+                path,
+                format!(
+                    "`soft_label` has {k} probabilities per row but there are {} classes",
+                    classes.len()
+                ),
+            ));
+        }
+        check_soft_labels(&values, set.len(), k).map_err(|e| format_error(path, e))?;
+        set.soft_labels = Some(values);
+    }
     Ok((set, classes))
+}
+
+/// The `soft_label` column of one batch: its row length and its values, row by row.
+fn soft_column(path: &Path, col: &dyn Array) -> Result<(usize, Vec<f32>)> {
+    let list = col
+        .as_any()
+        .downcast_ref::<FixedSizeListArray>()
+        .ok_or_else(|| format_error(path, "`soft_label` is not a fixed-size list"))?;
+    let values = list
+        .values()
+        .as_any()
+        .downcast_ref::<Float32Array>()
+        .ok_or_else(|| format_error(path, "`soft_label` items are not float32"))?;
+    if list.null_count() + values.null_count() > 0 {
+        return Err(format_error(path, "null soft labels"));
+    }
+    let k = usize::try_from(list.value_length()).unwrap_or(0);
+    if k == 0 {
+        return Err(format_error(path, "`soft_label` rows are empty"));
+    }
+    let mut out = Vec::with_capacity(list.len() * k);
+    for row in 0..list.len() {
+        let off = list.value_offset_at(row);
+        out.extend_from_slice(&values.values()[off..off + k]);
+    }
+    Ok((k, out))
 }
 
 /// Utf8, LargeUtf8 or Utf8View values as an iterator of options.
@@ -441,6 +629,230 @@ mod tests {
         assert!(!d.path().join("t.parquet").exists());
     }
 
+    /// `sample()` with soft labels over its four classes (each row a probability vector).
+    fn soft_sample() -> (FloatImages, Vec<String>) {
+        let (mut s, classes) = sample();
+        let k = classes.len();
+        let mut soft = Vec::new();
+        for i in 0..s.len() {
+            let mut row: Vec<f32> = (0..k).map(|j| ((i * 3 + j * 5) % 7) as f32 + 0.5).collect();
+            let sum: f32 = row.iter().sum();
+            row.iter_mut().for_each(|v| *v /= sum);
+            soft.extend(row);
+        }
+        s.soft_labels = Some(soft);
+        (s, classes)
+    }
+
+    #[test]
+    fn soft_labels_round_trip_with_their_description() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("synthetic.parquet");
+        let (s, classes) = soft_sample();
+        write_synthetic_parquet(&p, &s, &classes).unwrap();
+        let (back, cl) = read_synthetic_parquet(&p).unwrap();
+        assert_eq!(back, s);
+        assert_eq!(cl, classes);
+        assert_eq!(back.soft_classes(), Some(4));
+        assert_eq!(back.soft_label(2), s.soft_label(2));
+        let (cols, keys) = parquet_columns_and_metadata(&p).unwrap();
+        assert_eq!(cols, ["label", "label_name", "image", "soft_label"]);
+        assert!(keys.contains(&SOFT_LABEL_KEY.to_string()), "{keys:?}");
+        // Without soft labels: neither the column nor the key.
+        let (h, _) = sample();
+        write_synthetic_parquet(&p, &h, &classes).unwrap();
+        let (cols, keys) = parquet_columns_and_metadata(&p).unwrap();
+        assert_eq!(cols, ["label", "label_name", "image"]);
+        assert!(!keys.contains(&SOFT_LABEL_KEY.to_string()));
+        assert_eq!(read_synthetic_parquet(&p).unwrap().0.soft_labels, None);
+    }
+
+    #[test]
+    fn push_keeps_soft_labels_consistent() {
+        let shape = Shape { c: 1, h: 1, w: 2 };
+        let mut s = FloatImages::new(shape);
+        s.push_soft(&[0.1, 0.2], 0, &[0.9, 0.1]);
+        s.push_soft(&[0.3, 0.4], 1, &[0.2, 0.8]);
+        assert_eq!(s.soft_labels, Some(vec![0.9, 0.1, 0.2, 0.8]));
+        assert_eq!(s.soft_label(1), Some(&[0.2, 0.8][..]));
+        // A row of another length, or a hard-only push, drops them.
+        let mut t = s.clone();
+        t.push_soft(&[0.5, 0.6], 0, &[1.0]);
+        assert_eq!(t.soft_labels, None);
+        s.push(&[0.5, 0.6], 0);
+        assert_eq!((s.soft_labels.clone(), s.len()), (None, 3));
+        // Once dropped they do not come back half-filled.
+        s.push_soft(&[0.5, 0.6], 0, &[1.0, 0.0]);
+        assert_eq!(s.soft_labels, None);
+        assert_eq!(FloatImages::new(shape).soft_classes(), None);
+    }
+
+    #[test]
+    fn fail_soft_labels_that_are_not_probability_vectors() {
+        let d = tempfile::tempdir().unwrap();
+        let (good, classes) = soft_sample();
+        let k = classes.len();
+        let mut cases: Vec<(&str, FloatImages)> = Vec::new();
+        let mut wrong_k = good.clone();
+        wrong_k.soft_labels = Some(vec![0.5; good.len() * (k - 2)]);
+        cases.push(("wrong K", wrong_k));
+        let mut negative = good.clone();
+        let row = &mut negative.soft_labels.as_mut().unwrap()[k..2 * k];
+        row.copy_from_slice(&[1.25, -0.25, 0.0, 0.0]);
+        cases.push(("negative", negative));
+        let mut not_one = good.clone();
+        not_one.soft_labels.as_mut().unwrap()[3 * k] += 0.01;
+        cases.push(("sum not 1", not_one));
+        let mut nan = good.clone();
+        nan.soft_labels.as_mut().unwrap()[0] = f32::NAN;
+        cases.push(("NaN", nan));
+        for (what, set) in cases {
+            let p = d.path().join("bad.parquet");
+            match write_synthetic_parquet(&p, &set, &classes) {
+                Err(Error::Invalid { why, .. }) => {
+                    assert!(why.contains("soft label"), "{what}: {why}")
+                }
+                other => panic!("{what}: {other:?}"),
+            }
+            assert!(!p.exists(), "{what}: nothing half-written");
+        }
+        // A hand-made file with bad soft labels is refused by the reader the same way.
+        let p = d.path().join("hand.parquet");
+        let mut bad = good.clone();
+        bad.soft_labels.as_mut().unwrap()[k] = -0.5;
+        bad.soft_labels.as_mut().unwrap()[k + 1] += 0.5;
+        write_raw(
+            &p,
+            &good,
+            &classes,
+            bad.soft_labels.as_ref().unwrap(),
+            k,
+            true,
+        );
+        match read_synthetic_parquet(&p) {
+            Err(Error::Format { why, .. }) => assert!(why.contains("row 1"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        // K other than the number of classes.
+        write_raw(&p, &good, &classes, &vec![0.5; good.len() * 2], 2, true);
+        match read_synthetic_parquet(&p) {
+            Err(Error::Format { why, .. }) => assert!(why.contains("4 classes"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        // Items that are not float32.
+        write_raw(
+            &p,
+            &good,
+            &classes,
+            good.soft_labels.as_ref().unwrap(),
+            k,
+            false,
+        );
+        match read_synthetic_parquet(&p) {
+            Err(Error::Format { why, .. }) => assert!(why.contains("not float32"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// Write `set`'s three columns plus a `soft_label` column of `soft` (row length `k`,
+    /// float32 or float64 items) with arrow directly, bypassing the writer's checks.
+    fn write_raw(
+        p: &Path,
+        set: &FloatImages,
+        classes: &[String],
+        soft: &[f32],
+        k: usize,
+        f32_items: bool,
+    ) {
+        let tmp = p.with_extension("tmp");
+        write_synthetic_parquet(
+            &tmp,
+            &FloatImages {
+                soft_labels: None,
+                ..set.clone()
+            },
+            classes,
+        )
+        .unwrap();
+        let builder = ParquetRecordBatchReaderBuilder::try_new(File::open(&tmp).unwrap()).unwrap();
+        let meta = builder.schema().metadata().clone();
+        let batch = builder.build().unwrap().next().unwrap().unwrap();
+        let (ty, values): (DataType, ArrayRef) = if f32_items {
+            (
+                DataType::Float32,
+                Arc::new(Float32Array::from(soft.to_vec())),
+            )
+        } else {
+            let v: Vec<f64> = soft.iter().map(|&x| x as f64).collect();
+            (
+                DataType::Float64,
+                Arc::new(arrow_array::Float64Array::from(v)),
+            )
+        };
+        let item = Arc::new(Field::new("item", ty, false));
+        let list = FixedSizeListArray::try_new(item.clone(), k as i32, values, None).unwrap();
+        let mut fields: Vec<Field> = batch
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
+        fields.push(Field::new(
+            SOFT_LABEL_COLUMN,
+            DataType::FixedSizeList(item, k as i32),
+            false,
+        ));
+        let schema = Arc::new(Schema::new_with_metadata(fields, meta));
+        let mut cols = batch.columns().to_vec();
+        cols.push(Arc::new(list));
+        let out = RecordBatch::try_new(schema.clone(), cols).unwrap();
+        let mut w = ArrowWriter::try_new(File::create(p).unwrap(), schema, None).unwrap();
+        w.write(&out).unwrap();
+        w.close().unwrap();
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(24))]
+        /// Any set, with or without soft labels, reads back exactly as written.
+        #[test]
+        fn synthetic_parquet_round_trips(
+            n in 0usize..6,
+            k in 1usize..5,
+            seed in proptest::prelude::any::<u64>(),
+            soft in proptest::prelude::any::<bool>(),
+        ) {
+            use rand::{Rng, SeedableRng};
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+            let shape = Shape { c: 1, h: 2, w: 3 };
+            let mut set = FloatImages::new(shape);
+            for _ in 0..n {
+                let img: Vec<f32> = (0..6).map(|_| rng.gen_range(0.0f32..=1.0)).collect();
+                let label = rng.gen_range(0..k as u32);
+                if soft {
+                    let mut p: Vec<f32> = (0..k).map(|_| rng.gen_range(0.0f32..1.0)).collect();
+                    p[label as usize] += 1.0;
+                    let sum: f32 = p.iter().sum();
+                    p.iter_mut().for_each(|v| *v /= sum);
+                    set.push_soft(&img, label, &p);
+                } else {
+                    set.push(&img, label);
+                }
+            }
+            if soft && n == 0 {
+                set.soft_labels = Some(Vec::new());
+            }
+            let classes: Vec<String> = (0..k).map(|i| format!("c{i}")).collect();
+            let d = tempfile::tempdir().unwrap();
+            let p = d.path().join("s.parquet");
+            write_synthetic_parquet(&p, &set, &classes).unwrap();
+            let (back, cl) = read_synthetic_parquet(&p).unwrap();
+            proptest::prop_assert_eq!(cl, classes);
+            proptest::prop_assert_eq!(&back.labels, &set.labels);
+            proptest::prop_assert_eq!(&back.data, &set.data);
+            proptest::prop_assert_eq!(&back.soft_labels, &set.soft_labels);
+        }
+    }
+
     #[test]
     fn garbage_is_a_format_error() {
         let d = tempfile::tempdir().unwrap();
@@ -461,7 +873,8 @@ mod tests {
         }
     }
 
-    /// The file loads in pyarrow, without Retort, with the documented schema and metadata.
+    /// The file (with soft labels) loads in pyarrow, without Retort, with the documented schema
+    /// and metadata, and the docs' numpy recipes work on it.
     #[test]
     fn loads_in_pyarrow_when_available() {
         let ok = std::process::Command::new("python3")
@@ -475,7 +888,7 @@ mod tests {
         }
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("synthetic.parquet");
-        let (s, classes) = sample();
+        let (s, classes) = soft_sample();
         write_synthetic_parquet(&p, &s, &classes).unwrap();
         let script = r#"
 import sys, json, pyarrow.parquet as pq, pyarrow as pa
@@ -494,9 +907,19 @@ try:  # the loading recipe in docs/ingest.md
     c, h, w = map(int, t.schema.metadata[b"retort.shape"].split(b","))
     x = np.stack(t.column("image").to_numpy(zero_copy_only=False)).reshape(-1, c, h, w)
     assert x.shape == (7, 3, 4, 5) and x.dtype == np.float32, x.shape
+    # the soft-label recipe in docs/partners.md
+    soft = np.stack(t.column("soft_label").to_numpy(zero_copy_only=False))
+    assert soft.shape == (7, 4) and soft.dtype == np.float32, soft.shape
+    assert np.allclose(soft.sum(1), 1.0, atol=1e-3) and (soft >= 0).all()
 except ImportError:
     pass
-print(json.dumps([len(rows), rows[1]["label"], rows[1]["label_name"], rows[1]["image"][5]]))
+st = t.schema.field("soft_label").type
+assert pa.types.is_fixed_size_list(st) and st.list_size == 4 and st.value_type == pa.float32(), st
+assert not t.schema.field("soft_label").nullable
+desc = json.loads(md["retort.soft_label"])
+assert desc["share"] == "teacher" and "temperature 1" in desc["train"], desc
+assert json.loads(fmd["retort.soft_label"]) == desc
+print(json.dumps([len(rows), rows[1]["label"], rows[1]["label_name"], rows[1]["image"][5], rows[1]["soft_label"][2]]))
 "#;
         let out = std::process::Command::new("python3")
             .args(["-c", script, p.to_str().unwrap()])
@@ -512,5 +935,6 @@ print(json.dumps([len(rows), rows[1]["label"], rows[1]["label_name"], rows[1]["i
         assert_eq!(v[1], 1);
         assert_eq!(v[2], "beta gamma");
         assert!((v[3].as_f64().unwrap() - s.image(1)[5] as f64).abs() < 1e-7);
+        assert!((v[4].as_f64().unwrap() - s.soft_label(1).unwrap()[2] as f64).abs() < 1e-7);
     }
 }

@@ -329,6 +329,7 @@ pub fn run(
             shape,
             data: syn,
             labels: syn_labels,
+            soft_labels: None,
         },
         events: plan.events.clone(),
         private_seconds,

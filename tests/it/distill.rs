@@ -745,6 +745,7 @@ fn measure_eval_saved() {
         shape: serde_json::from_value(v["shape"].clone()).unwrap(),
         labels: serde_json::from_value(v["labels"].clone()).unwrap(),
         data: serde_json::from_value(v["data"].clone()).unwrap(),
+        soft_labels: None,
     };
     let mut recipe = retort::eval::Recipe::standard(
         retort::eval::Model::ConvNet {

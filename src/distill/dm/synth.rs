@@ -348,6 +348,7 @@ pub fn synthesise_guided(
             shape,
             data,
             labels,
+            soft_labels: None,
         },
         losses,
     ))
