@@ -30,9 +30,10 @@ pub use sheet::{contact_sheet_png, SheetImages, MAX_COLUMNS, MAX_PER_CLASS};
 #[allow(unused_imports)]
 pub(crate) use synthetic::string_values;
 pub use synthetic::{
-    check_soft_labels, parquet_columns_and_metadata, parse_shape, read_synthetic_parquet,
-    soft_label_description, synthetic_schema, unit_to_u8, write_synthetic_parquet, FloatImages,
-    CLASSES_KEY, SHAPE_KEY, SOFT_LABEL_COLUMN, SOFT_LABEL_KEY, SOFT_LABEL_TOLERANCE, VERSION_KEY,
+    check_soft_labels, parquet_columns_and_metadata, parquet_columns_and_metadata_of, parse_shape,
+    read_synthetic_parquet, read_synthetic_parquet_of, soft_label_description, synthetic_schema,
+    unit_to_u8, write_synthetic_parquet, FloatImages, CLASSES_KEY, SHAPE_KEY, SOFT_LABEL_COLUMN,
+    SOFT_LABEL_KEY, SOFT_LABEL_TOLERANCE, VERSION_KEY,
 };
 
 /// Dataset errors.

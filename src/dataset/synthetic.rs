@@ -25,6 +25,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ArrowWriter;
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
+use parquet::file::reader::ChunkReader;
 
 use super::{Error, Images, Result, Shape};
 use crate::error::IoError;
@@ -345,7 +346,25 @@ pub fn write_synthetic_parquet(path: &Path, set: &FloatImages, classes: &[String
 /// `dataset-format`, I/O.
 pub fn parquet_columns_and_metadata(path: &Path) -> Result<(Vec<String>, Vec<String>)> {
     let file = File::open(path).map_err(|e| IoError::new("reading", path, e))?;
-    let builder = ParquetRecordBatchReaderBuilder::try_new(file)
+    columns_and_metadata(path, file)
+}
+
+/// [`parquet_columns_and_metadata`] of a file's bytes in memory (`name` names it in errors).
+///
+/// # Errors
+/// `dataset-format`.
+pub fn parquet_columns_and_metadata_of(
+    name: &Path,
+    bytes: &[u8],
+) -> Result<(Vec<String>, Vec<String>)> {
+    columns_and_metadata(name, bytes::Bytes::copy_from_slice(bytes))
+}
+
+fn columns_and_metadata<T: ChunkReader + 'static>(
+    path: &Path,
+    src: T,
+) -> Result<(Vec<String>, Vec<String>)> {
+    let builder = ParquetRecordBatchReaderBuilder::try_new(src)
         .map_err(|e| format_error(path, format!("not a readable Parquet file: {e}")))?;
     let cols = builder
         .schema()
@@ -375,7 +394,22 @@ pub fn parquet_columns_and_metadata(path: &Path) -> Result<(Vec<String>, Vec<Str
 /// Never.
 pub fn read_synthetic_parquet(path: &Path) -> Result<(FloatImages, Vec<String>)> {
     let file = File::open(path).map_err(|e| IoError::new("reading", path, e))?;
-    let builder = ParquetRecordBatchReaderBuilder::try_new(file)
+    read_synthetic(path, file)
+}
+
+/// [`read_synthetic_parquet`] of a file's bytes in memory (`name` names it in errors).
+///
+/// # Errors
+/// `dataset-format` naming `name` and what is wrong.
+pub fn read_synthetic_parquet_of(name: &Path, bytes: &[u8]) -> Result<(FloatImages, Vec<String>)> {
+    read_synthetic(name, bytes::Bytes::copy_from_slice(bytes))
+}
+
+fn read_synthetic<T: ChunkReader + 'static>(
+    path: &Path,
+    src: T,
+) -> Result<(FloatImages, Vec<String>)> {
+    let builder = ParquetRecordBatchReaderBuilder::try_new(src)
         .map_err(|e| format_error(path, format!("not a readable Parquet file: {e}")))?;
     let meta = builder.schema().metadata().clone();
     let shape = meta

@@ -93,6 +93,10 @@ pub const REPORT: &[Rule] = &[
     public("utility/models", PARAMS),
     public("utility/recipe/**", PARAMS),
     public(
+        "synthetic/columns/**",
+        "what each column of data/synthetic.parquet is and which share releases it (this classification)",
+    ),
+    public(
         "synthetic/**",
         "the synthetic set's shape, class names (public metadata) and size (a parameter)",
     ),
@@ -289,6 +293,67 @@ pub const PARQUET_METADATA: &[&str] = &[
     "ARROW:schema",
 ];
 
+/// Check the columns and key-value metadata keys of a package's `synthetic.parquet`: every
+/// column declared in [`PARQUET_COLUMNS`] (a released one only when `covers` lists its share),
+/// every key in [`PARQUET_METADATA`].
+///
+/// # Errors
+/// The first [`Violation`].
+pub fn check_parquet(cols: &[String], keys: &[String], covers: &[String]) -> Result<(), Violation> {
+    let v = |path: &str, why: String| Violation {
+        document: super::SYNTHETIC.into(),
+        path: path.into(),
+        why,
+    };
+    for c in cols {
+        match PARQUET_COLUMNS.iter().find(|(n, _)| n == c) {
+            None => return Err(v(c, "an undeclared column".into())),
+            Some((_, Kind::Released(share))) if !covers.iter().any(|x| x == share) => {
+                return Err(v(
+                    c,
+                    format!(
+                        "released by share {share:?}, which the package's guarantee does not cover"
+                    ),
+                ))
+            }
+            Some(_) => {}
+        }
+    }
+    for k in keys {
+        if !PARQUET_METADATA.contains(&k.as_str()) {
+            return Err(v(k, "an undeclared metadata key".into()));
+        }
+    }
+    Ok(())
+}
+
+/// For each of `cols` that [`PARQUET_COLUMNS`] declares: how it may leave, in words (the
+/// privacy report's `synthetic.columns`).
+pub fn describe_columns(cols: &[String]) -> Value {
+    let mut out = Map::new();
+    for c in cols {
+        if let Some((_, kind)) = PARQUET_COLUMNS.iter().find(|(n, _)| n == c) {
+            let words = match kind {
+                Kind::Public(why) => format!("public: {why}"),
+                Kind::Released(share) => {
+                    format!("released: output of the accounted {share:?} share")
+                }
+                Kind::Derived(how) => format!("derived: {how}"),
+            };
+            out.insert(c.clone(), json!(words));
+        }
+    }
+    Value::Object(out)
+}
+
+/// The share that releases Parquet column `col`, if it is a released one.
+pub fn column_share(col: &str) -> Option<&'static str> {
+    PARQUET_COLUMNS.iter().find_map(|(n, k)| match k {
+        Kind::Released(share) if *n == col => Some(*share),
+        _ => None,
+    })
+}
+
 /// Walk a built package directory: the report and the statement against their rules, the
 /// Parquet columns and metadata keys, and the file list.
 ///
@@ -318,24 +383,7 @@ pub fn check_package(dir: &Path) -> Result<(), Violation> {
     let pq = dir.join(super::SYNTHETIC);
     let (cols, keys) = crate::dataset::parquet_columns_and_metadata(&pq)
         .map_err(|e| v(super::SYNTHETIC, "", e.to_string()))?;
-    for c in &cols {
-        match PARQUET_COLUMNS.iter().find(|(n, _)| n == c) {
-            None => return Err(v(super::SYNTHETIC, c, "an undeclared column".into())),
-            Some((_, Kind::Released(share))) if !cov.iter().any(|x| x == share) => {
-                return Err(v(
-                    super::SYNTHETIC,
-                    c,
-                    format!("released by share {share:?}, not covered by the guarantee"),
-                ))
-            }
-            Some(_) => {}
-        }
-    }
-    for k in &keys {
-        if !PARQUET_METADATA.contains(&k.as_str()) {
-            return Err(v(super::SYNTHETIC, k, "an undeclared metadata key".into()));
-        }
-    }
+    check_parquet(&cols, &keys, &cov)?;
     let known = [
         super::SYNTHETIC,
         super::PRIVACY_REPORT,
@@ -416,6 +464,37 @@ mod tests {
         // A released figure whose share the guarantee does not cover is refused too.
         let e = check("r", &ok, REPORT, &["main".to_string()]).unwrap_err();
         assert!(e.why.contains("does not cover"), "{e}");
+    }
+
+    /// See: issue 22. A `soft_label` column leaves only with the `teacher` share covered;
+    /// undeclared columns and keys never.
+    #[test]
+    fn fail_parquet_column_without_its_share() {
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        let cols = s(&["label", "label_name", "image", "soft_label"]);
+        let keys = s(&["retort.shape", "retort.soft_label", "ARROW:schema"]);
+        check_parquet(&cols, &keys, &s(&["main", "teacher"])).unwrap();
+        let e = check_parquet(&cols, &keys, &s(&["main", "utility"])).unwrap_err();
+        assert_eq!(e.path, "soft_label");
+        assert!(
+            e.why.contains("\"teacher\"") && e.why.contains("does not cover"),
+            "{e}"
+        );
+        let e = check_parquet(&cols[..3], &keys, &s(&["utility"])).unwrap_err();
+        assert_eq!(e.path, "image");
+        let e = check_parquet(&s(&["label", "logits"]), &keys, &s(&["main"])).unwrap_err();
+        assert_eq!(
+            (e.path.as_str(), e.why.as_str()),
+            ("logits", "an undeclared column")
+        );
+        let e =
+            check_parquet(&cols[..3], &s(&["retort.teacher_accuracy"]), &s(&["main"])).unwrap_err();
+        assert_eq!(e.why, "an undeclared metadata key");
+        let d = describe_columns(&cols);
+        assert!(d["soft_label"].as_str().unwrap().contains("\"teacher\""));
+        assert!(d["label"].as_str().unwrap().starts_with("public"));
+        assert_eq!(column_share("soft_label"), Some("teacher"));
+        assert_eq!(column_share("label"), None);
     }
 
     #[test]

@@ -33,6 +33,29 @@ pub struct ReportInputs<'a> {
     pub guarantee: &'a EpsilonReport,
     /// The dataset's budget as the ledger reports it.
     pub budget: &'a Value,
+    /// The columns of the package's `synthetic.parquet`.
+    pub columns: &'a [String],
+}
+
+/// The shares whose output a package of `run` carries, which its stated guarantee composes:
+/// the shares charged at `distill` (when their events are exactly the run's charged events,
+/// as `distill` records them; otherwise only `main`, as records made before the split say) and
+/// the utility share when the package carries its release.
+pub fn covered_shares(run: &RunRecord, utility: Option<&UtilityRelease>) -> Vec<String> {
+    let shares = run.shares();
+    let distill: Vec<&crate::dp::split::Share> = shares
+        .iter()
+        .filter(|s| s.stage == crate::dp::split::Stage::Distill)
+        .collect();
+    let charged: Vec<crate::dp::DpEvent> =
+        distill.iter().flat_map(|s| s.events.iter().cloned()).collect();
+    let mut out: Vec<String> = if charged == run.events {
+        distill.iter().map(|s| s.name.clone()).collect()
+    } else {
+        vec![crate::distill::plan::MAIN.to_string()]
+    };
+    out.extend(utility.map(|u| u.share.name.clone()));
+    out
 }
 
 /// `data/privacy_report.json`: the guarantee in numbers and in plain words.
@@ -41,9 +64,11 @@ pub fn privacy_report(inp: &ReportInputs<'_>) -> Value {
     let p = &run.privacy;
     let g = inp.guarantee;
     let delta = run.delta.get();
-    let released: Vec<String> = std::iter::once(crate::distill::plan::MAIN.to_string())
-        .chain(inp.utility.map(|u| u.share.name.clone()))
-        .collect();
+    let released = covered_shares(run, inp.utility);
+    let soft = inp
+        .columns
+        .iter()
+        .any(|c| c == crate::dataset::SOFT_LABEL_COLUMN);
     let shares: Vec<Value> = run
         .shares()
         .into_iter()
@@ -60,7 +85,12 @@ pub fn privacy_report(inp: &ReportInputs<'_>) -> Value {
             "This package was produced with ({:.4}, {})-differential privacy with respect to adding or removing one image of the hospital's data set: that bound covers everything in it (the synthetic images{}).",
             g.epsilon,
             fmt_delta(delta),
-            if inp.utility.is_some() { " and the utility figures" } else { "" }
+            match (soft, inp.utility.is_some()) {
+                (true, true) => ", their soft labels and the utility figures",
+                (true, false) => " and their soft labels",
+                (false, true) => " and the utility figures",
+                (false, false) => "",
+            }
         ),
         format!(
             "Informally: whatever anyone does with it, the chance of any outcome changes by at most a factor of e^{:.4} ≈ {:.3} (plus a probability of at most {} of a larger change) whether or not any single patient image was used.",
@@ -84,6 +114,19 @@ pub fn privacy_report(inp: &ReportInputs<'_>) -> Value {
             g.accountant
         ),
     ];
+    if soft {
+        let share = super::boundary::column_share(crate::dataset::SOFT_LABEL_COLUMN)
+            .unwrap_or("teacher");
+        let eps = run
+            .shares()
+            .into_iter()
+            .find(|s| s.name == share)
+            .map(|s| format!(", epsilon {:.4} alone", s.epsilon))
+            .unwrap_or_default();
+        words.push(format!(
+            "The synthetic set's `soft_label` column gives, for each synthetic image, a probability vector over the classes from a classifier trained on the hospital's training split under differential privacy (the {share:?} share{eps}); it is released by that share, covered by the bound above, and `label` stays the hard class (docs/partners.md shows how to train with it)."
+        ));
+    }
     words.push(match inp.utility {
         Some(u) => format!(
             "Utility figures were measured by the hospital on its held-out split (never used for training) and released through a Gaussian mechanism (noise std {:.1} on each count, epsilon {:.4} alone): accuracy {:.3} ± {:.3} from the noise.",
@@ -161,6 +204,7 @@ pub fn privacy_report(inp: &ReportInputs<'_>) -> Value {
             "classes": run.classes,
             "images_per_class": run.ipc,
             "rows": run.ipc * run.classes.len(),
+            "columns": super::boundary::describe_columns(inp.columns),
         },
         "policy": run.policy,
         "plain_words": words,

@@ -107,6 +107,9 @@ pub enum Error {
     /// A key could not be loaded.
     #[error(transparent)]
     Key(#[from] crate::keys::Error),
+    /// The run's synthetic set is not in the partner format (its own code).
+    #[error(transparent)]
+    Dataset(#[from] crate::dataset::Error),
     /// File-system error.
     #[error(transparent)]
     Io(#[from] IoError),
@@ -138,6 +141,7 @@ impl Error {
             Error::Ledger(e) => e,
             Error::Audit(e) => e,
             Error::Dp(e) => e,
+            Error::Dataset(e) => e,
             _ => return None,
         })
     }
@@ -161,7 +165,7 @@ impl Coded for Error {
                 "the run directory was changed outside retort; package another run or distill again"
                     .into()
             }
-            Error::Unreleased(_) => "this is a bug in Retort's release boundary or a changed run record; nothing was published — report it with the field's path".into(),
+            Error::Unreleased(_) => "nothing was published. A released field or column needs its share in the run's plan (a soft_label column needs the `teacher` share: distill with the DP teacher); otherwise this is a bug in Retort's release boundary or a changed run record — report it with the field's path".into(),
             Error::Exists { .. } => {
                 "choose another --out directory or move the old copy away".into()
             }

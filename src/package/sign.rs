@@ -67,15 +67,20 @@ pub struct Built {
 /// and the statement pass the release boundary ([`super::boundary`]).
 ///
 /// # Errors
-/// `package-unreleased-field` when a field is neither declared public nor released by a share
-/// the guarantee covers.
+/// `package-unreleased-field` when a field or a Parquet column is neither declared public nor
+/// released by a share the guarantee covers (a `soft_label` column needs the `teacher` share);
+/// `dataset-format` when `synthetic.parquet` is not the partner format (soft labels that are
+/// not probability vectors over the run's classes).
 pub fn build_package(inp: &BuildInputs<'_>) -> Result<Built> {
     let mut files = BTreeMap::new();
+    let name = std::path::Path::new(super::SYNTHETIC);
+    let (columns, keys) = crate::dataset::parquet_columns_and_metadata_of(name, inp.synthetic)?;
     let report_v = privacy_report(&ReportInputs {
         run: inp.run,
         utility: inp.utility,
         guarantee: inp.guarantee,
         budget: inp.budget,
+        columns: &columns,
     });
     let covers = super::boundary::covers(&report_v);
     super::boundary::check(
@@ -84,6 +89,19 @@ pub fn build_package(inp: &BuildInputs<'_>) -> Result<Built> {
         super::boundary::REPORT,
         &covers,
     )?;
+    super::boundary::check_parquet(&columns, &keys, &covers)?;
+    if columns.iter().any(|c| c == crate::dataset::SOFT_LABEL_COLUMN) {
+        // A released column must be what its share releases: probability vectors over the
+        // run's classes (the strict reader checks every row).
+        let (_, classes) = crate::dataset::read_synthetic_parquet_of(name, inp.synthetic)?;
+        if classes != inp.run.classes {
+            return Err(crate::dataset::Error::Format {
+                path: name.into(),
+                why: "its classes are not the run's".into(),
+            }
+            .into());
+        }
+    }
     let mut report = serde_json::to_vec_pretty(&report_v).expect("invariant: report serializes");
     report.push(b'\n');
     files.insert(super::SYNTHETIC.to_string(), inp.synthetic.to_vec());
@@ -106,6 +124,7 @@ pub fn build_package(inp: &BuildInputs<'_>) -> Result<Built> {
             checkpoint_sha256: checkpoint_sha.as_deref(),
             guarantee: inp.guarantee,
             covers: &covers,
+            columns: &columns,
         },
     );
     let stmt_v = serde_json::to_value(&stmt).expect("invariant: statement serializes");

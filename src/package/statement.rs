@@ -81,6 +81,8 @@ pub struct ProvenanceInputs<'a> {
     pub guarantee: &'a crate::dp::accountant::EpsilonReport,
     /// The shares the guarantee covers.
     pub covers: &'a [String],
+    /// The columns of the package's `synthetic.parquet`.
+    pub columns: &'a [String],
 }
 
 impl Statement {
@@ -141,6 +143,7 @@ impl Statement {
                     },
                     "shape": run.shape,
                     "classes": run.classes,
+                    "synthetic_columns": super::boundary::describe_columns(inp.columns),
                 },
                 "resolvedDependencies": [
                     {

@@ -1162,3 +1162,149 @@ fn fail_verify_refuses_a_key_taken_from_the_package() {
     std::fs::copy(dir.join("keys/retort.signify.pub"), &sig).unwrap();
     verify(&extracted.join(&tid), sig.to_str().unwrap()).expect(0);
 }
+
+// ---------------------------------------------------------------- soft labels (issue 22)
+
+/// Add soft labels (a smoothed one-hot of each hard label) to a run's `synthetic.parquet`
+/// through the library, as a run with a DP teacher writes them. Returns them.
+fn add_soft_labels(run_dir: &Path) -> Vec<f32> {
+    let p = run_dir.join("synthetic.parquet");
+    let (mut set, classes) = retort::dataset::read_synthetic_parquet(&p).unwrap();
+    let k = classes.len();
+    let mut soft = Vec::new();
+    for &l in &set.labels {
+        soft.extend((0..k).map(|j| {
+            if j == l as usize {
+                0.7
+            } else {
+                0.3 / (k - 1) as f32
+            }
+        }));
+    }
+    set.soft_labels = Some(soft.clone());
+    retort::dataset::write_synthetic_parquet(&p, &set, &classes).unwrap();
+    soft
+}
+
+/// The fake run of [`workspace_with_run`] with a DP teacher in its plan: shares `main` and
+/// `teacher`, both charged at `distill` (the run's events are theirs, in order).
+fn workspace_with_teacher_run() -> TestWs {
+    let t = TestWs::init();
+    t.run(&["policy", "add-partner", "acme"]).expect(0);
+    let mut rj = run_json("completed");
+    let main = rj["events"][0].clone();
+    let teacher = serde_json::json!({"kind": "poisson-sampled-gaussian", "q": 0.01, "sigma": 4.0, "steps": 100});
+    rj["version"] = 2.into();
+    rj["events"] = serde_json::json!([main, teacher]);
+    rj["shares"] = serde_json::json!([
+        {"name": "main", "stage": "distill", "fraction": 0.9, "events": [main], "epsilon": 0.97,
+         "what": "the gm method's release of the training split"},
+        {"name": "teacher", "stage": "distill", "fraction": 0.1, "events": [teacher], "epsilon": 0.05,
+         "what": "a DP-SGD teacher trained on the training split"},
+    ]);
+    let events: Vec<retort::dp::DpEvent> = serde_json::from_value(rj["events"].clone()).unwrap();
+    crate::util::charge(&t, "phantoms", RUN_ID, &events, Some(10.0));
+    let rd = t.ws.join("runs").join(RUN_ID);
+    std::fs::create_dir_all(&rd).unwrap();
+    std::fs::write(rd.join("run.json"), rj.to_string()).unwrap();
+    std::fs::write(rd.join("synthetic.parquet"), synthetic_parquet()).unwrap();
+    std::fs::write(rd.join("contact_sheet.png"), png()).unwrap();
+    t
+}
+
+/// See: issue 22. A run whose plan has the `teacher` share packages its soft labels: the
+/// column travels byte for byte, the report and the statement say the teacher share releases
+/// it, the guarantee covers that share, and the package passes the release boundary and
+/// `verify`.
+#[test]
+fn soft_labels_travel_with_the_teacher_share() {
+    let t = workspace_with_teacher_run();
+    let soft = add_soft_labels(&t.ws.join("runs").join(RUN_ID));
+    let j = package(&t, &[]);
+    let dir = PathBuf::from(j["path"].as_str().unwrap());
+    retort::package::boundary::check_package(&dir).unwrap();
+    let (set, classes) =
+        retort::dataset::read_synthetic_parquet(&dir.join("data/synthetic.parquet")).unwrap();
+    assert_eq!(set.soft_labels.as_deref(), Some(&soft[..]));
+    assert_eq!(classes, CLASSES);
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("data/privacy_report.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        report["guarantee"]["covers"],
+        serde_json::json!(["main", "teacher"])
+    );
+    let col = report["synthetic"]["columns"]["soft_label"].as_str().unwrap();
+    assert!(col.contains("\"teacher\""), "{col}");
+    let words = report["plain_words"].to_string();
+    assert!(
+        words.contains("soft_label") && words.contains("\\\"teacher\\\" share"),
+        "{words}"
+    );
+    let teacher = report["shares"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "teacher")
+        .unwrap();
+    assert_eq!(teacher["in_this_package"], true);
+    // The stated epsilon composes both shares.
+    let events: Vec<retort::dp::DpEvent> = serde_json::from_value(
+        serde_json::from_slice::<serde_json::Value>(
+            &std::fs::read(t.ws.join("runs").join(RUN_ID).join("run.json")).unwrap(),
+        )
+        .unwrap()["events"]
+            .clone(),
+    )
+    .unwrap();
+    let want = retort::dp::accountant::epsilon(&events, 1e-5)
+        .unwrap()
+        .epsilon;
+    assert!((report["guarantee"]["epsilon"].as_f64().unwrap() - want).abs() < 1e-9);
+    // The signed statement names the column's share too.
+    let env: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("provenance.intoto.jsonl")).unwrap())
+            .unwrap();
+    let stmt: serde_json::Value = serde_json::from_slice(
+        &base64::engine::general_purpose::STANDARD
+            .decode(env["payload"].as_str().unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    let sc = &stmt["predicate"]["buildDefinition"]["internalParameters"]["synthetic_columns"];
+    assert!(sc["soft_label"].as_str().unwrap().contains("\"teacher\""), "{sc}");
+    assert!(sc["image"].as_str().unwrap().contains("\"main\""), "{sc}");
+    verify(&dir, j["key_sha256"].as_str().unwrap()).expect(0);
+}
+
+/// See: issue 22. Soft labels in a run whose plan has no `teacher` share (here: a real run,
+/// its synthetic set given soft labels through the library) are not covered by the run's
+/// guarantee: `package` refuses with `package-unreleased-field` (exit 3), publishes nothing,
+/// and the audit log records the refusal. Soft labels that are not probability vectors are
+/// refused by the writer before they reach a run.
+#[test]
+fn fail_soft_labels_without_a_teacher_share() {
+    let (t, id) = crate::util::workspace_with_real_run(12);
+    t.run(&["policy", "add-partner", "acme"]).expect(0);
+    add_soft_labels(&t.ws.join("runs").join(&id));
+    let r = t.run(&["package", &id, "--partner", "acme", "--json"]);
+    r.expect(3).stderr_has(&["soft_label", "teacher", "hint:"]);
+    let e = &r.json()["error"];
+    assert_eq!(e["code"], "package-unreleased-field", "{e}");
+    assert!(e["hint"].as_str().unwrap().contains("teacher"), "{e}");
+    let published: Vec<_> = std::fs::read_dir(t.ws.join("packages"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("pkg"))
+        .collect();
+    assert!(published.is_empty(), "nothing published");
+    let last = t.audit_records().pop().unwrap();
+    assert_eq!(last["outcome"], "refused", "{last}");
+    // Without the column the same run packages.
+    let p = t.ws.join("runs").join(&id).join("synthetic.parquet");
+    let (mut set, classes) = retort::dataset::read_synthetic_parquet(&p).unwrap();
+    set.soft_labels = None;
+    retort::dataset::write_synthetic_parquet(&p, &set, &classes).unwrap();
+    t.run(&["package", &id, "--partner", "acme", "--json"])
+        .expect(0);
+}
