@@ -276,9 +276,67 @@ pub(crate) fn softmax_xent(logits: &[f32], label: usize, scale: f32, dlogits: &m
     (z.ln() + max as f64 - logits[label] as f64) as f32
 }
 
+/// Softmax cross-entropy of one sample against a target distribution `target` (soft labels,
+/// temperature 1): returns `−Σ tⱼ log softmax(z)ⱼ` and writes `(Σt)·softmax − t` (times
+/// `scale`) to `dlogits` (with Σt = 1 this is `softmax − t`).
+pub(crate) fn softmax_soft_xent(
+    logits: &[f32],
+    target: &[f32],
+    scale: f32,
+    dlogits: &mut [f32],
+) -> f32 {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut z = 0f64;
+    for (d, &l) in dlogits.iter_mut().zip(logits) {
+        let e = ((l - max) as f64).exp();
+        *d = e as f32;
+        z += e;
+    }
+    let lse = z.ln() + max as f64;
+    let mass: f64 = target.iter().map(|&t| t as f64).sum();
+    let mut loss = 0f64;
+    for ((d, &t), &l) in dlogits.iter_mut().zip(target).zip(logits) {
+        let p = *d as f64 / z;
+        *d = scale * (mass * p - t as f64) as f32;
+        loss += t as f64 * (lse - l as f64);
+    }
+    loss as f32
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A one-hot target gives the hard loss and gradient; a soft one, the finite-difference
+    /// gradient of its loss.
+    #[test]
+    fn soft_xent_is_right() {
+        let z = [0.3f32, -1.2, 2.0, 0.5];
+        let (mut a, mut b) = ([0f32; 4], [0f32; 4]);
+        let hard = softmax_xent(&z, 2, 0.5, &mut a);
+        let soft = softmax_soft_xent(&z, &[0.0, 0.0, 1.0, 0.0], 0.5, &mut b);
+        assert!((hard - soft).abs() < 1e-6);
+        assert!(a.iter().zip(&b).all(|(x, y)| (x - y).abs() < 1e-6));
+        let t = [0.1f32, 0.2, 0.6, 0.1];
+        let mut g = [0f32; 4];
+        softmax_soft_xent(&z, &t, 1.0, &mut g);
+        for j in 0..4 {
+            let (mut zp, mut zm) = (z, z);
+            zp[j] += 1e-3;
+            zm[j] -= 1e-3;
+            let mut tmp = [0f32; 4];
+            let fd = (softmax_soft_xent(&zp, &t, 1.0, &mut tmp)
+                - softmax_soft_xent(&zm, &t, 1.0, &mut tmp))
+                / 2e-3;
+            assert!((fd - g[j]).abs() < 1e-3, "{j}: {fd} vs {}", g[j]);
+        }
+        // The loss is smallest at the target itself: cross-entropy = entropy there.
+        let lt: Vec<f32> = t.iter().map(|v| v.ln()).collect();
+        let at_t = softmax_soft_xent(&lt, &t, 1.0, &mut g);
+        let entropy: f32 = t.iter().map(|v| -v * v.ln()).sum();
+        assert!((at_t - entropy).abs() < 1e-5);
+        assert!(g.iter().all(|v| v.abs() < 1e-6));
+    }
 
     #[test]
     fn col2im_is_the_adjoint_of_im2col() {

@@ -10,7 +10,7 @@
 
 use rayon::prelude::*;
 
-use super::kernels::softmax_xent;
+use super::kernels::{softmax_soft_xent, softmax_xent};
 use super::{check_len, with_model, Error, Model, Net, Result, Upstream};
 
 /// Output of [`Net::loss_and_grads`].
@@ -136,15 +136,23 @@ struct Want {
     inputs: bool,
 }
 
+/// What a batch pass fits: hard labels, or soft labels (`n × classes` probabilities).
+#[derive(Clone, Copy)]
+enum Targets<'a> {
+    Hard(&'a [u32]),
+    Soft(&'a [f32]),
+}
+
 /// Loss sum, parameter-gradient sum (scaled), input gradients (scaled).
 fn batch_impl<M: Model>(
     m: &M,
     p: &[f32],
     x: &[f32],
-    labels: &[u32],
+    targets: Targets<'_>,
     n: usize,
     want: Want,
 ) -> LossGrads {
+    let k = m.classes();
     let d = m.in_len();
     let np = m.n_params();
     let scale = 1.0 / n.max(1) as f32;
@@ -159,7 +167,15 @@ fn batch_impl<M: Model>(
             let mut loss = 0f64;
             for (j, i) in r.enumerate() {
                 m.forward(p, &x[i * d..(i + 1) * d], &mut s, true);
-                loss += softmax_xent(m.logits(&s), labels[i] as usize, scale, &mut dl) as f64;
+                let logits = m.logits(&s);
+                loss += match targets {
+                    Targets::Hard(labels) => {
+                        softmax_xent(logits, labels[i] as usize, scale, &mut dl)
+                    }
+                    Targets::Soft(t) => {
+                        softmax_soft_xent(logits, &t[i * k..(i + 1) * k], scale, &mut dl)
+                    }
+                } as f64;
                 let dx = if want.inputs {
                     Some(&mut dxs[j * d..(j + 1) * d])
                 } else {
@@ -219,10 +235,31 @@ impl Net {
         self.batch(x, labels, false, true)
     }
 
+    /// [`Net::loss_and_param_grads`] against soft labels: the mean cross-entropy of the batch
+    /// against `targets` (`n × classes` probabilities, row `i` for image `i`; temperature 1)
+    /// and its gradient with respect to the parameters.
+    ///
+    /// # Privacy
+    /// As [`Net::loss_and_grads`]: no clipping, for synthetic or public data only.
+    ///
+    /// # Errors
+    /// `nn-shape` (images not a multiple of the input size, targets not `n × classes`).
+    pub fn soft_loss_and_param_grads(&self, x: &[f32], targets: &[f32]) -> Result<LossGrads> {
+        let n = check_batch(self, x, None, self.classes())?;
+        check_len("soft targets", n * self.classes(), targets.len())?;
+        let want = Want {
+            params: true,
+            inputs: false,
+        };
+        let t = Targets::Soft(targets);
+        Ok(with_model!(self, m => batch_impl(m, &self.params, x, t, n, want)))
+    }
+
     fn batch(&self, x: &[f32], labels: &[u32], params: bool, inputs: bool) -> Result<LossGrads> {
         let n = check_batch(self, x, Some(labels), self.classes())?;
         let want = Want { params, inputs };
-        Ok(with_model!(self, m => batch_impl(m, &self.params, x, labels, n, want)))
+        let t = Targets::Hard(labels);
+        Ok(with_model!(self, m => batch_impl(m, &self.params, x, t, n, want)))
     }
 
     /// Finite-difference Hessian-vector product for first-order gradient matching:
@@ -271,8 +308,9 @@ impl Net {
             inputs: true,
         };
         let (pp, pm) = (shifted(1.0), shifted(-1.0));
-        let plus = with_model!(self, m => batch_impl(m, &pp, x, labels, n, want));
-        let minus = with_model!(self, m => batch_impl(m, &pm, x, labels, n, want));
+        let t = Targets::Hard(labels);
+        let plus = with_model!(self, m => batch_impl(m, &pp, x, t, n, want));
+        let minus = with_model!(self, m => batch_impl(m, &pm, x, t, n, want));
         let inv = 1.0 / (2.0 * e);
         Ok(plus
             .input_grads

@@ -47,8 +47,10 @@ pub fn covered_shares(run: &RunRecord, utility: Option<&UtilityRelease>) -> Vec<
         .iter()
         .filter(|s| s.stage == crate::dp::split::Stage::Distill)
         .collect();
-    let charged: Vec<crate::dp::DpEvent> =
-        distill.iter().flat_map(|s| s.events.iter().cloned()).collect();
+    let charged: Vec<crate::dp::DpEvent> = distill
+        .iter()
+        .flat_map(|s| s.events.iter().cloned())
+        .collect();
     let mut out: Vec<String> = if charged == run.events {
         distill.iter().map(|s| s.name.clone()).collect()
     } else {
@@ -115,8 +117,8 @@ pub fn privacy_report(inp: &ReportInputs<'_>) -> Value {
         ),
     ];
     if soft {
-        let share = super::boundary::column_share(crate::dataset::SOFT_LABEL_COLUMN)
-            .unwrap_or("teacher");
+        let share =
+            super::boundary::column_share(crate::dataset::SOFT_LABEL_COLUMN).unwrap_or("teacher");
         let eps = run
             .shares()
             .into_iter()

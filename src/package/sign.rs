@@ -90,7 +90,10 @@ pub fn build_package(inp: &BuildInputs<'_>) -> Result<Built> {
         &covers,
     )?;
     super::boundary::check_parquet(&columns, &keys, &covers)?;
-    if columns.iter().any(|c| c == crate::dataset::SOFT_LABEL_COLUMN) {
+    if columns
+        .iter()
+        .any(|c| c == crate::dataset::SOFT_LABEL_COLUMN)
+    {
         // A released column must be what its share releases: probability vectors over the
         // run's classes (the strict reader checks every row).
         let (_, classes) = crate::dataset::read_synthetic_parquet_of(name, inp.synthetic)?;

@@ -1234,7 +1234,9 @@ fn soft_labels_travel_with_the_teacher_share() {
         report["guarantee"]["covers"],
         serde_json::json!(["main", "teacher"])
     );
-    let col = report["synthetic"]["columns"]["soft_label"].as_str().unwrap();
+    let col = report["synthetic"]["columns"]["soft_label"]
+        .as_str()
+        .unwrap();
     assert!(col.contains("\"teacher\""), "{col}");
     let words = report["plain_words"].to_string();
     assert!(
@@ -1272,7 +1274,10 @@ fn soft_labels_travel_with_the_teacher_share() {
     )
     .unwrap();
     let sc = &stmt["predicate"]["buildDefinition"]["internalParameters"]["synthetic_columns"];
-    assert!(sc["soft_label"].as_str().unwrap().contains("\"teacher\""), "{sc}");
+    assert!(
+        sc["soft_label"].as_str().unwrap().contains("\"teacher\""),
+        "{sc}"
+    );
     assert!(sc["image"].as_str().unwrap().contains("\"main\""), "{sc}");
     verify(&dir, j["key_sha256"].as_str().unwrap()).expect(0);
 }

@@ -271,6 +271,59 @@ fn mechanism_clipped_sums_match_naive_batch1_autograd() {
     }
 }
 
+/// See: issue 22 (soft labels). The loss is linear in the target, so the soft-label batch
+/// gradient is the target-weighted mix of the per-sample gradients under each hard label; a
+/// one-hot target gives the hard-label gradient.
+#[test]
+fn soft_label_grads_mix_the_hard_ones() {
+    for (ai, arch) in archs().into_iter().enumerate().skip(2) {
+        let net = net(arch, 11 + ai as u64);
+        let (n, k) = (3, 4);
+        let d = net.input_len();
+        let x = images(n, d, 13 + ai as u64);
+        let mut rng = ChaCha8Rng::seed_from_u64(ai as u64);
+        let mut t: Vec<f32> = (0..n * k).map(|_| rng.gen_range(0.0..1.0)).collect();
+        for row in t.chunks_mut(k) {
+            let s: f32 = row.iter().sum();
+            row.iter_mut().for_each(|v| *v /= s);
+        }
+        let got = net.soft_loss_and_param_grads(&x, &t).unwrap();
+        let np = net.num_params();
+        let mut want = vec![0f32; np];
+        let mut loss = 0f32;
+        for j in 0..k {
+            let per = per_sample_grads(&net, &x, &vec![j as u32; n]).unwrap();
+            for i in 0..n {
+                let w = t[i * k + j] / n as f32;
+                want.iter_mut()
+                    .zip(&per[i * np..(i + 1) * np])
+                    .for_each(|(a, b)| *a += w * b);
+            }
+            for i in 0..n {
+                let one = net
+                    .loss_and_param_grads(&x[i * d..(i + 1) * d], &[j as u32])
+                    .unwrap();
+                loss += t[i * k + j] * one.loss / n as f32;
+            }
+        }
+        assert!(rel_err(&got.param_grads, &want) <= 1e-4, "arch {ai}");
+        assert!(
+            (got.loss - loss).abs() < 1e-4 * loss.abs().max(1.0),
+            "arch {ai}"
+        );
+        // One-hot targets are the hard labels.
+        let labels = [2u32, 0, 3];
+        let onehot: Vec<f32> = labels
+            .iter()
+            .flat_map(|&l| (0..k).map(move |j| if j == l as usize { 1.0 } else { 0.0 }))
+            .collect();
+        let a = net.soft_loss_and_param_grads(&x, &onehot).unwrap();
+        let b = net.loss_and_param_grads(&x, &labels).unwrap();
+        assert!(rel_err(&a.param_grads, &b.param_grads) <= 1e-6);
+        assert!(net.soft_loss_and_param_grads(&x, &t[1..]).is_err());
+    }
+}
+
 #[test]
 fn batch_loss_params_and_input_grads_match_autograd() {
     for (ai, arch) in archs().into_iter().enumerate() {
