@@ -21,7 +21,7 @@
 mod train;
 
 pub(crate) use train::noisy_clipped_mean;
-pub use train::{accuracy, train, train_dp, DpSgd, Model, Recipe};
+pub use train::{accuracy, train, train_dp, DpSgd, Labels, Model, Recipe};
 
 use std::time::Instant;
 

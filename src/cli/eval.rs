@@ -116,6 +116,9 @@ pub fn run(args: Args, ctx: &mut Ctx) -> Result<Report> {
         "dataset": ev.record.dataset,
         "accuracy": ev.record.accuracy,
         "accuracy_std": ev.record.accuracy_std,
+        "labels": ev.record.labels,
+        "accuracy_hard": ev.record.accuracy_hard,
+        "accuracy_soft": ev.record.accuracy_soft,
         "accuracies": ev.record.synthetic.accuracies,
         "per_class": ev.record.per_class,
         "models": ev.record.models,
@@ -205,7 +208,13 @@ fn human(ev: &Evaluation, run: &Completed) -> String {
             private
         )
     };
-    s += &row("synthetic (this run)", &r.synthetic, "DP");
+    match &r.synthetic_hard {
+        Some(h) => {
+            s += &row("synthetic, soft labels (partner)", &r.synthetic, "DP");
+            s += &row("synthetic, hard labels", h, "DP");
+        }
+        None => s += &row("synthetic (this run)", &r.synthetic, "DP"),
+    }
     if let Some(b) = r.baselines.get("random_real") {
         s += &row("random real, same per class", &b.score, "no (ref)");
     }
@@ -217,6 +226,9 @@ fn human(ev: &Evaluation, run: &Completed) -> String {
     }
     if !r.baselines.is_empty() {
         s += "  (\"ref\" rows are trained on real pixels without privacy: what the same number of real images, or all of them, would give; they are never released)\n";
+    }
+    if r.synthetic_hard.is_some() {
+        s += "  (the set has soft labels: a partner trains on them (docs/partners.md), so the soft-label models give the headline accuracy, the per-class table and the released figures)\n";
     }
     s += &per_class_table(&r.per_class, run);
     match &ev.utility {

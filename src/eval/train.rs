@@ -51,6 +51,29 @@ impl Model {
     }
 }
 
+/// Which labels the models are trained on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum Labels {
+    /// Cross-entropy against the hard class (`label`).
+    #[default]
+    Hard,
+    /// Cross-entropy against the set's soft labels (probability vectors, temperature 1): the
+    /// partner recipe for a set that has them (docs/partners.md).
+    Soft,
+}
+
+impl Labels {
+    /// `hard` or `soft`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Labels::Hard => "hard",
+            Labels::Soft => "soft",
+        }
+    }
+}
+
 /// The training recipe.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Recipe {
@@ -71,6 +94,9 @@ pub struct Recipe {
     pub weight_decay: f32,
     /// Crop/scale/rotate augmentation.
     pub augment: bool,
+    /// Hard or soft labels (absent in records made before soft labels: hard).
+    #[serde(default)]
+    pub labels: Labels,
 }
 
 impl Recipe {
@@ -87,6 +113,15 @@ impl Recipe {
             momentum: 0.9,
             weight_decay: 5e-4,
             augment: true,
+            labels: Labels::Hard,
+        }
+    }
+
+    /// The same recipe with `labels`.
+    pub fn with_labels(&self, labels: Labels) -> Recipe {
+        Recipe {
+            labels,
+            ..self.clone()
         }
     }
 
@@ -122,14 +157,17 @@ impl Sgd {
     }
 }
 
-/// Train a fresh network (initialised from `seed`) on `set`.
+/// Train a fresh network (initialised from `seed`) on `set`: on its hard labels, or with
+/// [`Labels::Soft`] on its soft labels (each augmented image keeps its image's probability
+/// vector).
 ///
 /// # Privacy
 /// Non-private: use it on synthetic data, or on real data only for baselines labelled as
 /// non-private references that are never released.
 ///
 /// # Errors
-/// `nn-*` for shapes and labels; `cancelled` on Ctrl-C.
+/// `nn-*` for shapes and labels; `eval-engine` for [`Labels::Soft`] on a set without soft
+/// labels over `classes` classes; `cancelled` on Ctrl-C.
 pub fn train(
     recipe: &Recipe,
     set: &FloatImages,
@@ -137,6 +175,19 @@ pub fn train(
     seed: u64,
     progress: Sink<'_>,
 ) -> Result<Net> {
+    let soft = match recipe.labels {
+        Labels::Hard => None,
+        Labels::Soft => match set.soft_labels.as_deref() {
+            Some(s) if set.soft_classes() == Some(classes) => Some(s),
+            _ => {
+                return Err(Error::Engine {
+                    what: format!(
+                    "soft-label training needs a set with soft labels over its {classes} classes"
+                ),
+                })
+            }
+        },
+    };
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut net = Net::new(recipe.model.arch(set.shape, classes), &mut rng)?;
     let n = set.len();
@@ -147,6 +198,11 @@ pub fn train(
     let mut pos = n;
     let mut x = Vec::with_capacity(recipe.batch * d);
     let mut y = Vec::with_capacity(recipe.batch);
+    let mut t = Vec::with_capacity(if soft.is_some() {
+        recipe.batch * classes
+    } else {
+        0
+    });
     let mut img = vec![0f32; d];
     progress(Event::Start {
         label: "training",
@@ -156,6 +212,7 @@ pub fn train(
         crate::progress::check()?;
         x.clear();
         y.clear();
+        t.clear();
         while y.len() < recipe.batch.min(n) {
             if pos >= n {
                 order.shuffle(&mut rng);
@@ -170,12 +227,18 @@ pub fn train(
                 x.extend_from_slice(set.image(i));
             }
             y.push(set.labels[i]);
+            if let Some(s) = soft {
+                t.extend_from_slice(&s[i * classes..(i + 1) * classes]);
+            }
             // one pass over a small set per step, as the literature's loaders do
             if pos >= n && n <= recipe.batch {
                 break;
             }
         }
-        let g = net.loss_and_param_grads(&x, &y)?;
+        let g = match soft {
+            None => net.loss_and_param_grads(&x, &y)?,
+            Some(_) => net.soft_loss_and_param_grads(&x, &t)?,
+        };
         let lr = if step * 2 < steps {
             recipe.lr
         } else {
@@ -465,5 +528,56 @@ mod tests {
         )
         .unwrap();
         assert!(accuracy(&mlp, &set, 2).unwrap().0 > 0.95);
+    }
+
+    /// See: issue 22. Soft labels carry what hard labels cannot: every image's hard label is
+    /// class 0, but its soft label puts 0.9 on the right class, so only soft-label training
+    /// separates the classes. Soft training on a set without soft labels is an error.
+    #[test]
+    fn soft_label_training_follows_the_probabilities() {
+        let shape = Shape { c: 1, h: 12, w: 12 };
+        let mut set = FloatImages::new(shape);
+        let mut truth = Vec::new();
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        for i in 0..40 {
+            let class = i % 2;
+            let img: Vec<f32> = (0..144)
+                .map(|p| {
+                    let top = p / 12 < 6;
+                    let on = if class == 0 { top } else { !top };
+                    (if on { 0.8 } else { 0.1 }) + rng.gen_range(-0.1..0.1)
+                })
+                .collect();
+            let soft = if class == 0 { [0.9, 0.1] } else { [0.1, 0.9] };
+            set.push_soft(&img, 0, &soft);
+            truth.push(class as u32);
+        }
+        let mut r = Recipe::standard(Model::Mlp { hidden: 16 }, 30);
+        r.augment = false;
+        r.lr = 0.05;
+        let mut test = set.clone();
+        test.labels = truth;
+        let hard = train(&r, &set, 2, 7, &crate::progress::silent).unwrap();
+        assert!(accuracy(&hard, &test, 2).unwrap().0 <= 0.5 + 1e-9);
+        let soft = train(
+            &r.with_labels(Labels::Soft),
+            &set,
+            2,
+            7,
+            &crate::progress::silent,
+        )
+        .unwrap();
+        assert!(accuracy(&soft, &test, 2).unwrap().0 > 0.95);
+        set.soft_labels = None;
+        assert!(matches!(
+            train(
+                &r.with_labels(Labels::Soft),
+                &set,
+                2,
+                7,
+                &crate::progress::silent
+            ),
+            Err(Error::Engine { .. })
+        ));
     }
 }

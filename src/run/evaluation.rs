@@ -6,7 +6,9 @@
 //!   baseline. It stays in the workspace; the package builder never reads it.
 //! - `runs/<id>/utility.json` ([`UtilityRelease`]) — **released**: the run's planned `utility`
 //!   share spent once, at the first `eval`, on one Gaussian release of the evaluation models'
-//!   per-class correct counts and the per-class test counts, charged to the dataset's ledger
+//!   per-class correct counts and the per-class test counts (the models trained with the labels
+//!   a partner would use: the soft labels when the set has them, which its `recipe.labels`
+//!   says; the hard-label figure stays internal), charged to the dataset's ledger
 //!   before the held-out split is read for it. Every package of the run carries these figures
 //!   and the package's stated (ε, δ) composes them with the run's events.
 //!
@@ -29,7 +31,7 @@ use crate::dataset::{FloatImages, Split};
 use crate::dp::mechanism::{Allowance, Records};
 use crate::dp::split::Share;
 use crate::dp::DpEvent;
-use crate::eval::{Model, Recipe, Score};
+use crate::eval::{Labels, Model, Recipe, Score};
 use crate::ledger::Ledger;
 use crate::progress::Sink;
 use crate::workspace::{atomic_write, Workspace};
@@ -233,10 +235,22 @@ pub struct EvalRecord {
     pub run: String,
     /// The dataset.
     pub dataset: String,
-    /// Mean accuracy of the models trained on the synthetic set (exact, internal).
+    /// Mean accuracy of the models trained on the synthetic set with the labels a partner
+    /// would use (`labels`: soft when the set has them, else hard) (exact, internal).
     pub accuracy: f64,
     /// Its standard deviation over the models.
     pub accuracy_std: f64,
+    /// The labels `accuracy`, `synthetic` and `recipe` use (absent in records made before soft
+    /// labels: hard).
+    #[serde(default)]
+    pub labels: Labels,
+    /// Mean accuracy of models trained on the synthetic set's hard labels (absent in records
+    /// made before soft labels, where it is `accuracy`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accuracy_hard: Option<f64>,
+    /// Mean accuracy of models trained on its soft labels, when the set has them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accuracy_soft: Option<f64>,
     /// Held-out images the figures were measured on (internal).
     pub test_images: usize,
     /// The recipe, models and seed.
@@ -247,8 +261,11 @@ pub struct EvalRecord {
     pub seed: u64,
     /// The evaluation network, described.
     pub network: String,
-    /// The synthetic set's score.
+    /// The synthetic set's score (with `labels`).
     pub synthetic: Score,
+    /// The score of models trained on the hard labels, when `synthetic` is the soft-label one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub synthetic_hard: Option<Score>,
     /// Baselines by name (`random_real`, `all_real`, `dp_sgd`).
     pub baselines: std::collections::BTreeMap<String, Baseline>,
     /// Per-class accuracy of the synthetic set beside each baseline's (absent in records made
@@ -393,20 +410,40 @@ fn evaluate_charging(
     }
     let test = stored.load(Split::Test)?.to_float();
     session.detail("dataset", rec.dataset.clone());
-    phase("synthetic set");
-    let (nets, secs) = crate::eval::train_models(
-        &opts.recipe,
-        &syn,
-        classes,
-        opts.models,
-        opts.seed,
-        sink,
-        |m| phase(&format!("synthetic set, model {}/{}", m + 1, opts.models)),
-    )
-    .map_err(wrap)?;
-    let steps = opts.recipe.steps_for(syn.len());
-    let synthetic =
-        crate::eval::score_nets(&nets, syn.len(), steps, secs, &test, classes).map_err(wrap)?;
+    // The labels a partner would use: soft when the set has them (docs/partners.md). Those
+    // models make `accuracy` and the utility release; the hard-label figure is measured
+    // beside them (training twice only when there are soft labels).
+    let hard = opts.recipe.with_labels(Labels::Hard);
+    let labels = if syn.soft_labels.is_some() {
+        Labels::Soft
+    } else {
+        Labels::Hard
+    };
+    let partner = opts.recipe.with_labels(labels);
+    let train_scored = |recipe: &Recipe, what: &str| {
+        let (nets, secs) =
+            crate::eval::train_models(recipe, &syn, classes, opts.models, opts.seed, sink, |m| {
+                phase(&format!("{what}, model {}/{}", m + 1, opts.models))
+            })?;
+        let steps = recipe.steps_for(syn.len());
+        let score = crate::eval::score_nets(&nets, syn.len(), steps, secs, &test, classes)?;
+        Ok::<_, crate::eval::Error>((nets, score))
+    };
+    let (nets, synthetic, synthetic_hard) = match labels {
+        Labels::Soft => {
+            phase("synthetic set, soft labels");
+            let (nets, soft) =
+                train_scored(&partner, "synthetic set, soft labels").map_err(wrap)?;
+            phase("synthetic set, hard labels");
+            let (_, h) = train_scored(&hard, "synthetic set, hard labels").map_err(wrap)?;
+            (nets, soft, Some(h))
+        }
+        _ => {
+            phase("synthetic set");
+            let (nets, h) = train_scored(&hard, "synthetic set").map_err(wrap)?;
+            (nets, h, None)
+        }
+    };
     let mut baselines = std::collections::BTreeMap::new();
     let mut full: Option<(Score, usize)> = None;
     if opts.baselines {
@@ -421,7 +458,7 @@ fn evaluate_charging(
         baselines.insert("dp_sgd".to_string(), b);
     }
     let (utility, released_now, no_release_reason) =
-        utility_release(ws, run, &nets, opts, session, phase, charged)?;
+        utility_release(ws, run, &nets, &partner, session, phase, charged)?;
     let network = crate::nn::Net::zeroed(opts.recipe.model.arch(syn.shape, classes))
         .map(|n| n.describe())
         .unwrap_or_default();
@@ -431,8 +468,11 @@ fn evaluate_charging(
         dataset: rec.dataset.clone(),
         accuracy: synthetic.accuracy,
         accuracy_std: synthetic.accuracy_std,
+        labels,
+        accuracy_hard: Some(synthetic_hard.as_ref().unwrap_or(&synthetic).accuracy),
+        accuracy_soft: (labels == Labels::Soft).then_some(synthetic.accuracy),
         test_images: test.len(),
-        recipe: opts.recipe.clone(),
+        recipe: partner.clone(),
         models: opts.models,
         seed: opts.seed,
         network,
@@ -440,6 +480,7 @@ fn evaluate_charging(
         effort: Some(opts.effort.clone()),
         per_class: per_class(&rec.classes, &synthetic, &baselines),
         synthetic,
+        synthetic_hard,
         baselines,
         evaluated: crate::workspace::now_rfc3339(),
         retort_version: crate::VERSION.into(),
@@ -447,6 +488,9 @@ fn evaluate_charging(
     let bytes = serde_json::to_vec_pretty(&record).expect("invariant: eval record serializes");
     atomic_write(&run.dir().join("eval.json"), &bytes)?;
     session.detail("accuracy", record.accuracy);
+    session.detail("labels", labels.as_str());
+    session.detail("accuracy_hard", record.accuracy_hard);
+    session.detail("accuracy_soft", record.accuracy_soft);
     session.detail("models", opts.models);
     session.detail("baselines", opts.baselines);
     session.detail("utility_released_now", released_now);
@@ -489,7 +533,7 @@ fn non_private_baselines(
     let rand_set = crate::eval::random_per_class(&train, &per_class, opts.seed ^ 0x5eed);
     phase("random real");
     let rnd = crate::eval::score(
-        &opts.recipe,
+        &opts.recipe.with_labels(Labels::Hard),
         &rand_set,
         test,
         classes,
@@ -499,7 +543,7 @@ fn non_private_baselines(
     )
     .map_err(wrap)?;
     let full = train.to_float();
-    let mut ceiling = opts.recipe.clone();
+    let mut ceiling = opts.recipe.with_labels(Labels::Hard);
     ceiling.epochs = usize::MAX / 2;
     ceiling.max_steps = Some(opts.ceiling_steps.max(1));
     phase("all real");
@@ -638,7 +682,7 @@ fn utility_release(
     ws: &Workspace,
     run: &Completed,
     nets: &[crate::nn::Net],
-    opts: &EvalOptions,
+    recipe: &Recipe,
     session: &mut Session,
     phase: PhaseSink<'_>,
     charged: &mut Vec<String>,
@@ -728,7 +772,7 @@ fn utility_release(
             event: share.events[0].clone(),
             coordinates: "[total correct, total count, correct per class…, count per class…] over the held-out split; correct = the fraction of the evaluation models right on the image".into(),
         },
-        recipe: opts.recipe.clone(),
+        recipe: recipe.clone(),
         models: nets.len(),
         noisy_correct: nc,
         noisy_count: nn,

@@ -76,6 +76,11 @@ fn eval_writes_report_with_baselines() {
         }
     }
     assert_eq!(j["accuracies"].as_array().unwrap().len(), 2);
+    // Hard labels only: the partner figure is the hard-label one. See: issue 22.
+    assert_eq!(j["labels"], "hard");
+    assert_eq!(j["accuracy_hard"], j["accuracy"]);
+    assert!(j["accuracy_soft"].is_null());
+    assert_eq!(j["released"]["recipe"]["labels"], "hard");
     assert_eq!(j["test_images"], 24);
     let b = &j["baselines"];
     assert_eq!(b["random_real"]["private"], false);
@@ -130,6 +135,67 @@ fn eval_writes_report_with_baselines() {
         "made earlier, reused",
     ]);
     assert!(!h.stdout.contains("random real"));
+}
+
+/// See: issue 22. A set with soft labels is evaluated both ways: `accuracy` (and the per-class
+/// table and the utility release) with the soft labels a partner would use, `accuracy_hard`
+/// beside it; the human table shows both rows.
+#[test]
+fn eval_with_soft_labels_reports_both() {
+    let (t, id) = crate::util::workspace_with_real_run(12);
+    crate::util::add_soft_labels(&t.ws.join("runs").join(&id));
+    let r = t.run(&[
+        "eval",
+        &id,
+        "--json",
+        "--models",
+        "1",
+        "--epochs",
+        "3",
+        "--width",
+        "4",
+        "--no-baselines",
+    ]);
+    r.expect(0);
+    let j = r.json();
+    assert_eq!(j["labels"], "soft");
+    assert_eq!(j["accuracy_soft"], j["accuracy"]);
+    let hard = j["accuracy_hard"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&hard));
+    let internal = &j["internal"];
+    assert_eq!(internal["recipe"]["labels"], "soft");
+    assert_eq!(internal["synthetic_hard"]["accuracy"], j["accuracy_hard"]);
+    assert_eq!(internal["synthetic"]["accuracy"], j["accuracy"]);
+    // The one utility release is of the soft-label models, and says so.
+    assert_eq!(j["released"]["recipe"]["labels"], "soft");
+    let file: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(t.ws.join("runs").join(&id).join("eval.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(file["accuracy_hard"], j["accuracy_hard"]);
+    assert_eq!(file["accuracy_soft"], j["accuracy_soft"]);
+    let rec = t
+        .audit_records()
+        .into_iter()
+        .rfind(|r| r["action"] == "eval")
+        .unwrap();
+    assert_eq!(rec["details"]["labels"], "soft", "{rec}");
+    let h = t.run(&[
+        "eval",
+        &id,
+        "--models",
+        "1",
+        "--epochs",
+        "1",
+        "--width",
+        "4",
+        "--no-baselines",
+    ]);
+    h.expect(0).stdout_has(&[
+        "synthetic, soft labels (partner)",
+        "synthetic, hard labels",
+        "made earlier, reused",
+    ]);
 }
 
 /// The DP-SGD baseline spends budget: it is charged to the ledger before it reads data.

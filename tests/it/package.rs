@@ -1165,27 +1165,6 @@ fn fail_verify_refuses_a_key_taken_from_the_package() {
 
 // ---------------------------------------------------------------- soft labels (issue 22)
 
-/// Add soft labels (a smoothed one-hot of each hard label) to a run's `synthetic.parquet`
-/// through the library, as a run with a DP teacher writes them. Returns them.
-fn add_soft_labels(run_dir: &Path) -> Vec<f32> {
-    let p = run_dir.join("synthetic.parquet");
-    let (mut set, classes) = retort::dataset::read_synthetic_parquet(&p).unwrap();
-    let k = classes.len();
-    let mut soft = Vec::new();
-    for &l in &set.labels {
-        soft.extend((0..k).map(|j| {
-            if j == l as usize {
-                0.7
-            } else {
-                0.3 / (k - 1) as f32
-            }
-        }));
-    }
-    set.soft_labels = Some(soft.clone());
-    retort::dataset::write_synthetic_parquet(&p, &set, &classes).unwrap();
-    soft
-}
-
 /// The fake run of [`workspace_with_run`] with a DP teacher in its plan: shares `main` and
 /// `teacher`, both charged at `distill` (the run's events are theirs, in order).
 fn workspace_with_teacher_run() -> TestWs {
@@ -1219,7 +1198,7 @@ fn workspace_with_teacher_run() -> TestWs {
 #[test]
 fn soft_labels_travel_with_the_teacher_share() {
     let t = workspace_with_teacher_run();
-    let soft = add_soft_labels(&t.ws.join("runs").join(RUN_ID));
+    let soft = crate::util::add_soft_labels(&t.ws.join("runs").join(RUN_ID));
     let j = package(&t, &[]);
     let dir = PathBuf::from(j["path"].as_str().unwrap());
     retort::package::boundary::check_package(&dir).unwrap();
@@ -1291,7 +1270,7 @@ fn soft_labels_travel_with_the_teacher_share() {
 fn fail_soft_labels_without_a_teacher_share() {
     let (t, id) = crate::util::workspace_with_real_run(12);
     t.run(&["policy", "add-partner", "acme"]).expect(0);
-    add_soft_labels(&t.ws.join("runs").join(&id));
+    crate::util::add_soft_labels(&t.ws.join("runs").join(&id));
     let r = t.run(&["package", &id, "--partner", "acme", "--json"]);
     r.expect(3).stderr_has(&["soft_label", "teacher", "hint:"]);
     let e = &r.json()["error"];

@@ -446,3 +446,24 @@ pub fn mode_of(p: &Path) -> (u32, u32) {
     let m = std::fs::symlink_metadata(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
     (m.mode() & 0o7777, m.gid())
 }
+
+/// Add soft labels (a smoothed one-hot of each hard label) to a run's `synthetic.parquet`
+/// through the library, as a run with a DP teacher writes them. Returns them.
+pub fn add_soft_labels(run_dir: &std::path::Path) -> Vec<f32> {
+    let p = run_dir.join("synthetic.parquet");
+    let (mut set, classes) = retort::dataset::read_synthetic_parquet(&p).unwrap();
+    let k = classes.len();
+    let mut soft = Vec::new();
+    for &l in &set.labels {
+        soft.extend((0..k).map(|j| {
+            if j == l as usize {
+                0.7
+            } else {
+                0.3 / (k - 1) as f32
+            }
+        }));
+    }
+    set.soft_labels = Some(soft.clone());
+    retort::dataset::write_synthetic_parquet(&p, &set, &classes).unwrap();
+    soft
+}
