@@ -112,6 +112,26 @@ pub struct EvalOptions {
     pub dp_baseline_steps: Option<u64>,
     /// How the settings were chosen, in words (printed, and kept in `eval.json`).
     pub effort: String,
+    /// Also train MLPs with this many hidden units on the synthetic set (same recipe and
+    /// labels; an internal figure showing gains are not specific to the evaluation net).
+    pub also_mlp: Option<usize>,
+}
+
+/// Hidden units of the MLP that `retort eval --also-mlp` trains.
+pub const ALSO_MLP_HIDDEN: usize = 256;
+
+/// The synthetic set's score under another architecture (INTERNAL).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OtherModel {
+    /// The figures.
+    #[serde(flatten)]
+    pub score: Score,
+    /// The architecture.
+    pub model: Model,
+    /// The labels it was trained on (those of `accuracy`).
+    pub labels: Labels,
+    /// The network, described.
+    pub network: String,
 }
 
 impl EvalOptions {
@@ -168,6 +188,7 @@ impl EvalOptions {
             ceiling_steps,
             dp_baseline_steps,
             effort: words,
+            also_mlp: None,
         })
     }
 }
@@ -268,6 +289,9 @@ pub struct EvalRecord {
     pub synthetic_hard: Option<Score>,
     /// Baselines by name (`random_real`, `all_real`, `dp_sgd`).
     pub baselines: std::collections::BTreeMap<String, Baseline>,
+    /// The synthetic set under other architectures, by name (`mlp`), when asked.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub other_models: std::collections::BTreeMap<String, OtherModel>,
     /// Per-class accuracy of the synthetic set beside each baseline's (absent in records made
     /// before; the same figures as each score's `per_class`, by class name).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -444,6 +468,29 @@ fn evaluate_charging(
             (nets, h, None)
         }
     };
+    let mut other_models = std::collections::BTreeMap::new();
+    if let Some(hidden) = opts.also_mlp {
+        let model = Model::Mlp { hidden };
+        let recipe = Recipe {
+            model,
+            ..partner.clone()
+        };
+        let what = format!("synthetic set, MLP ({} labels)", labels.as_str());
+        phase(&what);
+        let (_, score) = train_scored(&recipe, &what).map_err(wrap)?;
+        let network = crate::nn::Net::zeroed(model.arch(syn.shape, classes))
+            .map(|n| n.describe())
+            .unwrap_or_default();
+        other_models.insert(
+            "mlp".to_string(),
+            OtherModel {
+                score,
+                model,
+                labels,
+                network,
+            },
+        );
+    }
     let mut baselines = std::collections::BTreeMap::new();
     let mut full: Option<(Score, usize)> = None;
     if opts.baselines {
@@ -482,6 +529,7 @@ fn evaluate_charging(
         synthetic,
         synthetic_hard,
         baselines,
+        other_models,
         evaluated: crate::workspace::now_rfc3339(),
         retort_version: crate::VERSION.into(),
     };

@@ -80,6 +80,7 @@ fn eval_writes_report_with_baselines() {
     assert_eq!(j["labels"], "hard");
     assert_eq!(j["accuracy_hard"], j["accuracy"]);
     assert!(j["accuracy_soft"].is_null());
+    assert!(j["accuracy_mlp"].is_null() && j.get("other_models").is_some());
     assert_eq!(j["released"]["recipe"]["labels"], "hard");
     assert_eq!(j["test_images"], 24);
     let b = &j["baselines"];
@@ -155,10 +156,18 @@ fn eval_with_soft_labels_reports_both() {
         "--width",
         "4",
         "--no-baselines",
+        "--also-mlp",
     ]);
     r.expect(0);
     let j = r.json();
     assert_eq!(j["labels"], "soft");
+    // The other architecture: an MLP on the same labels (issue 22 item 4).
+    let mlp = &j["other_models"]["mlp"];
+    assert_eq!(mlp["model"]["kind"], "mlp");
+    assert_eq!(mlp["model"]["hidden"], 256);
+    assert_eq!(mlp["labels"], "soft");
+    assert_eq!(j["accuracy_mlp"], mlp["accuracy"]);
+    assert!((0.0..=1.0).contains(&mlp["accuracy"].as_f64().unwrap()));
     assert_eq!(j["accuracy_soft"], j["accuracy"]);
     let hard = j["accuracy_hard"].as_f64().unwrap();
     assert!((0.0..=1.0).contains(&hard));
@@ -174,6 +183,7 @@ fn eval_with_soft_labels_reports_both() {
     .unwrap();
     assert_eq!(file["accuracy_hard"], j["accuracy_hard"]);
     assert_eq!(file["accuracy_soft"], j["accuracy_soft"]);
+    assert_eq!(file["other_models"]["mlp"]["accuracy"], j["accuracy_mlp"]);
     let rec = t
         .audit_records()
         .into_iter()
