@@ -1292,3 +1292,53 @@ fn fail_soft_labels_without_a_teacher_share() {
     t.run(&["package", &id, "--partner", "acme", "--json"])
         .expect(0);
 }
+
+/// See: issue 22. A real run with the DP teacher (`distill --teacher`) packages its soft
+/// labels: the guarantee covers the `teacher` share, the column passes the release boundary and
+/// `verify`. (Soft labels are added through the library when the run did not write them.)
+#[test]
+fn real_teacher_run_packages_its_soft_labels() {
+    let t = TestWs::init();
+    let ws = retort::workspace::Workspace::open(&t.ws).unwrap();
+    retort::dataset::store(&ws, "demo", &retort::demo::generate(12, 6)).unwrap();
+    let r = t.run(&[
+        "distill",
+        "--dataset",
+        "demo",
+        "--epsilon",
+        "2",
+        "--ipc",
+        "2",
+        "--iterations",
+        "2",
+        "--seed",
+        "7",
+        "--teacher",
+        "--json",
+    ]);
+    r.expect(0);
+    let id = r.json()["run"].as_str().unwrap().to_string();
+    let rd = t.ws.join("runs").join(&id);
+    let (set, _) = retort::dataset::read_synthetic_parquet(&rd.join("synthetic.parquet")).unwrap();
+    if set.soft_labels.is_none() {
+        crate::util::add_soft_labels(&rd);
+    }
+    t.run(&["policy", "add-partner", "acme"]).expect(0);
+    let p = t.run(&["package", &id, "--partner", "acme", "--json"]);
+    p.expect(0);
+    let j = p.json();
+    let dir = PathBuf::from(j["path"].as_str().unwrap());
+    retort::package::boundary::check_package(&dir).unwrap();
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("data/privacy_report.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        report["guarantee"]["covers"],
+        serde_json::json!(["main", "teacher"])
+    );
+    assert!(report["synthetic"]["columns"]["soft_label"]
+        .as_str()
+        .unwrap()
+        .contains("\"teacher\""));
+    verify(&dir, j["key_sha256"].as_str().unwrap()).expect(0);
+}
