@@ -126,6 +126,7 @@ pub fn run(args: Args, ctx: &mut Ctx) -> Result<Report> {
         "accuracy_hard": ev.record.accuracy_hard,
         "accuracy_soft": ev.record.accuracy_soft,
         "accuracy_mlp": ev.record.other_models.get("mlp").map(|m| m.score.accuracy),
+        "teacher": ev.record.teacher,
         "other_models": ev.record.other_models,
         "accuracies": ev.record.synthetic.accuracies,
         "per_class": ev.record.per_class,
@@ -235,6 +236,13 @@ fn human(ev: &Evaluation, run: &Completed) -> String {
     }
     if let Some(b) = r.baselines.get("dp_sgd") {
         s += &row("DP-SGD on real, same (ε, δ)", &b.score, "DP");
+    }
+    if let Some(t) = &r.teacher {
+        s += &format!(
+            "  DP teacher's own predictions (its share, epsilon {:.3} alone): {} on the held-out split — what the soft labels carry; internal\n",
+            t.epsilon,
+            pct(t.accuracy)
+        );
     }
     if !r.baselines.is_empty() {
         s += "  (\"ref\" rows are trained on real pixels without privacy: what the same number of real images, or all of them, would give; they are never released)\n";

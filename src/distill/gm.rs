@@ -338,7 +338,6 @@ pub fn run(
             "matching_distance_last": last_dist.iter().sum::<f64>() / last_dist.len().max(1) as f64,
         }),
         teacher: None,
-        soft_labels: None,
     })
 }
 

@@ -231,9 +231,6 @@ pub struct Outcome {
     pub diagnostics: serde_json::Value,
     /// The DP teacher, when the plan has one (kept in the run directory, never packaged).
     pub teacher: Option<teacher::Teacher>,
-    /// The teacher's probability vectors for the synthetic images (`n × classes`, in the
-    /// set's order): post-processing of the teacher's releases.
-    pub soft_labels: Option<Vec<f32>>,
 }
 
 /// Run a planned distillation on the private training split.
@@ -277,7 +274,7 @@ pub fn run(
     let teacher_seconds = t0.elapsed().as_secs_f64();
     let mut out = run_method(plan, data, allowance, teacher.as_ref(), sink)?;
     if let Some(t) = teacher {
-        out.soft_labels = Some(t.probabilities(&out.synthetic)?);
+        out.synthetic.soft_labels = Some(t.probabilities(&out.synthetic)?);
         out.teacher = Some(t);
         out.private_seconds += teacher_seconds;
         if let Some(d) = out.diagnostics.as_object_mut() {
@@ -346,7 +343,6 @@ fn run_method(
                     "matching_loss_last": losses.last(),
                 }),
                 teacher: None,
-                soft_labels: None,
             })
         }
         plan::Params::Gm(p) => gm::run(plan, p, data, allowance, sink),

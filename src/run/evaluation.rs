@@ -134,6 +134,19 @@ pub struct OtherModel {
     pub network: String,
 }
 
+/// The run's DP teacher on the held-out split (INTERNAL: it reads private test images).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TeacherScore {
+    /// Held-out accuracy of its hard predictions.
+    pub accuracy: f64,
+    /// Per class, in the run's class order (`null` for a class without test images).
+    pub per_class: Vec<Option<f64>>,
+    /// ε of the teacher's share alone (at the run's δ).
+    pub epsilon: f64,
+    /// The model, in words.
+    pub model: String,
+}
+
 impl EvalOptions {
     /// Options for evaluating `run`: the effort's settings sized to the run's synthetic set and
     /// its dataset's training split (public metadata: the record count), with the caller's
@@ -289,6 +302,9 @@ pub struct EvalRecord {
     pub synthetic_hard: Option<Score>,
     /// Baselines by name (`random_real`, `all_real`, `dp_sgd`).
     pub baselines: std::collections::BTreeMap<String, Baseline>,
+    /// The run's DP teacher on the held-out split, when the run trained one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub teacher: Option<TeacherScore>,
     /// The synthetic set under other architectures, by name (`mlp`), when asked.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub other_models: std::collections::BTreeMap<String, OtherModel>,
@@ -504,6 +520,7 @@ fn evaluate_charging(
         let b = dp_sgd_baseline(ws, run, opts, steps, session, &test, sink, charged)?;
         baselines.insert("dp_sgd".to_string(), b);
     }
+    let teacher = teacher_score(run, rec, &test, phase)?;
     let (utility, released_now, no_release_reason) =
         utility_release(ws, run, &nets, &partner, session, phase, charged)?;
     let network = crate::nn::Net::zeroed(opts.recipe.model.arch(syn.shape, classes))
@@ -529,6 +546,7 @@ fn evaluate_charging(
         synthetic,
         synthetic_hard,
         baselines,
+        teacher,
         other_models,
         evaluated: crate::workspace::now_rfc3339(),
         retort_version: crate::VERSION.into(),
@@ -548,6 +566,36 @@ fn evaluate_charging(
         released_now,
         no_release_reason,
     })
+}
+
+/// The run's teacher (`teacher.json`) on the held-out split, when it has one.
+fn teacher_score(
+    run: &Completed,
+    rec: &super::RunRecord,
+    test: &FloatImages,
+    phase: &dyn Fn(&str),
+) -> Result<Option<TeacherScore>, Error> {
+    let path = run.dir().join(crate::distill::teacher::FILE);
+    if !path.is_file() {
+        return Ok(None);
+    }
+    phase("DP teacher on the held-out split");
+    let t = crate::distill::teacher::Teacher::read(&path)?;
+    let (accuracy, per) = t.accuracy(test)?;
+    let epsilon = rec
+        .shares()
+        .iter()
+        .find(|s| s.name == crate::distill::plan::TEACHER)
+        .map_or(f64::NAN, |s| s.epsilon);
+    Ok(Some(TeacherScore {
+        accuracy,
+        per_class: per
+            .into_iter()
+            .map(|v| v.is_finite().then_some(v))
+            .collect(),
+        epsilon,
+        model: crate::distill::teacher::MODEL.into(),
+    }))
 }
 
 fn wrap(e: crate::eval::Error) -> Error {

@@ -580,7 +580,12 @@ fn measure_dm_fashion() {
         );
     }
     if let Ok(path) = std::env::var("SAVE_PQ") {
-        save_parquet(&out.synthetic, out.soft_labels.as_deref(), k, &path);
+        retort::dataset::write_synthetic_parquet(
+            std::path::Path::new(&path),
+            &out.synthetic,
+            &plan.classes,
+        )
+        .unwrap();
     }
     if std::env::var("NO_EVAL").is_ok() {
         eprintln!(
@@ -659,61 +664,6 @@ fn plan_gm_shows_poisson_sampling_and_steps() {
     assert_eq!(j["events"][0]["kind"], "poisson-sampled-gaussian");
     assert!(j["epsilon"].as_f64().unwrap() <= 2.0 + 1e-9);
     assert!(j["estimated_seconds"].is_null());
-}
-
-/// A synthetic set (and its soft labels) as a partner-format Parquet file, for the independent
-/// evaluator (`bench/eval_torch.py --labels soft`).
-#[cfg(feature = "measure")]
-fn save_parquet(set: &retort::dataset::FloatImages, soft: Option<&[f32]>, k: usize, path: &str) {
-    use arrow_array::StringArray;
-    use arrow_array::{ArrayRef, FixedSizeListArray, Float32Array, Int32Array, RecordBatch};
-    use arrow_schema::{DataType, Field, Schema};
-    use std::sync::Arc;
-    let len = set.shape.len() as i32;
-    let labels: Vec<i32> = set.labels.iter().map(|&l| l as i32).collect();
-    let names: Vec<String> = labels.iter().map(|l| l.to_string()).collect();
-    let item = Arc::new(Field::new("item", DataType::Float32, false));
-    let mut fields = vec![
-        Field::new("label", DataType::Int32, false),
-        Field::new("label_name", DataType::Utf8, false),
-        Field::new("image", DataType::FixedSizeList(item.clone(), len), false),
-    ];
-    let image = FixedSizeListArray::new(
-        item.clone(),
-        len,
-        Arc::new(Float32Array::from(set.data.clone())),
-        None,
-    );
-    let mut cols: Vec<ArrayRef> = vec![
-        Arc::new(Int32Array::from(labels)),
-        Arc::new(StringArray::from(names)),
-        Arc::new(image),
-    ];
-    if let Some(soft) = soft {
-        fields.push(Field::new(
-            "soft_label",
-            DataType::FixedSizeList(item.clone(), k as i32),
-            false,
-        ));
-        cols.push(Arc::new(FixedSizeListArray::new(
-            item,
-            k as i32,
-            Arc::new(Float32Array::from(soft.to_vec())),
-            None,
-        )));
-    }
-    let schema = Arc::new(Schema::new(fields));
-    let batch = RecordBatch::try_new(schema.clone(), cols).unwrap();
-    let props = parquet::file::properties::WriterProperties::builder()
-        .set_key_value_metadata(Some(vec![parquet::file::metadata::KeyValue::new(
-            "retort.shape".into(),
-            format!("{},{},{}", set.shape.c, set.shape.h, set.shape.w),
-        )]))
-        .build();
-    let f = std::fs::File::create(path).unwrap();
-    let mut w = parquet::arrow::ArrowWriter::try_new(f, schema, Some(props)).unwrap();
-    w.write(&batch).unwrap();
-    w.close().unwrap();
 }
 
 /// Raw dump of a synthetic set for [`measure_eval_saved`]: JSON `{"shape","labels","data"}`.

@@ -1293,9 +1293,10 @@ fn fail_soft_labels_without_a_teacher_share() {
         .expect(0);
 }
 
-/// See: issue 22. A real run with the DP teacher (`distill --teacher`) packages its soft
-/// labels: the guarantee covers the `teacher` share, the column passes the release boundary and
-/// `verify`. (Soft labels are added through the library when the run did not write them.)
+/// See: issue 22. A real run with the DP teacher (`distill --teacher`) writes the teacher's
+/// soft labels into its synthetic set and packages them: the guarantee covers the `teacher`
+/// share, the column passes the release boundary and `verify`; `eval` reports the soft- and
+/// hard-label figures and the teacher's own held-out accuracy.
 #[test]
 fn real_teacher_run_packages_its_soft_labels() {
     let t = TestWs::init();
@@ -1319,10 +1320,32 @@ fn real_teacher_run_packages_its_soft_labels() {
     r.expect(0);
     let id = r.json()["run"].as_str().unwrap().to_string();
     let rd = t.ws.join("runs").join(&id);
-    let (set, _) = retort::dataset::read_synthetic_parquet(&rd.join("synthetic.parquet")).unwrap();
-    if set.soft_labels.is_none() {
-        crate::util::add_soft_labels(&rd);
+    let (set, classes) =
+        retort::dataset::read_synthetic_parquet(&rd.join("synthetic.parquet")).unwrap();
+    let soft = set.soft_labels.as_ref().expect("the teacher's soft labels");
+    assert_eq!(soft.len(), set.len() * classes.len());
+    for row in soft.chunks(classes.len()) {
+        assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-3, "{row:?}");
     }
+    let e = t.run(&[
+        "eval",
+        &id,
+        "--json",
+        "--models",
+        "1",
+        "--epochs",
+        "3",
+        "--width",
+        "4",
+        "--no-baselines",
+    ]);
+    e.expect(0);
+    let ej = e.json();
+    assert_eq!(ej["labels"], "soft");
+    assert!(ej["accuracy_hard"].as_f64().is_some() && ej["accuracy_soft"].as_f64().is_some());
+    let ta = ej["teacher"]["accuracy"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&ta));
+    assert!(ej["teacher"]["epsilon"].as_f64().unwrap() > 0.0);
     t.run(&["policy", "add-partner", "acme"]).expect(0);
     let p = t.run(&["package", &id, "--partner", "acme", "--json"]);
     p.expect(0);
@@ -1332,9 +1355,10 @@ fn real_teacher_run_packages_its_soft_labels() {
     let report: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.join("data/privacy_report.json")).unwrap())
             .unwrap();
+    // Evaluated first, so the utility figures travel too.
     assert_eq!(
         report["guarantee"]["covers"],
-        serde_json::json!(["main", "teacher"])
+        serde_json::json!(["main", "teacher", "utility"])
     );
     assert!(report["synthetic"]["columns"]["soft_label"]
         .as_str()
