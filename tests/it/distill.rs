@@ -540,19 +540,13 @@ fn measure_dm_fashion() {
         )
         .unwrap();
         let secs = t.elapsed().as_secs_f64();
-        let pred = teacher.predict(&testf).unwrap();
-        let right = pred
-            .iter()
-            .zip(&testf.labels)
-            .filter(|(a, b)| a == b)
-            .count();
         eprintln!(
             "teacher {per_class}/class eps {eps} (alone {:.3}, sigma {:.3}, q {:.4}, steps {}): held-out accuracy {:.4} in {secs:.0} s",
             plan.shares.iter().find(|s| s.name == "teacher").unwrap().epsilon,
             tp.noise_multiplier,
             tp.sampling_rate,
             tp.steps,
-            right as f64 / testf.len() as f64
+            teacher.accuracy(&testf).unwrap().0
         );
         return;
     }
@@ -568,15 +562,9 @@ fn measure_dm_fashion() {
         save_set(&out.synthetic, std::path::Path::new(&path));
     }
     if let Some(t) = &out.teacher {
-        let pred = t.predict(&testf).unwrap();
-        let right = pred
-            .iter()
-            .zip(&testf.labels)
-            .filter(|(a, b)| a == b)
-            .count();
         eprintln!(
             "teacher held-out accuracy {:.4}",
-            right as f64 / testf.len() as f64
+            t.accuracy(&testf).unwrap().0
         );
     }
     if let Ok(path) = std::env::var("SAVE_PQ") {
