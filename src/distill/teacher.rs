@@ -183,6 +183,20 @@ impl FeatureMap {
     }
 }
 
+/// The feature map for `shape`, built once per shape and process: building the filters is
+/// far slower than applying them, and the synthesis guidance asks for the map every iteration.
+fn feature_map(shape: Shape) -> Result<std::sync::Arc<FeatureMap>, Error> {
+    use std::sync::{Arc, Mutex};
+    static CACHE: Mutex<Vec<(Shape, Arc<FeatureMap>)>> = Mutex::new(Vec::new());
+    let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, m)) = cache.iter().find(|(s, _)| *s == shape) {
+        return Ok(Arc::clone(m));
+    }
+    let m = Arc::new(FeatureMap::new(shape)?);
+    cache.push((shape, Arc::clone(&m)));
+    Ok(m)
+}
+
 fn nn_err(e: crate::nn::Error) -> Error {
     Error::Compute {
         what: e.to_string(),
@@ -237,7 +251,7 @@ impl Teacher {
                 what: "the teacher reads another image shape".into(),
             });
         }
-        let map = FeatureMap::new(self.shape)?;
+        let map = feature_map(self.shape)?;
         let k = self.classes;
         let per = self.shape.len();
         let mut out = vec![0f32; set.len() * k];
@@ -311,7 +325,7 @@ impl Teacher {
                 what: "teacher guidance: images and labels do not match".into(),
             });
         }
-        let map = FeatureMap::new(self.shape)?;
+        let map = feature_map(self.shape)?;
         let (d, k) = (self.dim, self.classes);
         let mut grads = vec![0f32; x.len()];
         let loss: f64 = grads
@@ -478,7 +492,7 @@ pub fn train(
             why,
         });
     }
-    let map = FeatureMap::new(shape)?;
+    let map = feature_map(shape)?;
     let dim = map.dim();
     // 1. The fixed features (no release, no cost).
     sink(Event::Start {
