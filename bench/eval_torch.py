@@ -9,8 +9,8 @@ and step (crop by up to 4 px, scale +-20 %, or rotate +-15 deg; no flips), sever
 
 With `--labels soft` and a `soft_label` column, the loss is the cross-entropy against the stored
 probability vectors (temperature 1), as docs/partners.md tells partners; `--labels hard` uses
-`label`. Prints one line per seed and `{"accuracy","accuracy_std","accuracies","labels",...}` as
-the last line.
+`label`. Prints one line per seed and `{"accuracy","accuracy_std","accuracies","per_class",
+"labels",...}` as the last line (`per_class`: each class's test accuracy, mean over the seeds).
 
     pip install torch pyarrow numpy
     python3 bench/eval_torch.py PKG/data/synthetic.parquet \\
@@ -127,12 +127,17 @@ def run(seed, x, y, soft, xt, yt, k, epochs, width):
             opt.step()
             sched.step()
     net.eval()
-    right = 0
+    right = torch.zeros(k)
+    seen = torch.zeros(k)
     with torch.no_grad():
         Xt, Yt = torch.from_numpy(xt), torch.from_numpy(yt)
         for b in range(0, Xt.shape[0], 1000):
-            right += (net(Xt[b : b + 1000]).argmax(1) == Yt[b : b + 1000]).sum().item()
-    return right / xt.shape[0]
+            yb = Yt[b : b + 1000]
+            ok = (net(Xt[b : b + 1000]).argmax(1) == yb).float()
+            right.index_add_(0, yb, ok)
+            seen.index_add_(0, yb, torch.ones_like(ok))
+    per_class = (right / seen.clamp(min=1)).tolist()
+    return right.sum().item() / xt.shape[0], per_class
 
 
 def main():
@@ -155,15 +160,18 @@ def main():
     xt = xt.reshape(-1, *shape)
     yt = idx(a.test_labels).astype("int64")
     k = int(max(y.max(), yt.max()) + 1) if soft is None else soft.shape[1]
-    accs = []
+    accs, per_class = [], []
     t0 = time.time()
     for s in range(a.seeds):
-        acc = run(s, x, y, soft, xt, yt, k, a.epochs, a.width)
+        acc, pc = run(s, x, y, soft, xt, yt, k, a.epochs, a.width)
         accs.append(acc)
+        per_class.append(pc)
         print(f"seed {s}: accuracy {acc:.4f} ({time.time() - t0:.0f} s)", file=sys.stderr)
     m = float(np.mean(accs))
     sd = float(np.std(accs))
-    print(json.dumps({"accuracy": m, "accuracy_std": sd, "accuracies": accs, "labels": a.labels,
+    pc = [round(float(v), 4) for v in np.mean(np.array(per_class), axis=0)]
+    print(json.dumps({"accuracy": m, "accuracy_std": sd, "accuracies": accs, "per_class": pc,
+                      "labels": a.labels,
                       "epochs": a.epochs, "seeds": a.seeds, "images": int(x.shape[0]), "evaluator": "pytorch"}))
 
 

@@ -441,13 +441,30 @@ fn measure_dm_fashion() {
     let k = if demo { 4 } else { 10 };
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(2026);
     let mut idx: Vec<usize> = Vec::new();
+    // RARE=c:m gives class c only m training images (an imbalanced cohort).
+    let rare: Option<(u32, usize)> = std::env::var("RARE").ok().map(|s| {
+        let (c, m) = s.split_once(':').expect("RARE=class:count");
+        (c.parse().unwrap(), m.parse().unwrap())
+    });
     for c in 0..k as u32 {
         let mut of: Vec<usize> = (0..train.len()).filter(|&i| train.labels[i] == c).collect();
         of.shuffle(&mut rng);
-        idx.extend(of.into_iter().take(per_class));
+        let want = match rare {
+            Some((r, m)) if r == c => m,
+            _ => per_class,
+        };
+        idx.extend(of.into_iter().take(want));
     }
     idx.shuffle(&mut rng);
     let sub = train.select(&idx);
+    // SAVE_REAL_PQ=path: ten random real images per class of the same subset, in the partner
+    // format, for the independent evaluator's random-real reference.
+    if let Ok(path) = std::env::var("SAVE_REAL_PQ") {
+        let real = retort::eval::random_per_class(&sub, &vec![10; k], 7);
+        let classes: Vec<String> = (0..k).map(|c| c.to_string()).collect();
+        retort::dataset::write_synthetic_parquet(std::path::Path::new(&path), &real, &classes)
+            .unwrap();
+    }
     let meta = retort::dataset::Meta {
         version: 1,
         name: "fmnist".into(),
@@ -527,6 +544,17 @@ fn measure_dm_fashion() {
             .collect::<Vec<_>>()
             .join(", ")
     );
+    // The utility forecast (average class, then the smallest class as with
+    // `public_class_counts`), printed beside the measured accuracy.
+    for public in [false, true] {
+        let f = retort::distill::forecast::forecast(&plan, &meta, public).unwrap();
+        eprintln!(
+            "forecast (class counts public: {public}): {} at SNR {:.2} for a class of {}",
+            serde_json::to_string(&f.verdict).unwrap(),
+            f.snr,
+            f.class_size
+        );
+    }
     let testf = test.to_float();
     if std::env::var("TEACHER_ONLY").is_ok() {
         let tp = plan.teacher.as_ref().expect("TEACHER_ONLY needs a teacher");
