@@ -35,8 +35,8 @@ pub struct DistillArgs {
     #[arg(long)]
     pub seed: Option<u64>,
     /// Train a DP teacher (a linear classifier on fixed scattering features, with its own
-    /// share of epsilon) and give the synthetic images its soft labels (default: off; see
-    /// docs/distill.md for what it measured).
+    /// share of epsilon) that guides the synthesis and gives the synthetic images its soft
+    /// labels (default: off; see docs/distill.md for what it measured).
     #[arg(long, conflicts_with = "no_teacher")]
     pub teacher: bool,
     /// No DP teacher and no soft labels (the whole budget goes to the main release).
