@@ -20,7 +20,7 @@ pub const TEACHER: &str = "teacher";
 /// soft labels lowered the independent evaluator's accuracy on the full Fashion-MNIST at ε = 1
 /// from 0.789 (hard labels) to 0.771; with guidance 0.5 (now the teacher's default) both reach
 /// 0.798, against 0.770 and 0.787 for two earlier distillations without a teacher — one
-/// distillation, and twice the synthesis time (docs/distill.md, "DP teacher and soft labels").
+/// distillation, and a longer synthesis (docs/distill.md, "DP teacher and soft labels").
 /// It stays opt-in (`--teacher`) until repeated runs and other datasets confirm the gain.
 pub const TEACHER_BY_DEFAULT: bool = false;
 

@@ -457,11 +457,11 @@ fn measure_dm_fashion() {
     }
     idx.shuffle(&mut rng);
     let sub = train.select(&idx);
+    let classes: Vec<String> = (0..k).map(|c| c.to_string()).collect();
     // SAVE_REAL_PQ=path: ten random real images per class of the same subset, in the partner
     // format, for the independent evaluator's random-real reference.
     if let Ok(path) = std::env::var("SAVE_REAL_PQ") {
         let real = retort::eval::random_per_class(&sub, &vec![10; k], 7);
-        let classes: Vec<String> = (0..k).map(|c| c.to_string()).collect();
         retort::dataset::write_synthetic_parquet(std::path::Path::new(&path), &real, &classes)
             .unwrap();
     }
@@ -469,7 +469,7 @@ fn measure_dm_fashion() {
         version: 1,
         name: "fmnist".into(),
         shape: sub.shape,
-        classes: (0..k).map(|c| c.to_string()).collect(),
+        classes,
         train_count: sub.len(),
         test_count: test.len(),
         per_class_train: sub.per_class(k),
