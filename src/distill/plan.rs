@@ -567,17 +567,26 @@ impl Plan {
     }
 
     /// Estimated run time in seconds, from timing a few units of the run's work on random
-    /// (non-private) images of the planned shape.
+    /// (non-private) images of the planned shape: the method's releases and synthesis, and the
+    /// DP teacher's training and its guidance of the synthesis when the plan has one.
     ///
     /// # Errors
     /// `distill-compute`.
     pub fn estimate_seconds(&self) -> Result<f64, Error> {
-        match &self.params {
-            Params::Dm(p) => {
-                dm::estimate_seconds(p, self.shape, self.records, self.classes.len(), self.ipc)
-            }
-            Params::Gm(p) => gm::estimate_seconds(p, self),
-        }
+        let k = self.classes.len();
+        let (method, guided) = match &self.params {
+            Params::Dm(p) => (
+                dm::estimate_seconds(p, self.shape, self.records, k, self.ipc)?,
+                // The teacher guides the DM synthesis (every iteration, every image).
+                Some((k * self.ipc, p.iterations)),
+            ),
+            Params::Gm(p) => (gm::estimate_seconds(p, self)?, None),
+        };
+        let teacher = match &self.teacher {
+            Some(t) => teacher::estimate_seconds(&t.params, self.shape, self.records, k, guided)?,
+            None => 0.0,
+        };
+        Ok(method + teacher)
     }
 }
 

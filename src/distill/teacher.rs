@@ -336,21 +336,23 @@ impl Teacher {
             .zip(x.par_chunks(per))
             .zip(labels.par_iter())
             .map(|((g, img), &y)| {
-                let raw = map.scattering.forward(img);
-                let mut feat = raw.clone();
-                group_norm(&mut feat, d, map.groups);
-                let mut p = vec![0f32; k];
-                self.logits(&feat, &mut p);
-                softmax(&mut p);
-                let loss = -(p[y as usize].max(1e-30) as f64).ln();
-                p[y as usize] -= 1.0;
-                let mut gf = vec![0f32; d];
-                for (j, &e) in p.iter().enumerate() {
-                    let w = &self.weights[j * (d + 1)..j * (d + 1) + d];
-                    gf.iter_mut().zip(w).for_each(|(a, &b)| *a += e * b);
-                }
-                let graw = group_norm_vjp(&raw, &gf, map.groups);
-                g.copy_from_slice(&map.scattering.vjp(img, &graw));
+                let mut loss = 0f64;
+                let (_, gi) = map.scattering.forward_vjp(img, |raw| {
+                    let mut feat = raw.to_vec();
+                    group_norm(&mut feat, d, map.groups);
+                    let mut p = vec![0f32; k];
+                    self.logits(&feat, &mut p);
+                    softmax(&mut p);
+                    loss = -(p[y as usize].max(1e-30) as f64).ln();
+                    p[y as usize] -= 1.0;
+                    let mut gf = vec![0f32; d];
+                    for (j, &e) in p.iter().enumerate() {
+                        let w = &self.weights[j * (d + 1)..j * (d + 1) + d];
+                        gf.iter_mut().zip(w).for_each(|(a, &b)| *a += e * b);
+                    }
+                    group_norm_vjp(raw, &gf, map.groups)
+                });
+                g.copy_from_slice(&gi);
                 loss
             })
             .sum();
@@ -443,21 +445,110 @@ fn gradient_rows(
     let labels = batch.labels;
     let x = batch.pixels;
     rows.par_chunks_mut(row).enumerate().for_each(|(i, r)| {
-        let xi = &x[i * dim..(i + 1) * dim];
-        let mut p = vec![0f32; classes];
-        for (j, z) in p.iter_mut().enumerate() {
-            let w = &weights[j * (dim + 1)..(j + 1) * (dim + 1)];
-            *z = dot(&w[..dim], xi) + w[dim];
-        }
-        softmax(&mut p);
-        p[labels[i] as usize] -= 1.0;
-        for (j, &e) in p.iter().enumerate() {
-            let out = &mut r[j * (dim + 1)..(j + 1) * (dim + 1)];
-            out[..dim].iter_mut().zip(xi).for_each(|(o, &v)| *o = e * v);
-            out[dim] = e;
-        }
+        head_row(
+            weights,
+            classes,
+            dim,
+            &x[i * dim..(i + 1) * dim],
+            labels[i],
+            r,
+        );
     });
     Ok(rows)
+}
+
+/// One record's gradient of the head's cross-entropy (`features` of one record, class `label`)
+/// with respect to the weights, written to `out` (`classes × (dim + 1)`).
+fn head_row(
+    weights: &[f32],
+    classes: usize,
+    dim: usize,
+    features: &[f32],
+    label: u32,
+    out: &mut [f32],
+) {
+    let mut p = vec![0f32; classes];
+    for (j, z) in p.iter_mut().enumerate() {
+        let w = &weights[j * (dim + 1)..(j + 1) * (dim + 1)];
+        *z = dot(&w[..dim], features) + w[dim];
+    }
+    softmax(&mut p);
+    p[label as usize] -= 1.0;
+    for (j, &e) in p.iter().enumerate() {
+        let o = &mut out[j * (dim + 1)..(j + 1) * (dim + 1)];
+        o[..dim]
+            .iter_mut()
+            .zip(features)
+            .for_each(|(o, &v)| *o = e * v);
+        o[dim] = e;
+    }
+}
+
+/// Estimated seconds for the teacher of a plan: its features of `records` images and its
+/// DP-SGD steps, and — with `guided = Some((images, iterations))` — its guidance of a
+/// synthesis of `images` images over `iterations` iterations. Times the feature map, the
+/// head's per-record gradient and the guidance term on a few public, synthetic images (on all
+/// worker threads, as the run does), then scales to the planned work; the mechanism's norm and
+/// sum over each gradient row are counted as one more pass over the row.
+///
+/// # Errors
+/// `distill-compute` for a shape the teacher cannot read.
+pub fn estimate_seconds(
+    p: &TeacherParams,
+    shape: Shape,
+    records: usize,
+    classes: usize,
+    guided: Option<(usize, usize)>,
+) -> Result<f64, Error> {
+    let map = feature_map(shape)?;
+    let dim = map.dim();
+    let b = 4 * rayon::current_num_threads().max(1);
+    let x: Vec<f32> = (0..b * shape.len())
+        .map(|j| ((j * 7919) % 256) as f32 / 255.0)
+        .collect();
+    let timed = |f: &(dyn Fn() + Sync)| {
+        f(); // warm-up (filters, plans, caches)
+        let t = std::time::Instant::now();
+        f();
+        t.elapsed().as_secs_f64() / b as f64
+    };
+    let features = timed(&|| {
+        x.par_chunks(shape.len()).for_each(|img| {
+            let mut out = Vec::with_capacity(dim);
+            map.apply(img, &mut out);
+        })
+    });
+    let row = classes * (dim + 1);
+    let weights: Vec<f32> = (0..row).map(|j| ((j % 13) as f32 - 6.0) * 1e-3).collect();
+    let feats: Vec<f32> = (0..b * dim)
+        .map(|j| ((j % 17) as f32 - 8.0) / 8.0)
+        .collect();
+    let head = timed(&|| {
+        let mut rows = vec![0f32; b * row];
+        rows.par_chunks_mut(row).enumerate().for_each(|(i, r)| {
+            let y = (i % classes.max(1)) as u32;
+            head_row(&weights, classes, dim, &feats[i * dim..(i + 1) * dim], y, r);
+        })
+    });
+    let steps = p.steps(records) as f64 * p.sample_rate(records) * records as f64;
+    let mut total = features * records as f64 + 2.0 * head * steps;
+    if let Some((images, iterations)) = guided.filter(|_| p.guidance > 0.0) {
+        let t = Teacher {
+            shape,
+            classes,
+            dim,
+            weights,
+            temperature: 1.0,
+            events: Vec::new(),
+        };
+        let labels: Vec<u32> = (0..b).map(|i| (i % classes.max(1)) as u32).collect();
+        t.loss_and_input_grads(&x[..shape.len()], &labels[..1])?; // checks the sizes
+        let guide = timed(&|| {
+            let _ = t.loss_and_input_grads(&x, &labels);
+        });
+        total += guide * images as f64 * iterations as f64;
+    }
+    Ok(total)
 }
 
 /// The events the teacher spends on `n` records at noise multiplier `sigma`.

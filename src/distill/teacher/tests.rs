@@ -198,3 +198,23 @@ fn guidance_gradient_matches_finite_differences() {
     }
     assert!(t.loss_and_input_grads(&x[..150], &labels).is_err());
 }
+
+/// The estimate counts the features of every record, and the guidance in proportion to the
+/// synthesis it guides (none at guidance 0).
+#[test]
+fn estimate_grows_with_the_records_and_the_guided_synthesis() {
+    let shape = Shape { c: 1, h: 12, w: 12 };
+    let mut p = TeacherParams::defaults(1_000);
+    let est = |p: &TeacherParams, n: usize, g: Option<(usize, usize)>| {
+        estimate_seconds(p, shape, n, 2, g).unwrap()
+    };
+    let small = est(&p, 1_000, None);
+    assert!(small > 0.0 && small.is_finite());
+    assert!(est(&p, 100_000, None) > small);
+    let long = est(&p, 1_000, Some((20, 100_000)));
+    assert!(long > est(&p, 1_000, Some((20, 1))), "{long}");
+    p.guidance = 0.0;
+    // 100,000 guided iterations over 20 images would take seconds; unguided, none.
+    assert!(est(&p, 1_000, Some((20, 100_000))) < long / 10.0);
+    assert!(estimate_seconds(&p, Shape { c: 1, h: 4, w: 4 }, 10, 2, None).is_err());
+}
